@@ -1,0 +1,311 @@
+/* attn_sdpa: validation, then the online-softmax driver. Work items are (batch, KV head, block of query positions);
+ * the query heads of a GQA group are folded into the rows of one block so they share every packed K/V tile. Each
+ * item is computed by one thread in a fixed order, so results do not depend on the thread count. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <string.h>
+#ifdef ATTN_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+#include "internal.h"
+
+typedef struct attn_strides {
+    size_t b, h, s; /* elements between batches, heads, sequence positions; row elements are contiguous */
+} attn_strides;
+
+static attn_strides attn_layout_strides(attn_layout layout, size_t heads, size_t len, size_t width)
+{
+    attn_strides st;
+    if (layout == ATTN_LAYOUT_BHSD) {
+        st.s = width;
+        st.h = len * width;
+    } else {
+        st.h = width;
+        st.s = heads * width;
+    }
+    st.b = heads * len * width;
+    return st;
+}
+
+/* Everything a block needs, resolved once per call. */
+typedef struct attn_job {
+    const attn_kernels *kern;
+    const float *q, *k, *v;
+    float *out, *probs;
+    const int32_t *kv_valid;
+    attn_strides qs, ks, vs, os;
+    size_t batch, heads, kv_heads, group, q_len, kv_len, d, dv, dvp, window;
+    int causal;
+    float scale;
+    size_t nq, rows_max, bkv, bkvp; /* query positions per block, rows per block, keys per tile */
+    size_t scratch_floats;          /* per thread */
+} attn_job;
+
+static size_t attn_round16(size_t x) { return (x + ATTN_PAD - 1) / ATTN_PAD * ATTN_PAD; }
+
+/* Per-thread scratch, carved from one 64-byte aligned allocation; every piece a multiple of 16 floats. */
+typedef struct attn_scratch {
+    float *q, *s, *kt, *vp, *o, *m, *l;
+    int *lo, *hi;
+    int64_t *alo, *ahi; /* absolute visible key range per row */
+} attn_scratch;
+
+/* Sizes of the pieces in floats, in the order attn_scratch_carve lays them out; 0 on overflow. */
+static size_t attn_scratch_size(const attn_job *j)
+{
+    size_t parts[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, total = 0;
+    if (attn_mul_overflow(j->rows_max, j->d, &parts[0]) || attn_mul_overflow(j->rows_max, j->bkvp, &parts[1]) ||
+        attn_mul_overflow(j->d, j->bkvp, &parts[2]) || attn_mul_overflow(j->bkvp, j->dvp, &parts[3]) ||
+        attn_mul_overflow(j->rows_max, j->dvp, &parts[4]))
+        return 0;
+    parts[5] = parts[6] = parts[7] = parts[8] = j->rows_max; /* m, l, lo, hi */
+    parts[9] = parts[10] = 2 * j->rows_max;                  /* alo, ahi: int64 */
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        size_t p = attn_round16(parts[i]);
+        if (p < parts[i] || __builtin_add_overflow(total, p, &total))
+            return 0;
+    }
+    return total;
+}
+
+static attn_scratch attn_scratch_carve(const attn_job *j, float *base)
+{
+    attn_scratch sc;
+    float *p = base;
+#define ATTN_TAKE(n) (p += attn_round16(n), p - attn_round16(n))
+    sc.q = ATTN_TAKE(j->rows_max * j->d);
+    sc.s = ATTN_TAKE(j->rows_max * j->bkvp);
+    sc.kt = ATTN_TAKE(j->d * j->bkvp);
+    sc.vp = ATTN_TAKE(j->bkvp * j->dvp);
+    sc.o = ATTN_TAKE(j->rows_max * j->dvp);
+    sc.m = ATTN_TAKE(j->rows_max);
+    sc.l = ATTN_TAKE(j->rows_max);
+    sc.lo = (int *)ATTN_TAKE(j->rows_max);
+    sc.hi = (int *)ATTN_TAKE(j->rows_max);
+    sc.alo = (int64_t *)ATTN_TAKE(2 * j->rows_max);
+    sc.ahi = (int64_t *)ATTN_TAKE(2 * j->rows_max);
+#undef ATTN_TAKE
+    return sc;
+}
+
+/* Packs keys [t0, t0+nk) of one KV head: kt[c][j] (transposed, zero columns up to nkp) and vp[j][c] (zero columns
+ * from dv up to dvp). */
+static void attn_pack_tile(const attn_job *j, const attn_scratch *sc, size_t b, size_t kvh, size_t t0, size_t nk,
+                           size_t nkp, int with_v)
+{
+    const float *k = j->k + b * j->ks.b + kvh * j->ks.h + t0 * j->ks.s;
+    for (size_t c = 0; c < j->d; c++)
+        memset(sc->kt + c * nkp + nk, 0, (nkp - nk) * sizeof(float));
+    for (size_t t = 0; t < nk; t++, k += j->ks.s)
+        for (size_t c = 0; c < j->d; c++)
+            sc->kt[c * nkp + t] = k[c];
+    if (!with_v)
+        return;
+    const float *v = j->v + b * j->vs.b + kvh * j->vs.h + t0 * j->vs.s;
+    for (size_t t = 0; t < nk; t++, v += j->vs.s) {
+        memcpy(sc->vp + t * j->dvp, v, j->dv * sizeof(float));
+        memset(sc->vp + t * j->dvp + j->dv, 0, (j->dvp - j->dv) * sizeof(float));
+    }
+}
+
+/* Per-row visible range inside tile [t0, t0+nk). */
+static void attn_tile_ranges(const attn_scratch *sc, size_t rows, int64_t t0, int64_t nk)
+{
+    for (size_t r = 0; r < rows; r++) {
+        int64_t lo = sc->alo[r] - t0, hi = sc->ahi[r] - t0;
+        lo = lo < 0 ? 0 : lo;
+        hi = hi > nk ? nk : hi;
+        if (hi <= lo)
+            lo = hi = 0;
+        sc->lo[r] = (int)lo;
+        sc->hi[r] = (int)hi;
+    }
+}
+
+static void attn_block(const attn_job *j, const attn_scratch *sc, size_t b, size_t kvh, size_t qb)
+{
+    const size_t q0 = qb * j->nq, nq = j->q_len - q0 < j->nq ? j->q_len - q0 : j->nq, rows = j->group * nq;
+    int64_t ulo = INT64_MAX, uhi = 0;
+    int64_t kv_end = (int64_t)j->kv_len;
+    if (j->kv_valid && j->kv_valid[b] < kv_end)
+        kv_end = j->kv_valid[b];
+
+    for (size_t g = 0; g < j->group; g++) {
+        const size_t h = kvh * j->group + g;
+        for (size_t i = 0; i < nq; i++) {
+            const size_t r = g * nq + i;
+            const float *qrow = j->q + b * j->qs.b + h * j->qs.h + (q0 + i) * j->qs.s;
+            for (size_t c = 0; c < j->d; c++)
+                sc->q[r * j->d + c] = qrow[c] * j->scale;
+            /* Bottom-right alignment: query i sits at position i + kv_len - q_len. */
+            const int64_t p = (int64_t)(q0 + i) + (int64_t)j->kv_len - (int64_t)j->q_len;
+            int64_t lo = 0, hi = kv_end;
+            if (j->causal && p + 1 < hi)
+                hi = p + 1;
+            if (j->window && p >= 0 && (uint64_t)p >= j->window)
+                lo = p - (int64_t)j->window + 1;
+            if (hi <= lo)
+                lo = hi = 0;
+            sc->alo[r] = lo;
+            sc->ahi[r] = hi;
+            if (lo < hi) {
+                ulo = lo < ulo ? lo : ulo;
+                uhi = hi > uhi ? hi : uhi;
+            }
+            sc->m[r] = -INFINITY;
+            sc->l[r] = 0.0f;
+        }
+    }
+    memset(sc->o, 0, rows * j->dvp * sizeof(float));
+
+    attn_tile_args a = {
+        .rows = rows, .d = j->d, .dvp = j->dvp, .q = sc->q, .kt = sc->kt, .vp = sc->vp, .lo = sc->lo,
+        .hi = sc->hi, .s = sc->s, .m = sc->m, .l = sc->l, .o = sc->o,
+    };
+    for (int64_t t0 = ulo; t0 < uhi; t0 += (int64_t)j->bkv) {
+        a.nk = (size_t)(uhi - t0) < j->bkv ? (size_t)(uhi - t0) : j->bkv;
+        a.nkp = attn_round16(a.nk);
+        attn_pack_tile(j, sc, b, kvh, (size_t)t0, a.nk, a.nkp, 1);
+        attn_tile_ranges(sc, rows, t0, (int64_t)a.nk);
+        j->kern->scores(&a);
+        j->kern->softmax(&a);
+        j->kern->pv(&a);
+    }
+
+    for (size_t g = 0; g < j->group; g++) {
+        const size_t h = kvh * j->group + g;
+        for (size_t i = 0; i < nq; i++) {
+            const size_t r = g * nq + i;
+            float *orow = j->out + b * j->os.b + h * j->os.h + (q0 + i) * j->os.s;
+            if (sc->alo[r] >= sc->ahi[r]) { /* sees no key: zeros, never NaN */
+                memset(orow, 0, j->dv * sizeof(float));
+                continue;
+            }
+            const float inv = 1.0f / sc->l[r], *o = sc->o + r * j->dvp;
+            for (size_t c = 0; c < j->dv; c++)
+                orow[c] = o[c] * inv;
+        }
+    }
+    if (!j->probs)
+        return;
+
+    /* Probabilities need the final max and sum of each row, so they take a second pass over the tiles. */
+    for (size_t g = 0; g < j->group; g++)
+        for (size_t i = 0; i < nq; i++) {
+            float *prow = j->probs + (((b * j->heads + kvh * j->group + g) * j->q_len) + q0 + i) * j->kv_len;
+            if (ulo >= uhi) {
+                memset(prow, 0, j->kv_len * sizeof(float));
+                continue;
+            }
+            memset(prow, 0, (size_t)ulo * sizeof(float));
+            memset(prow + uhi, 0, (j->kv_len - (size_t)uhi) * sizeof(float));
+        }
+    for (int64_t t0 = ulo; t0 < uhi; t0 += (int64_t)j->bkv) {
+        a.nk = (size_t)(uhi - t0) < j->bkv ? (size_t)(uhi - t0) : j->bkv;
+        a.nkp = attn_round16(a.nk);
+        attn_pack_tile(j, sc, b, kvh, (size_t)t0, a.nk, a.nkp, 0);
+        attn_tile_ranges(sc, rows, t0, (int64_t)a.nk);
+        j->kern->scores(&a);
+        for (size_t g = 0; g < j->group; g++) { /* rows of one head are evenly strided in probs */
+            attn_tile_args ah = a;
+            ah.rows = nq;
+            ah.s = a.s + g * nq * a.nkp;
+            ah.m = a.m + g * nq;
+            ah.l = a.l + g * nq;
+            ah.lo = a.lo + g * nq;
+            ah.hi = a.hi + g * nq;
+            float *dst = j->probs + (((b * j->heads + kvh * j->group + g) * j->q_len) + q0) * j->kv_len + t0;
+            j->kern->probs(&ah, dst, j->kv_len);
+        }
+    }
+}
+
+/* Element count a*b*c*d, then bytes; 1 if either overflows size_t. */
+static int attn_count_overflows(size_t a, size_t b, size_t c, size_t d)
+{
+    size_t n;
+    return attn_mul_overflow(a, b, &n) || attn_mul_overflow(n, c, &n) || attn_mul_overflow(n, d, &n) ||
+           attn_mul_overflow(n, sizeof(float), &n);
+}
+
+attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const float *k, const float *v,
+                      float *out, float *probs)
+{
+    if (!ctx || !d || !q || !k || !v || !out)
+        return ATTN_EINVAL;
+    const size_t hk = d->n_kv_heads ? d->n_kv_heads : d->n_heads, dv = d->v_dim ? d->v_dim : d->head_dim;
+    if (!d->batch || !d->n_heads || !d->q_len || !d->kv_len || !d->head_dim || !hk || d->n_heads % hk)
+        return ATTN_EINVAL;
+    if ((unsigned)d->layout > ATTN_LAYOUT_BSHD || (unsigned)d->mask > ATTN_MASK_CAUSAL ||
+        (d->window && d->mask != ATTN_MASK_CAUSAL) || !isfinite(d->scale))
+        return ATTN_EINVAL;
+    if (attn_count_overflows(d->batch, d->n_heads, d->q_len, d->head_dim) ||
+        attn_count_overflows(d->batch, hk, d->kv_len, d->head_dim) ||
+        attn_count_overflows(d->batch, hk, d->kv_len, dv) || attn_count_overflows(d->batch, d->n_heads, d->q_len, dv) ||
+        (probs && attn_count_overflows(d->batch, d->n_heads, d->q_len, d->kv_len)))
+        return ATTN_ERANGE;
+    if (d->kv_valid)
+        for (size_t b = 0; b < d->batch; b++)
+            if (d->kv_valid[b] < 0 || (uint64_t)d->kv_valid[b] > d->kv_len)
+                return ATTN_EINVAL;
+
+    attn_job j = {
+        .kern = ctx->kern, .q = q, .k = k, .v = v, .out = out, .probs = probs, .kv_valid = d->kv_valid,
+        .batch = d->batch, .heads = d->n_heads, .kv_heads = hk, .group = d->n_heads / hk, .q_len = d->q_len,
+        .kv_len = d->kv_len, .d = d->head_dim, .dv = dv, .dvp = attn_round16(dv), .window = d->window,
+        .causal = d->mask == ATTN_MASK_CAUSAL,
+        .scale = d->scale != 0.0f ? d->scale : (float)(1.0 / sqrt((double)d->head_dim)),
+    };
+    j.qs = attn_layout_strides(d->layout, j.heads, j.q_len, j.d);
+    j.ks = attn_layout_strides(d->layout, hk, j.kv_len, j.d);
+    j.vs = attn_layout_strides(d->layout, hk, j.kv_len, dv);
+    j.os = attn_layout_strides(d->layout, j.heads, j.q_len, dv);
+    /* block_q counts rows of a block, the heads of a GQA group included. */
+    j.nq = (size_t)ctx->block_q / j.group;
+    j.nq = j.nq < 1 ? 1 : j.nq > j.q_len ? j.q_len : j.nq;
+    j.rows_max = j.group * j.nq;
+    j.bkv = (size_t)ctx->block_kv < j.kv_len ? (size_t)ctx->block_kv : j.kv_len;
+    j.bkvp = attn_round16(j.bkv);
+    j.scratch_floats = attn_scratch_size(&j);
+    if (!j.scratch_floats)
+        return ATTN_ERANGE;
+
+    const size_t nqb = (j.q_len + j.nq - 1) / j.nq, per_qb = j.batch * hk, items = nqb * per_qb;
+    int nt = ctx->threads;
+#ifdef ATTN_HAVE_OPENMP
+    if (omp_in_parallel()) /* the caller already runs a team: no nested team, no oversubscription */
+        nt = 1;
+#else
+    nt = 1;
+#endif
+    if ((size_t)nt > items)
+        nt = (int)items;
+    size_t total;
+    if (attn_mul_overflow(j.scratch_floats, (size_t)nt, &total) || attn_mul_overflow(total, sizeof(float), &total))
+        return ATTN_ENOMEM;
+    float *scratch = attn_alloc_aligned(total);
+    if (!scratch)
+        return ATTN_ENOMEM;
+
+    /* Items go latest query block first: with causal masks those cost most, so dynamic scheduling balances. */
+#ifdef ATTN_HAVE_OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        int tid = 0;
+#ifdef ATTN_HAVE_OPENMP
+        tid = omp_get_thread_num();
+#endif
+        const attn_scratch sc = attn_scratch_carve(&j, scratch + (size_t)tid * j.scratch_floats);
+#ifdef ATTN_HAVE_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (size_t it = 0; it < items; it++) {
+            const size_t qb = nqb - 1 - it / per_qb, bh = it % per_qb;
+            attn_block(&j, &sc, bh / hk, bh % hk, qb);
+        }
+    }
+    attn_free_aligned(scratch);
+    return ATTN_OK;
+}

@@ -1,0 +1,152 @@
+/* attn — transformer attention on CPUs. The only public header of libattn.a.
+ * All functions are thread-safe; a context is immutable after creation and may be shared by threads.
+ * Link: -lattn -lsleef -lm -fopenmp (or `pkg-config --static --libs attn`). */
+#ifndef ATTN_H
+#define ATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ATTN_VERSION_MAJOR 0
+#define ATTN_VERSION_MINOR 1
+#define ATTN_VERSION_PATCH 0
+
+/* Every public function that can fail returns one of these. Errors are returned before anything is written to
+ * caller-visible outputs. */
+typedef enum attn_status {
+    ATTN_OK = 0,
+    ATTN_EINVAL = -1,  /* NULL where data is needed, a zero size, inconsistent shape, bad enum or env value */
+    ATTN_ERANGE = -2,  /* a size whose element or byte count overflows size_t; KV cache capacity exceeded */
+    ATTN_ENOMEM = -3,  /* allocation failed (nothing partially written to caller-visible state) */
+    ATTN_ENOTSUP = -4, /* requested ISA or dtype not built in or not on this CPU, or feature not built yet */
+} attn_status;
+
+/* A static English description of s; never NULL (unknown codes give "unknown status"). */
+const char *attn_strerror(attn_status s);
+
+/* The library version as "MAJOR.MINOR.PATCH"; a static string. */
+const char *attn_version(void);
+
+/* Kernel sets. AUTO means "the best this CPU runs" (avx512 > avx2 > scalar on x86-64, neon on aarch64). */
+typedef enum attn_isa {
+    ATTN_ISA_AUTO = 0,
+    ATTN_ISA_SCALAR,
+    ATTN_ISA_AVX2,   /* AVX2 + FMA */
+    ATTN_ISA_AVX512, /* AVX-512F */
+    ATTN_ISA_NEON,   /* AArch64 Advanced SIMD */
+} attn_isa;
+
+/* "auto", "scalar", "avx2", "avx512", "neon"; "unknown" for values outside the enum. Never NULL. */
+const char *attn_isa_name(attn_isa isa);
+
+/* 1 if the kernel set is compiled into this library and this CPU (and OS) runs it, else 0.
+ * ATTN_ISA_AUTO and ATTN_ISA_SCALAR always give 1. */
+int attn_isa_supported(attn_isa isa);
+
+/* Context settings. Each field: 0 means "take the environment variable, else the default".
+ * Precedence: a non-zero field here, then the ATTN_* environment variable, then the default. */
+typedef struct attn_config {
+    int num_threads; /* threads per call, >= 1; 0: ATTN_NUM_THREADS, else omp_get_max_threads() */
+    attn_isa isa;    /* kernel set; AUTO: ATTN_ISA, else the best this CPU supports */
+    int block_q;     /* query positions per work block, 1..4096; 0: ATTN_BLOCK_Q, else the tuned default */
+    int block_kv;    /* keys per tile, 1..4096 (rounded up to the vector width); 0: ATTN_BLOCK_KV, else default */
+} attn_config;
+
+/* An execution context: the chosen kernel table, thread count and tile sizes. Immutable after creation, so one
+ * context may be shared by any number of threads calling attn concurrently. */
+typedef struct attn_ctx attn_ctx;
+
+/* Creates a context. cfg may be NULL (all defaults). Reads the ATTN_* environment variables once, here.
+ * Returns ATTN_EINVAL for a negative/out-of-range field or a bad environment value (with ATTN_VERBOSE=1 the reason
+ * goes to stderr), ATTN_ENOTSUP for an ISA that is not built in or not on this CPU, ATTN_ENOMEM.
+ * *out is set only on ATTN_OK; the caller frees it with attn_ctx_destroy. */
+attn_status attn_ctx_create(attn_ctx **out, const attn_config *cfg);
+
+/* Frees a context; NULL is fine. No call may be using it. */
+void attn_ctx_destroy(attn_ctx *ctx);
+
+/* The ISA the context actually uses (never AUTO); ATTN_ISA_SCALAR for NULL. */
+attn_isa attn_ctx_isa(const attn_ctx *ctx);
+
+/* The number of OpenMP threads one call uses (>= 1); 0 for NULL. */
+int attn_ctx_threads(const attn_ctx *ctx);
+
+/* Memory layouts of q, k, v and out. BHSD: [batch][head][seq][dim]; BSHD: [batch][seq][head][dim]. */
+typedef enum attn_layout { ATTN_LAYOUT_BHSD = 0, ATTN_LAYOUT_BSHD = 1 } attn_layout;
+
+/* NONE: every query sees every key. CAUSAL: bottom-right aligned, query i (position i + kv_len - q_len) sees keys
+ * j <= its position. */
+typedef enum attn_mask { ATTN_MASK_NONE = 0, ATTN_MASK_CAUSAL = 1 } attn_mask;
+
+/* Shape and options of one scaled-dot-product attention call. */
+typedef struct attn_sdpa_desc {
+    size_t batch, n_heads;    /* both >= 1 */
+    size_t n_kv_heads;        /* 0: n_heads. Must divide n_heads (GQA/MQA): query head h reads KV head
+                                 h / (n_heads / n_kv_heads) */
+    size_t q_len, kv_len;     /* both >= 1 */
+    size_t head_dim;          /* width of Q and K rows, >= 1 */
+    size_t v_dim;             /* width of V and output rows; 0: head_dim */
+    attn_layout layout;       /* the same for q, k, v and out */
+    float scale;              /* 0: 1/sqrt(head_dim); must be finite */
+    attn_mask mask;
+    size_t window;            /* 0: none. Else (needs CAUSAL) the query at position p sees keys j with
+                                 p - window < j <= p */
+    const int32_t *kv_valid;  /* NULL, or [batch]: keys j >= kv_valid[b] are masked (right padding);
+                                 0 <= kv_valid[b] <= kv_len, else ATTN_EINVAL */
+} attn_sdpa_desc;
+
+/* out = softmax(scale * q k^T + mask) v for every batch and head.
+ * q: [batch, n_heads, q_len, head_dim] (or BSHD), k: [.., n_kv_heads, kv_len, head_dim], v: [.., kv_len, v_dim],
+ * out: like q with v_dim columns. probs: NULL, or [batch][n_heads][q_len][kv_len] (always this layout) that
+ * receives the softmax weights, 0 for masked entries. A query row that sees no key gets all-zero output and
+ * probs. Inputs are never written; out/probs must not overlap the inputs. Non-finite inputs affect only the
+ * output rows whose scores read them. Results are bitwise identical for any thread count (for one ISA). */
+attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const float *k, const float *v,
+              float *out, float *probs);
+
+/* One self-attention layer's weights, in PyTorch nn.Linear layout [out_features][in_features]. */
+typedef struct attn_layer {
+    size_t d_model, n_heads;
+    size_t n_kv_heads;       /* 0: n_heads */
+    size_t head_dim;
+    const float *wq;         /* [n_heads*head_dim][d_model] */
+    const float *wk, *wv;    /* [n_kv_heads*head_dim][d_model] */
+    const float *wo;         /* [d_model][n_heads*head_dim], or NULL: y is the concatenated heads */
+    const float *bq, *bk, *bv, *bo; /* each NULL or its bias vector */
+} attn_layer;
+
+/* y = MultiheadAttention(x) for x: [n_tokens][d_model]; y: [n_tokens][d_model] (or [n_tokens][n_heads*head_dim]
+ * when wo is NULL); probs: NULL or [n_heads][n_tokens][n_tokens].
+ * Not built yet in this version: validates its arguments, then returns ATTN_ENOTSUP. */
+attn_status attn_self_attention(const attn_ctx *ctx, const attn_layer *w, const float *x, size_t n_tokens,
+                        attn_mask mask, float *y, float *probs);
+
+/* Storage type of a KV cache (arithmetic is always fp32). */
+typedef enum attn_dtype { ATTN_F32 = 0, ATTN_F16 = 1, ATTN_BF16 = 2 } attn_dtype;
+
+/* A KV cache for one sequence; not shared between concurrent writers. Not built yet in this version:
+ * attn_kv_cache_create returns ATTN_ENOTSUP (after validating its arguments) and sets nothing. */
+typedef struct attn_kv_cache attn_kv_cache;
+attn_status attn_kv_cache_create(attn_kv_cache **out, size_t n_kv_heads, size_t head_dim, size_t capacity,
+                         attn_dtype dtype);
+/* Frees a cache; NULL is fine. */
+void attn_kv_cache_destroy(attn_kv_cache *c);
+/* Tokens held; 0 for NULL. */
+size_t attn_kv_cache_len(const attn_kv_cache *c);
+/* Empties the cache (keeps its memory); NULL is fine. */
+void attn_kv_cache_reset(attn_kv_cache *c);
+/* k, v: [n_tokens][n_kv_heads][head_dim]. All or nothing: past capacity returns ATTN_ERANGE and appends nothing.
+ * Appending 0 tokens is a no-op returning ATTN_OK. */
+attn_status attn_kv_cache_append(attn_kv_cache *c, const float *k, const float *v, size_t n_tokens);
+/* The q_len queries are the last q_len positions of the cache. q, out: [q_len][n_heads][head_dim]. */
+attn_status attn_decode(const attn_ctx *ctx, const attn_kv_cache *c, const float *q, size_t q_len, size_t n_heads,
+                attn_mask mask, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,49 @@
+/* AVX2 + FMA kernel set. Compiled with -mavx2 -mfma; runs only after attn_cpu_flags() saw AVX2, FMA and the OS
+ * saving YMM state. */
+#include <immintrin.h>
+#include <sleef.h>
+
+static inline float attn_hmax_avx2(__m256 x)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+static inline float attn_hsum_avx2(__m256 x)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+#define V __m256
+#define VW 8
+#define M __m256
+#define V_ZERO() _mm256_setzero_ps()
+#define V_LOAD(p) _mm256_load_ps(p)
+#define V_STORE(p, x) _mm256_store_ps((p), (x))
+#define V_BCAST(f) _mm256_set1_ps(f)
+#define V_FMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define V_MUL(a, b) _mm256_mul_ps((a), (b))
+#define V_ADD(a, b) _mm256_add_ps((a), (b))
+#define V_SUB(a, b) _mm256_sub_ps((a), (b))
+#define V_MAX(a, b) _mm256_max_ps((a), (b))
+#define V_EXP(x) Sleef_expf8_u10avx2(x)
+#define V_HMAX(x) attn_hmax_avx2(x)
+#define V_HSUM(x) attn_hsum_avx2(x)
+#define V_IOTA() _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7)
+#define V_INRANGE(idx, lo, hi) \
+    _mm256_and_ps(_mm256_cmp_ps((idx), (lo), _CMP_GE_OQ), _mm256_cmp_ps((idx), (hi), _CMP_LT_OQ))
+#define V_SEL(m, a, b) _mm256_blendv_ps((b), (a), (m))
+
+#define SC_RB 4 /* 4 rows x 2 ymm = 8 chains: two FMA pipes x latency 4, within 16 registers */
+#define SC_NV 2
+#define PV_RB 4
+#define PV_NV 2
+#define ATTN_SFX avx2
+#define ATTN_KERNELS_ISA ATTN_ISA_AVX2
+
+#include "tile_simd.h"

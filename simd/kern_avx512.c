@@ -1,0 +1,33 @@
+/* AVX-512F kernel set. Compiled with -mavx512f -mavx2 -mfma; runs only after attn_cpu_flags() saw AVX-512F and
+ * the OS saving opmask/ZMM state. */
+#include <immintrin.h>
+#include <sleef.h>
+
+#define V __m512
+#define VW 16
+#define M __mmask16
+#define V_ZERO() _mm512_setzero_ps()
+#define V_LOAD(p) _mm512_load_ps(p)
+#define V_STORE(p, x) _mm512_store_ps((p), (x))
+#define V_BCAST(f) _mm512_set1_ps(f)
+#define V_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define V_MUL(a, b) _mm512_mul_ps((a), (b))
+#define V_ADD(a, b) _mm512_add_ps((a), (b))
+#define V_SUB(a, b) _mm512_sub_ps((a), (b))
+#define V_MAX(a, b) _mm512_max_ps((a), (b))
+#define V_EXP(x) Sleef_expf16_u10avx512f(x)
+#define V_HMAX(x) _mm512_reduce_max_ps(x)
+#define V_HSUM(x) _mm512_reduce_add_ps(x)
+#define V_IOTA() _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+#define V_INRANGE(idx, lo, hi) \
+    (M)(_mm512_cmp_ps_mask((idx), (lo), _CMP_GE_OQ) & _mm512_cmp_ps_mask((idx), (hi), _CMP_LT_OQ))
+#define V_SEL(m, a, b) _mm512_mask_blend_ps((m), (b), (a))
+
+#define SC_RB 8 /* 8 rows x 2 zmm = 16 independent FMA chains */
+#define SC_NV 2
+#define PV_RB 4 /* 4 rows x 4 zmm = 16 chains, 64 output columns */
+#define PV_NV 4
+#define ATTN_SFX avx512
+#define ATTN_KERNELS_ISA ATTN_ISA_AVX512
+
+#include "tile_simd.h"

@@ -1,0 +1,36 @@
+/* AArch64 Advanced SIMD kernel set. NEON is baseline on AArch64, so no extra flags. */
+#include <arm_neon.h>
+#include <sleef.h>
+
+#define V float32x4_t
+#define VW 4
+#define M uint32x4_t
+#define V_ZERO() vdupq_n_f32(0.0f)
+#define V_LOAD(p) vld1q_f32(p)
+#define V_STORE(p, x) vst1q_f32((p), (x))
+#define V_BCAST(f) vdupq_n_f32(f)
+#define V_FMA(a, b, c) vfmaq_f32((c), (a), (b))
+#define V_MUL(a, b) vmulq_f32((a), (b))
+#define V_ADD(a, b) vaddq_f32((a), (b))
+#define V_SUB(a, b) vsubq_f32((a), (b))
+#define V_MAX(a, b) vmaxq_f32((a), (b))
+#define V_EXP(x) Sleef_expf4_u10advsimd(x)
+#define V_HMAX(x) vmaxvq_f32(x)
+#define V_HSUM(x) vaddvq_f32(x)
+static inline float32x4_t attn_iota_neon(void)
+{
+    static const float i[4] = {0, 1, 2, 3};
+    return vld1q_f32(i);
+}
+#define V_IOTA() attn_iota_neon()
+#define V_INRANGE(idx, lo, hi) vandq_u32(vcgeq_f32((idx), (lo)), vcltq_f32((idx), (hi)))
+#define V_SEL(m, a, b) vbslq_f32((m), (a), (b))
+
+#define SC_RB 8 /* 8 rows x 2 q-registers = 16 chains of the 32 registers */
+#define SC_NV 2
+#define PV_RB 4
+#define PV_NV 4
+#define ATTN_SFX neon
+#define ATTN_KERNELS_ISA ATTN_ISA_NEON
+
+#include "tile_simd.h"

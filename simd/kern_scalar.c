@@ -1,0 +1,84 @@
+/* The scalar kernel set: plain C, the reference every SIMD set is checked against, and the path that always
+ * exists. Baseline flags only. */
+#include <math.h>
+
+#include "kernels.h"
+
+static ATTN_DECL_SCORES(attn_scores_f32_scalar)
+{
+    for (size_t r = 0; r < a->rows; r++) {
+        const float *q = a->q + r * a->d;
+        float *s = a->s + r * a->nkp;
+        for (size_t j = 0; j < a->nkp; j++)
+            s[j] = 0.0f;
+        for (size_t c = 0; c < a->d; c++) {
+            const float qc = q[c], *kt = a->kt + c * a->nkp;
+            for (size_t j = 0; j < a->nkp; j++)
+                s[j] += qc * kt[j];
+        }
+    }
+}
+
+static ATTN_DECL_SOFTMAX(attn_softmax_f32_scalar)
+{
+    for (size_t r = 0; r < a->rows; r++) {
+        float *s = a->s + r * a->nkp;
+        const size_t lo = (size_t)a->lo[r], hi = (size_t)a->hi[r];
+        if (lo >= hi) {
+            for (size_t j = 0; j < a->nkp; j++)
+                s[j] = 0.0f;
+            continue;
+        }
+        float mt = s[lo];
+        for (size_t j = lo + 1; j < hi; j++)
+            mt = fmaxf(mt, s[j]);
+        const float mold = a->m[r], mnew = fmaxf(mold, mt);
+        const float alpha = expf(mold - mnew); /* 0 on the first tile (mold = -inf) */
+        float sum = 0.0f;
+        for (size_t j = 0; j < a->nkp; j++) {
+            const float p = (j >= lo && j < hi) ? expf(s[j] - mnew) : 0.0f;
+            s[j] = p;
+            sum += p;
+        }
+        a->l[r] = a->l[r] * alpha + sum;
+        a->m[r] = mnew;
+        if (alpha != 1.0f) {
+            float *o = a->o + r * a->dvp;
+            for (size_t c = 0; c < a->dvp; c++)
+                o[c] *= alpha;
+        }
+    }
+}
+
+static ATTN_DECL_PV(attn_pv_f32_scalar)
+{
+    for (size_t r = 0; r < a->rows; r++) {
+        const float *p = a->s + r * a->nkp;
+        float *o = a->o + r * a->dvp;
+        for (int j = a->lo[r]; j < a->hi[r]; j++) {
+            const float pj = p[j], *v = a->vp + (size_t)j * a->dvp;
+            for (size_t c = 0; c < a->dvp; c++)
+                o[c] += pj * v[c];
+        }
+    }
+}
+
+static ATTN_DECL_PROBS(attn_probs_f32_scalar)
+{
+    for (size_t r = 0; r < a->rows; r++) {
+        const float *s = a->s + r * a->nkp;
+        float *row = dst + r * ld;
+        const size_t lo = (size_t)a->lo[r], hi = (size_t)a->hi[r];
+        const float m = a->m[r], linv = 1.0f / a->l[r];
+        for (size_t j = 0; j < a->nk; j++)
+            row[j] = (j >= lo && j < hi) ? expf(s[j] - m) * linv : 0.0f;
+    }
+}
+
+const attn_kernels attn_kernels_scalar = {
+    .isa = ATTN_ISA_SCALAR,
+    .scores = attn_scores_f32_scalar,
+    .softmax = attn_softmax_f32_scalar,
+    .pv = attn_pv_f32_scalar,
+    .probs = attn_probs_f32_scalar,
+};

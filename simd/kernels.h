@@ -1,0 +1,75 @@
+/* The kernel table: what differs per ISA. The engine packs one tile of keys and values, then calls the kernels of
+ * its context on a block of query rows; kernels never fail and never allocate (engine/ proves their preconditions). */
+#ifndef ATTN_KERNELS_H
+#define ATTN_KERNELS_H
+
+#include <stddef.h>
+
+#include "attn.h"
+
+/* Packed widths are multiples of this (the widest vector, 16 floats), so every ISA runs whole vectors only. */
+#define ATTN_PAD 16
+
+/* One block of query rows against one tile of keys. All pointers are 64-byte aligned scratch owned by the engine. */
+typedef struct attn_tile_args {
+    size_t rows;       /* query rows in the block */
+    size_t d;          /* width of q and k rows */
+    size_t nk;         /* keys in the tile; nkp = round_up(nk, ATTN_PAD) */
+    size_t nkp;
+    size_t dvp;        /* padded width of v and o rows, a multiple of ATTN_PAD */
+    const float *q;    /* [rows][d], already multiplied by the softmax scale */
+    const float *kt;   /* [d][nkp]: keys transposed, columns nk..nkp-1 zero */
+    const float *vp;   /* [nk][dvp]: values, columns dv..dvp-1 zero */
+    const int *lo, *hi; /* per row: keys [lo, hi) of the tile are visible (0 <= lo, hi <= nk; lo >= hi: none) */
+    float *s;          /* scratch [rows][nkp]: scores, then probabilities */
+    float *m, *l;      /* per row: running maximum and running sum of exp(score - m) */
+    float *o;          /* [rows][dvp]: running unnormalised output */
+} attn_tile_args;
+
+/* One signature per kernel kind, shared by every ISA so that prototypes cannot drift apart. */
+#define ATTN_DECL_SCORES(name) void name(const attn_tile_args *a)
+#define ATTN_DECL_SOFTMAX(name) void name(const attn_tile_args *a)
+#define ATTN_DECL_PV(name) void name(const attn_tile_args *a)
+#define ATTN_DECL_PROBS(name) void name(const attn_tile_args *a, float *dst, size_t ld)
+
+typedef struct attn_kernels {
+    attn_isa isa;
+    /* s[r][j] = q[r] . k[j] for every row and every j < nkp. */
+    ATTN_DECL_SCORES((*scores));
+    /* Online-softmax step for the visible keys of each row: m' = max(m, max s), o *= exp(m - m'),
+     * s[r][j] = exp(s - m') inside [lo, hi) and 0 outside (j < nkp), l = l * exp(m - m') + sum s.
+     * Rows with lo >= hi keep m, l, o and get an all-zero s row. */
+    ATTN_DECL_SOFTMAX((*softmax));
+    /* o[r] += sum over visible j of s[r][j] * v[j]. Keys outside [lo, hi) are never read for that row (so a NaN
+     * in a key a row cannot see stays out of that row). */
+    ATTN_DECL_PV((*pv));
+    /* After the last tile, with the final m and l: dst[r*ld + j] = exp(s[r][j] - m[r]) / l[r] for visible j, 0 for
+     * the other j < nk. Expects s to hold scores (call scores first). */
+    ATTN_DECL_PROBS((*probs));
+} attn_kernels;
+
+/* CPU features, detected once (pthread_once). */
+enum {
+    ATTN_CPU_AVX2 = 1u << 0,   /* AVX2 + FMA + OS saves YMM */
+    ATTN_CPU_AVX512 = 1u << 1, /* AVX-512F + OS saves opmask/ZMM */
+    ATTN_CPU_NEON = 1u << 2,   /* AArch64 Advanced SIMD */
+};
+unsigned attn_cpu_flags(void);
+
+/* The table for isa if it is built in and this CPU runs it, else NULL. isa must not be AUTO. */
+const attn_kernels *attn_kernels_get(attn_isa isa);
+/* The best ISA this CPU runs. */
+attn_isa attn_isa_best(void);
+
+extern const attn_kernels attn_kernels_scalar;
+#if ATTN_HAVE_AVX2
+extern const attn_kernels attn_kernels_avx2;
+#endif
+#if ATTN_HAVE_AVX512
+extern const attn_kernels attn_kernels_avx512;
+#endif
+#if ATTN_HAVE_NEON
+extern const attn_kernels attn_kernels_neon;
+#endif
+
+#endif

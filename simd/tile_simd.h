@@ -1,0 +1,204 @@
+/* The tile kernels written once over a small vector vocabulary; each ISA file defines the vocabulary, includes
+ * this header and gets its own copy (every function here is static, so no copy can be picked by the linker for
+ * another ISA). Register blocking: SC_RB query rows x SC_NV vectors of keys for scores, PV_RB rows x PV_NV vectors
+ * of output columns for P.V, so each K or V load feeds several FMAs.
+ *
+ * Needs: V, VW, M, V_ZERO(), V_LOAD(p), V_STORE(p, x), V_BCAST(f), V_FMA(a, b, c) = a*b+c, V_MUL, V_SUB, V_MAX,
+ * V_ADD, V_EXP(x), V_HMAX(x), V_HSUM(x), V_IOTA(), V_INRANGE(idx, lo, hi) -> M, V_SEL(m, a, b) (a where m),
+ * SC_RB, SC_NV, PV_RB, PV_NV, ATTN_SFX (the ISA suffix of every name) and ATTN_KERNELS_ISA. */
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+
+#define ATTN_INLINE static inline __attribute__((always_inline))
+#define ATTN_CAT_(a, b) a##b
+#define ATTN_CAT(a, b) ATTN_CAT_(a, b)
+#define ATTN_FN(op) ATTN_CAT(attn_##op##_f32_, ATTN_SFX) /* attn_scores_f32_avx2, ... */
+
+/* s[r0..r0+RB)[j0..j0+NV*VW) = q . kt */
+ATTN_INLINE void attn_sc_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int NV)
+{
+    V acc[SC_RB][SC_NV];
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; r++)
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = V_ZERO();
+    const float *q = a->q + r0 * a->d, *kt = a->kt + j0;
+    for (size_t c = 0; c < a->d; c++, kt += a->nkp) {
+        V b[SC_NV];
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; v++)
+            b[v] = V_LOAD(kt + v * VW);
+#pragma GCC unroll 16
+        for (int r = 0; r < RB; r++) {
+            const V x = V_BCAST(q[r * a->d + c]);
+#pragma GCC unroll 16
+            for (int v = 0; v < NV; v++)
+                acc[r][v] = V_FMA(x, b[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; r++)
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; v++)
+            V_STORE(a->s + (r0 + r) * a->nkp + j0 + v * VW, acc[r][v]);
+}
+
+ATTN_INLINE void attn_sc_rows(const attn_tile_args *a, size_t r0, const int RB)
+{
+    size_t j0 = 0;
+    for (; j0 + SC_NV * VW <= a->nkp; j0 += SC_NV * VW)
+        attn_sc_micro(a, r0, j0, RB, SC_NV);
+    for (; j0 < a->nkp; j0 += VW)
+        attn_sc_micro(a, r0, j0, RB, 1);
+}
+
+static ATTN_DECL_SCORES(ATTN_FN(scores))
+{
+    size_t r0 = 0;
+    for (; r0 + SC_RB <= a->rows; r0 += SC_RB)
+        attn_sc_rows(a, r0, SC_RB);
+    for (; r0 < a->rows; r0++)
+        attn_sc_rows(a, r0, 1);
+}
+
+static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
+{
+    const V iota = V_IOTA(), ninf = V_BCAST(-INFINITY);
+    for (size_t r = 0; r < a->rows; r++) {
+        float *s = a->s + r * a->nkp;
+        const size_t lo = (size_t)a->lo[r], hi = (size_t)a->hi[r];
+        if (lo >= hi) {
+            memset(s, 0, a->nkp * sizeof *s);
+            continue;
+        }
+        const V vlo = V_BCAST((float)lo), vhi = V_BCAST((float)hi);
+        const size_t jlo = lo / VW * VW;
+        V vm = ninf;
+        for (size_t j0 = jlo; j0 < hi; j0 += VW) {
+            const M in = V_INRANGE(V_ADD(iota, V_BCAST((float)j0)), vlo, vhi);
+            vm = V_MAX(vm, V_SEL(in, V_LOAD(s + j0), ninf));
+        }
+        const float mold = a->m[r], mnew = fmaxf(mold, V_HMAX(vm));
+        const float alpha = expf(mold - mnew); /* 0 on the first tile (mold = -inf) */
+        const V vmn = V_BCAST(mnew);
+        V sum = V_ZERO();
+        for (size_t j0 = 0; j0 < a->nkp; j0 += VW) {
+            if (j0 + VW <= lo || j0 >= hi) {
+                V_STORE(s + j0, V_ZERO());
+                continue;
+            }
+            const M in = V_INRANGE(V_ADD(iota, V_BCAST((float)j0)), vlo, vhi);
+            const V p = V_SEL(in, V_EXP(V_SUB(V_LOAD(s + j0), vmn)), V_ZERO());
+            V_STORE(s + j0, p);
+            sum = V_ADD(sum, p);
+        }
+        a->l[r] = a->l[r] * alpha + V_HSUM(sum);
+        a->m[r] = mnew;
+        if (alpha != 1.0f) {
+            const V va = V_BCAST(alpha);
+            float *o = a->o + r * a->dvp;
+            for (size_t c = 0; c < a->dvp; c += VW)
+                V_STORE(o + c, V_MUL(V_LOAD(o + c), va));
+        }
+    }
+}
+
+/* o[r0..r0+RB)[c0..c0+NV*VW) += sum_{j in [jlo, jhi)} s[r][j] * v[j] */
+ATTN_INLINE void attn_pv_micro(const attn_tile_args *a, size_t r0, size_t c0, size_t jlo, size_t jhi, const int RB,
+                               const int NV)
+{
+    V acc[PV_RB][PV_NV];
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; r++)
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = V_LOAD(a->o + (r0 + r) * a->dvp + c0 + v * VW);
+    const float *p = a->s + r0 * a->nkp;
+    for (size_t j = jlo; j < jhi; j++) {
+        const float *vr = a->vp + j * a->dvp + c0;
+        V b[PV_NV];
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; v++)
+            b[v] = V_LOAD(vr + v * VW);
+#pragma GCC unroll 16
+        for (int r = 0; r < RB; r++) {
+            const V x = V_BCAST(p[r * a->nkp + j]);
+#pragma GCC unroll 16
+            for (int v = 0; v < NV; v++)
+                acc[r][v] = V_FMA(x, b[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; r++)
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; v++)
+            V_STORE(a->o + (r0 + r) * a->dvp + c0 + v * VW, acc[r][v]);
+}
+
+ATTN_INLINE void attn_pv_rows(const attn_tile_args *a, size_t r0, size_t jlo, size_t jhi, const int RB)
+{
+    if (jlo >= jhi)
+        return;
+    size_t c0 = 0;
+    for (; c0 + PV_NV * VW <= a->dvp; c0 += PV_NV * VW)
+        attn_pv_micro(a, r0, c0, jlo, jhi, RB, PV_NV);
+    for (; c0 < a->dvp; c0 += VW)
+        attn_pv_micro(a, r0, c0, jlo, jhi, RB, 1);
+}
+
+static ATTN_DECL_PV(ATTN_FN(pv))
+{
+    size_t r0 = 0;
+    for (; r0 + PV_RB <= a->rows; r0 += PV_RB) {
+        /* The keys every row of the group sees go through the blocked kernel; each row's ragged ends (causal and
+         * window boundaries) go row by row, so no row ever reads a key it cannot see. */
+        int clo = a->lo[r0], chi = a->hi[r0];
+        for (int r = 1; r < PV_RB; r++) {
+            clo = a->lo[r0 + r] > clo ? a->lo[r0 + r] : clo;
+            chi = a->hi[r0 + r] < chi ? a->hi[r0 + r] : chi;
+        }
+        if (clo >= chi) {
+            for (int r = 0; r < PV_RB; r++)
+                attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)a->hi[r0 + r], 1);
+            continue;
+        }
+        attn_pv_rows(a, r0, (size_t)clo, (size_t)chi, PV_RB);
+        for (int r = 0; r < PV_RB; r++) {
+            attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)clo, 1);
+            attn_pv_rows(a, r0 + r, (size_t)chi, (size_t)a->hi[r0 + r], 1);
+        }
+    }
+    for (; r0 < a->rows; r0++)
+        attn_pv_rows(a, r0, (size_t)a->lo[r0], (size_t)a->hi[r0], 1);
+}
+
+static ATTN_DECL_PROBS(ATTN_FN(probs))
+{
+    const V iota = V_IOTA();
+    for (size_t r = 0; r < a->rows; r++) {
+        float *s = a->s + r * a->nkp;
+        const size_t lo = (size_t)a->lo[r], hi = (size_t)a->hi[r];
+        if (lo >= hi) {
+            memset(dst + r * ld, 0, a->nk * sizeof *dst);
+            continue;
+        }
+        const V vlo = V_BCAST((float)lo), vhi = V_BCAST((float)hi);
+        const V vm = V_BCAST(a->m[r]), vli = V_BCAST(1.0f / a->l[r]);
+        for (size_t j0 = 0; j0 < a->nk; j0 += VW) {
+            const M in = V_INRANGE(V_ADD(iota, V_BCAST((float)j0)), vlo, vhi);
+            V_STORE(s + j0, V_SEL(in, V_MUL(V_EXP(V_SUB(V_LOAD(s + j0), vm)), vli), V_ZERO()));
+        }
+        memcpy(dst + r * ld, s, a->nk * sizeof *dst);
+    }
+}
+
+const attn_kernels ATTN_CAT(attn_kernels_, ATTN_SFX) = {
+    .isa = ATTN_KERNELS_ISA,
+    .scores = ATTN_FN(scores),
+    .softmax = ATTN_FN(softmax),
+    .pv = ATTN_FN(pv),
+    .probs = ATTN_FN(probs),
+};
