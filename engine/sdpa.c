@@ -40,6 +40,8 @@ typedef struct attn_job {
     float scale;
     size_t nq, rows_max, bkv, bkvp; /* query positions per block, rows per block, keys per tile */
     size_t scratch_floats;          /* per thread */
+    float *packed;                  /* NULL, or every K/V tile packed once per call: [batch][kv_heads][tile] */
+    size_t ntiles, tile_floats;
 } attn_job;
 
 static size_t attn_round16(size_t x) { return (x + ATTN_PAD - 1) / ATTN_PAD * ATTN_PAD; }
@@ -91,22 +93,40 @@ static attn_scratch attn_scratch_carve(const attn_job *j, float *base)
 
 /* Packs keys [t0, t0+nk) of one KV head: kt[c][j] (transposed, zero columns up to nkp) and vp[j][c] (zero columns
  * from dv up to dvp). */
-static void attn_pack_tile(const attn_job *j, const attn_scratch *sc, size_t b, size_t kvh, size_t t0, size_t nk,
-                           size_t nkp, int with_v)
+static void attn_pack_tile(const attn_job *j, float *kt, float *vp, size_t b, size_t kvh, size_t t0, size_t nk,
+                           size_t nkp)
 {
     const float *k = j->k + b * j->ks.b + kvh * j->ks.h + t0 * j->ks.s;
     for (size_t c = 0; c < j->d; c++)
-        memset(sc->kt + c * nkp + nk, 0, (nkp - nk) * sizeof(float));
+        memset(kt + c * nkp + nk, 0, (nkp - nk) * sizeof(float));
     for (size_t t = 0; t < nk; t++, k += j->ks.s)
         for (size_t c = 0; c < j->d; c++)
-            sc->kt[c * nkp + t] = k[c];
-    if (!with_v)
+            kt[c * nkp + t] = k[c];
+    if (!vp)
         return;
     const float *v = j->v + b * j->vs.b + kvh * j->vs.h + t0 * j->vs.s;
     for (size_t t = 0; t < nk; t++, v += j->vs.s) {
-        memcpy(sc->vp + t * j->dvp, v, j->dv * sizeof(float));
-        memset(sc->vp + t * j->dvp + j->dv, 0, (j->dvp - j->dv) * sizeof(float));
+        memcpy(vp + t * j->dvp, v, j->dv * sizeof(float));
+        memset(vp + t * j->dvp + j->dv, 0, (j->dvp - j->dv) * sizeof(float));
     }
+}
+
+/* Points a at the packed tile starting at key t0 (a multiple of bkv): the call's shared packing when there is one,
+ * else this thread's scratch, packed now. */
+static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_args *a, size_t b, size_t kvh,
+                         size_t t0, int with_v)
+{
+    a->nk = j->kv_len - t0 < j->bkv ? j->kv_len - t0 : j->bkv;
+    a->nkp = attn_round16(a->nk);
+    if (j->packed) {
+        const float *base = j->packed + ((b * j->kv_heads + kvh) * j->ntiles + t0 / j->bkv) * j->tile_floats;
+        a->kt = base;
+        a->vp = base + j->d * j->bkvp;
+        return;
+    }
+    attn_pack_tile(j, sc->kt, with_v ? sc->vp : NULL, b, kvh, t0, a->nk, a->nkp);
+    a->kt = sc->kt;
+    a->vp = sc->vp;
 }
 
 /* Per-row visible range inside tile [t0, t0+nk). */
@@ -160,13 +180,13 @@ static void attn_block(const attn_job *j, const attn_scratch *sc, size_t b, size
     memset(sc->o, 0, rows * j->dvp * sizeof(float));
 
     attn_tile_args a = {
-        .rows = rows, .d = j->d, .dvp = j->dvp, .q = sc->q, .kt = sc->kt, .vp = sc->vp, .lo = sc->lo,
-        .hi = sc->hi, .s = sc->s, .m = sc->m, .l = sc->l, .o = sc->o,
+        .rows = rows, .d = j->d, .dvp = j->dvp, .q = sc->q, .lo = sc->lo, .hi = sc->hi, .s = sc->s, .m = sc->m,
+        .l = sc->l, .o = sc->o,
     };
-    for (int64_t t0 = ulo; t0 < uhi; t0 += (int64_t)j->bkv) {
-        a.nk = (size_t)(uhi - t0) < j->bkv ? (size_t)(uhi - t0) : j->bkv;
-        a.nkp = attn_round16(a.nk);
-        attn_pack_tile(j, sc, b, kvh, (size_t)t0, a.nk, a.nkp, 1);
+    /* Tiles start at multiples of bkv; the ones no row of the block can see are skipped whole. */
+    const int64_t tfirst = ulo < uhi ? ulo / (int64_t)j->bkv * (int64_t)j->bkv : uhi;
+    for (int64_t t0 = tfirst; t0 < uhi; t0 += (int64_t)j->bkv) {
+        attn_tile_at(j, sc, &a, b, kvh, (size_t)t0, 1);
         attn_tile_ranges(sc, rows, t0, (int64_t)a.nk);
         j->kern->scores(&a);
         j->kern->softmax(&a);
@@ -191,6 +211,8 @@ static void attn_block(const attn_job *j, const attn_scratch *sc, size_t b, size
         return;
 
     /* Probabilities need the final max and sum of each row, so they take a second pass over the tiles. */
+    const int64_t tend_ = tfirst + ((uhi - tfirst) + (int64_t)j->bkv - 1) / (int64_t)j->bkv * (int64_t)j->bkv;
+    const size_t tend = (size_t)(tend_ < (int64_t)j->kv_len ? tend_ : (int64_t)j->kv_len);
     for (size_t g = 0; g < j->group; g++)
         for (size_t i = 0; i < nq; i++) {
             float *prow = j->probs + (((b * j->heads + kvh * j->group + g) * j->q_len) + q0 + i) * j->kv_len;
@@ -198,13 +220,11 @@ static void attn_block(const attn_job *j, const attn_scratch *sc, size_t b, size
                 memset(prow, 0, j->kv_len * sizeof(float));
                 continue;
             }
-            memset(prow, 0, (size_t)ulo * sizeof(float));
-            memset(prow + uhi, 0, (j->kv_len - (size_t)uhi) * sizeof(float));
+            memset(prow, 0, (size_t)tfirst * sizeof(float));
+            memset(prow + tend, 0, (j->kv_len - (size_t)tend) * sizeof(float));
         }
-    for (int64_t t0 = ulo; t0 < uhi; t0 += (int64_t)j->bkv) {
-        a.nk = (size_t)(uhi - t0) < j->bkv ? (size_t)(uhi - t0) : j->bkv;
-        a.nkp = attn_round16(a.nk);
-        attn_pack_tile(j, sc, b, kvh, (size_t)t0, a.nk, a.nkp, 0);
+    for (int64_t t0 = tfirst; t0 < uhi; t0 += (int64_t)j->bkv) {
+        attn_tile_at(j, sc, &a, b, kvh, (size_t)t0, 0);
         attn_tile_ranges(sc, rows, t0, (int64_t)a.nk);
         j->kern->scores(&a);
         for (size_t g = 0; g < j->group; g++) { /* rows of one head are evenly strided in probs */
@@ -287,6 +307,14 @@ attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float 
     float *scratch = attn_alloc_aligned(total);
     if (!scratch)
         return ATTN_ENOMEM;
+    /* When several query blocks read the same KV head, pack its tiles once for all of them (transposing K costs
+     * about as much as a quarter of the block's FMAs). Without the memory for it, each block packs its own. */
+    j.ntiles = (j.kv_len + j.bkv - 1) / j.bkv;
+    j.tile_floats = attn_round16(j.bkvp * (j.d + j.dvp));
+    size_t npack = 0, pack_bytes = 0;
+    if (nqb > 1 && !attn_mul_overflow(per_qb, j.ntiles, &npack) &&
+        !attn_mul_overflow(npack, j.tile_floats * sizeof(float), &pack_bytes) && j.tile_floats < SIZE_MAX / 8)
+        j.packed = attn_alloc_aligned(pack_bytes);
 
     /* Items go latest query block first: with causal masks those cost most, so dynamic scheduling balances. */
 #ifdef ATTN_HAVE_OPENMP
@@ -298,6 +326,17 @@ attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float 
         tid = omp_get_thread_num();
 #endif
         const attn_scratch sc = attn_scratch_carve(&j, scratch + (size_t)tid * j.scratch_floats);
+        if (j.packed) {
+#ifdef ATTN_HAVE_OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (size_t it = 0; it < npack; it++) {
+                const size_t t0 = it % j.ntiles * j.bkv, nk = j.kv_len - t0 < j.bkv ? j.kv_len - t0 : j.bkv;
+                float *kt = j.packed + it * j.tile_floats;
+                attn_pack_tile(&j, kt, kt + j.d * j.bkvp, it / j.ntiles / hk, it / j.ntiles % hk, t0, nk,
+                               attn_round16(nk));
+            }
+        }
 #ifdef ATTN_HAVE_OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
@@ -306,6 +345,7 @@ attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float 
             attn_block(&j, &sc, bh / hk, bh % hk, qb);
         }
     }
+    attn_free_aligned(j.packed);
     attn_free_aligned(scratch);
     return ATTN_OK;
 }
