@@ -118,15 +118,34 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
 {
     a->nk = j->kv_len - t0 < j->bkv ? j->kv_len - t0 : j->bkv;
     a->nkp = attn_round16(a->nk);
+    a->ldv = j->dvp;
     if (j->packed) {
         const float *base = j->packed + ((b * j->kv_heads + kvh) * j->ntiles + t0 / j->bkv) * j->tile_floats;
         a->kt = base;
         a->vp = base + j->d * j->bkvp;
         return;
     }
-    attn_pack_tile(j, sc->kt, with_v ? sc->vp : NULL, b, kvh, t0, a->nk, a->nkp);
-    a->kt = sc->kt;
+    /* A block alone with its KV head (decode): read whole-vector rows in place rather than copy them. */
+    const float *k = j->k + b * j->ks.b + kvh * j->ks.h + t0 * j->ks.s;
+    const float *v = j->v + b * j->vs.b + kvh * j->vs.h + t0 * j->vs.s;
+    const int k_rows = j->d % ATTN_PAD == 0, v_rows = j->dv == j->dvp;
+    a->kt = k_rows ? NULL : sc->kt;
+    a->kr = k;
+    a->ldk = j->ks.s;
+    if (!k_rows)
+        attn_pack_tile(j, sc->kt, NULL, b, kvh, t0, a->nk, a->nkp);
+    if (!with_v)
+        return;
+    if (v_rows) {
+        a->vp = v;
+        a->ldv = j->vs.s;
+        return;
+    }
     a->vp = sc->vp;
+    for (size_t t = 0; t < a->nk; t++, v += j->vs.s) {
+        memcpy(sc->vp + t * j->dvp, v, j->dv * sizeof(float));
+        memset(sc->vp + t * j->dvp + j->dv, 0, (j->dvp - j->dv) * sizeof(float));
+    }
 }
 
 /* Per-row visible range inside tile [t0, t0+nk). */
@@ -188,7 +207,7 @@ static void attn_block(const attn_job *j, const attn_scratch *sc, size_t b, size
     for (int64_t t0 = tfirst; t0 < uhi; t0 += (int64_t)j->bkv) {
         attn_tile_at(j, sc, &a, b, kvh, (size_t)t0, 1);
         attn_tile_ranges(sc, rows, t0, (int64_t)a.nk);
-        j->kern->scores(&a);
+        (a.kt ? j->kern->scores : j->kern->scores_rows)(&a);
         j->kern->softmax(&a);
         j->kern->pv(&a);
     }
@@ -226,7 +245,7 @@ static void attn_block(const attn_job *j, const attn_scratch *sc, size_t b, size
     for (int64_t t0 = tfirst; t0 < uhi; t0 += (int64_t)j->bkv) {
         attn_tile_at(j, sc, &a, b, kvh, (size_t)t0, 0);
         attn_tile_ranges(sc, rows, t0, (int64_t)a.nk);
-        j->kern->scores(&a);
+        (a.kt ? j->kern->scores : j->kern->scores_rows)(&a);
         for (size_t g = 0; g < j->group; g++) { /* rows of one head are evenly strided in probs */
             attn_tile_args ah = a;
             ah.rows = nq;

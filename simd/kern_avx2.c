@@ -24,6 +24,7 @@ static inline float attn_hsum_avx2(__m256 x)
 #define M __m256
 #define V_ZERO() _mm256_setzero_ps()
 #define V_LOAD(p) _mm256_load_ps(p)
+#define V_LOADU(p) _mm256_loadu_ps(p)
 #define V_STORE(p, x) _mm256_store_ps((p), (x))
 #define V_BCAST(f) _mm256_set1_ps(f)
 #define V_FMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
@@ -43,6 +44,9 @@ static inline float attn_hsum_avx2(__m256 x)
 #define SC_NV 2
 #define PV_RB 4
 #define PV_NV 2
+#define SR_RB 4 /* decode: 4 query rows x 1 key row; several interleaved key rows measured slower (their short
+                  * row streams defeat the hardware prefetcher) */
+#define SR_JB 1
 #define ATTN_SFX avx2
 #define ATTN_KERNELS_ISA ATTN_ISA_AVX2
 

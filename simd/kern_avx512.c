@@ -8,6 +8,7 @@
 #define M __mmask16
 #define V_ZERO() _mm512_setzero_ps()
 #define V_LOAD(p) _mm512_load_ps(p)
+#define V_LOADU(p) _mm512_loadu_ps(p)
 #define V_STORE(p, x) _mm512_store_ps((p), (x))
 #define V_BCAST(f) _mm512_set1_ps(f)
 #define V_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
@@ -27,6 +28,9 @@
 #define SC_NV 2
 #define PV_RB 4 /* 4 rows x 4 zmm = 16 chains, 64 output columns */
 #define PV_NV 4
+#define SR_RB 4 /* decode: 4 query rows x 1 key row; several interleaved key rows measured slower (their short
+                  * row streams defeat the hardware prefetcher) */
+#define SR_JB 1
 #define ATTN_SFX avx512
 #define ATTN_KERNELS_ISA ATTN_ISA_AVX512
 

@@ -7,6 +7,7 @@
 #define M uint32x4_t
 #define V_ZERO() vdupq_n_f32(0.0f)
 #define V_LOAD(p) vld1q_f32(p)
+#define V_LOADU(p) vld1q_f32(p)
 #define V_STORE(p, x) vst1q_f32((p), (x))
 #define V_BCAST(f) vdupq_n_f32(f)
 #define V_FMA(a, b, c) vfmaq_f32((c), (a), (b))
@@ -30,6 +31,9 @@ static inline float32x4_t attn_iota_neon(void)
 #define SC_NV 2
 #define PV_RB 4
 #define PV_NV 4
+#define SR_RB 4 /* decode: 4 query rows x 1 key row; several interleaved key rows measured slower (their short
+                  * row streams defeat the hardware prefetcher) */
+#define SR_JB 1
 #define ATTN_SFX neon
 #define ATTN_KERNELS_ISA ATTN_ISA_NEON
 

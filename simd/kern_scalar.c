@@ -19,6 +19,21 @@ static ATTN_DECL_SCORES(attn_scores_f32_scalar)
     }
 }
 
+static ATTN_DECL_SCORES(attn_scores_rows_f32_scalar)
+{
+    for (size_t r = 0; r < a->rows; r++) {
+        const float *q = a->q + r * a->d;
+        float *s = a->s + r * a->nkp;
+        for (size_t j = 0; j < a->nkp; j++) {
+            float t = 0.0f;
+            if (j < a->nk)
+                for (size_t c = 0; c < a->d; c++)
+                    t += q[c] * a->kr[j * a->ldk + c];
+            s[j] = t;
+        }
+    }
+}
+
 static ATTN_DECL_SOFTMAX(attn_softmax_f32_scalar)
 {
     for (size_t r = 0; r < a->rows; r++) {
@@ -56,7 +71,7 @@ static ATTN_DECL_PV(attn_pv_f32_scalar)
         const float *p = a->s + r * a->nkp;
         float *o = a->o + r * a->dvp;
         for (int j = a->lo[r]; j < a->hi[r]; j++) {
-            const float pj = p[j], *v = a->vp + (size_t)j * a->dvp;
+            const float pj = p[j], *v = a->vp + (size_t)j * a->ldv;
             for (size_t c = 0; c < a->dvp; c++)
                 o[c] += pj * v[c];
         }
@@ -78,6 +93,7 @@ static ATTN_DECL_PROBS(attn_probs_f32_scalar)
 const attn_kernels attn_kernels_scalar = {
     .isa = ATTN_ISA_SCALAR,
     .scores = attn_scores_f32_scalar,
+    .scores_rows = attn_scores_rows_f32_scalar,
     .softmax = attn_softmax_f32_scalar,
     .pv = attn_pv_f32_scalar,
     .probs = attn_probs_f32_scalar,

@@ -18,8 +18,11 @@ typedef struct attn_tile_args {
     size_t nkp;
     size_t dvp;        /* padded width of v and o rows, a multiple of ATTN_PAD */
     const float *q;    /* [rows][d], already multiplied by the softmax scale */
-    const float *kt;   /* [d][nkp]: keys transposed, columns nk..nkp-1 zero */
-    const float *vp;   /* [nk][dvp]: values, columns dv..dvp-1 zero */
+    const float *kt;   /* [d][nkp]: keys transposed, columns nk..nkp-1 zero; NULL: keys are rows kr */
+    const float *kr;   /* when kt is NULL: key j at kr + j*ldk (d a multiple of ATTN_PAD), used in place */
+    size_t ldk;
+    const float *vp;   /* value j at vp + j*ldv: dvp columns, those from dv on zero (or absent when dv == dvp) */
+    size_t ldv;
     const int *lo, *hi; /* per row: keys [lo, hi) of the tile are visible (0 <= lo, hi <= nk; lo >= hi: none) */
     float *s;          /* scratch [rows][nkp]: scores, then probabilities */
     float *m, *l;      /* per row: running maximum and running sum of exp(score - m) */
@@ -34,8 +37,11 @@ typedef struct attn_tile_args {
 
 typedef struct attn_kernels {
     attn_isa isa;
-    /* s[r][j] = q[r] . k[j] for every row and every j < nkp. */
+    /* s[r][j] = q[r] . k[j] for every row and every j < nkp, from the transposed tile kt. */
     ATTN_DECL_SCORES((*scores));
+    /* The same from key rows kr (kt NULL): few query rows (decode), where transposing K would cost more than the
+     * dot products. s[r][j] for nk <= j < nkp is 0. */
+    ATTN_DECL_SCORES((*scores_rows));
     /* Online-softmax step for the visible keys of each row: m' = max(m, max s), o *= exp(m - m'),
      * s[r][j] = exp(s - m') inside [lo, hi) and 0 outside (j < nkp), l = l * exp(m - m') + sum s.
      * Rows with lo >= hi keep m, l, o and get an all-zero s row. */

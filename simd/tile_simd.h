@@ -3,9 +3,10 @@
  * another ISA). Register blocking: SC_RB query rows x SC_NV vectors of keys for scores, PV_RB rows x PV_NV vectors
  * of output columns for P.V, so each K or V load feeds several FMAs.
  *
- * Needs: V, VW, M, V_ZERO(), V_LOAD(p), V_STORE(p, x), V_BCAST(f), V_FMA(a, b, c) = a*b+c, V_MUL, V_SUB, V_MAX,
+ * Needs: V, VW, M, V_ZERO(), V_LOAD(p) (aligned), V_LOADU(p), V_STORE(p, x), V_BCAST(f), V_FMA(a, b, c) = a*b+c, V_MUL, V_SUB, V_MAX,
  * V_ADD, V_EXP(x), V_HMAX(x), V_HSUM(x), V_IOTA(), V_INRANGE(idx, lo, hi) -> M, V_SEL(m, a, b) (a where m),
- * SC_RB, SC_NV, PV_RB, PV_NV, ATTN_SFX (the ISA suffix of every name) and ATTN_KERNELS_ISA. */
+ * SC_RB, SC_NV, PV_RB, PV_NV, SR_RB, SR_JB (rows x keys of scores_rows), ATTN_SFX (the ISA suffix of every
+ * name) and ATTN_KERNELS_ISA. */
 #include <math.h>
 #include <string.h>
 
@@ -64,6 +65,55 @@ static ATTN_DECL_SCORES(ATTN_FN(scores))
         attn_sc_rows(a, r0, 1);
 }
 
+/* s[r0..r0+RB)[j0..j0+JB) from key rows: vectors run along d, one horizontal sum per score. */
+ATTN_INLINE void attn_sr_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int JB)
+{
+    V acc[SR_RB][SR_JB];
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; r++)
+#pragma GCC unroll 16
+        for (int t = 0; t < JB; t++)
+            acc[r][t] = V_ZERO();
+    for (size_t c = 0; c < a->d; c += VW) {
+        V k[SR_JB];
+#pragma GCC unroll 16
+        for (int t = 0; t < JB; t++)
+            k[t] = V_LOADU(a->kr + (j0 + t) * a->ldk + c);
+#pragma GCC unroll 16
+        for (int r = 0; r < RB; r++) {
+            const V x = V_LOAD(a->q + (r0 + r) * a->d + c);
+#pragma GCC unroll 16
+            for (int t = 0; t < JB; t++)
+                acc[r][t] = V_FMA(x, k[t], acc[r][t]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; r++)
+#pragma GCC unroll 16
+        for (int t = 0; t < JB; t++)
+            a->s[(r0 + r) * a->nkp + j0 + t] = V_HSUM(acc[r][t]);
+}
+
+ATTN_INLINE void attn_sr_rows(const attn_tile_args *a, size_t r0, const int RB)
+{
+    size_t j0 = 0;
+    for (; j0 + SR_JB <= a->nk; j0 += SR_JB)
+        attn_sr_micro(a, r0, j0, RB, SR_JB);
+    for (; j0 < a->nk; j0++)
+        attn_sr_micro(a, r0, j0, RB, 1);
+    for (int r = 0; r < RB; r++)
+        memset(a->s + (r0 + r) * a->nkp + a->nk, 0, (a->nkp - a->nk) * sizeof(float));
+}
+
+static ATTN_DECL_SCORES(ATTN_FN(scores_rows))
+{
+    size_t r0 = 0;
+    for (; r0 + SR_RB <= a->rows; r0 += SR_RB)
+        attn_sr_rows(a, r0, SR_RB);
+    for (; r0 < a->rows; r0++)
+        attn_sr_rows(a, r0, 1);
+}
+
 static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
 {
     const V iota = V_IOTA(), ninf = V_BCAST(-INFINITY);
@@ -118,11 +168,11 @@ ATTN_INLINE void attn_pv_micro(const attn_tile_args *a, size_t r0, size_t c0, si
             acc[r][v] = V_LOAD(a->o + (r0 + r) * a->dvp + c0 + v * VW);
     const float *p = a->s + r0 * a->nkp;
     for (size_t j = jlo; j < jhi; j++) {
-        const float *vr = a->vp + j * a->dvp + c0;
+        const float *vr = a->vp + j * a->ldv + c0;
         V b[PV_NV];
 #pragma GCC unroll 16
         for (int v = 0; v < NV; v++)
-            b[v] = V_LOAD(vr + v * VW);
+            b[v] = V_LOADU(vr + v * VW);
 #pragma GCC unroll 16
         for (int r = 0; r < RB; r++) {
             const V x = V_BCAST(p[r * a->nkp + j]);
@@ -198,6 +248,7 @@ static ATTN_DECL_PROBS(ATTN_FN(probs))
 const attn_kernels ATTN_CAT(attn_kernels_, ATTN_SFX) = {
     .isa = ATTN_KERNELS_ISA,
     .scores = ATTN_FN(scores),
+    .scores_rows = ATTN_FN(scores_rows),
     .softmax = ATTN_FN(softmax),
     .pv = ATTN_FN(pv),
     .probs = ATTN_FN(probs),
