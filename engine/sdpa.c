@@ -10,6 +10,10 @@
 
 #include "internal.h"
 
+/* Split-KV chunk length in keys (rounded up to a multiple of block_kv); fixed, so results do not depend on the
+ * thread count. */
+#define ATTN_SPLIT_KEYS 1024
+
 typedef struct attn_strides {
     size_t b, h, s; /* elements between batches, heads, sequence positions; row elements are contiguous */
 } attn_strides;
@@ -42,6 +46,9 @@ typedef struct attn_job {
     size_t scratch_floats;          /* per thread */
     float *packed;                  /* NULL, or every K/V tile packed once per call: [batch][kv_heads][tile] */
     size_t ntiles, tile_floats;
+    size_t chunk, nchunks;          /* split-KV: keys per chunk (a multiple of bkv) and chunks; nchunks 1: off */
+    float *part;                    /* split-KV partial results, part_floats per (batch, KV head, chunk) */
+    size_t part_floats;
 } attn_job;
 
 static size_t attn_round16(size_t x) { return (x + ATTN_PAD - 1) / ATTN_PAD * ATTN_PAD; }
@@ -162,101 +169,183 @@ static void attn_tile_ranges(const attn_scratch *sc, size_t rows, int64_t t0, in
     }
 }
 
-static void attn_block(const attn_job *j, const attn_scratch *sc, size_t b, size_t kvh, size_t qb)
+/* The rows of one work block: the query positions [q0, q0 + nq) of every head of KV group kvh in batch b. */
+typedef struct attn_rows {
+    size_t b, kvh, q0, nq, n; /* n = group * nq; row r is head kvh*group + r/nq, position q0 + r%nq */
+    int64_t ulo, uhi;         /* union of the rows' visible keys; ulo >= uhi: none */
+} attn_rows;
+
+/* Scaled query copies, each row's visible keys within [kfrom, kto), and a fresh online-softmax state. */
+static attn_rows attn_rows_setup(const attn_job *j, const attn_scratch *sc, size_t b, size_t kvh, size_t qb,
+                                 int64_t kfrom, int64_t kto)
 {
-    const size_t q0 = qb * j->nq, nq = j->q_len - q0 < j->nq ? j->q_len - q0 : j->nq, rows = j->group * nq;
-    int64_t ulo = INT64_MAX, uhi = 0;
-    int64_t kv_end = (int64_t)j->kv_len;
-    if (j->kv_valid && j->kv_valid[b] < kv_end)
-        kv_end = j->kv_valid[b];
-
-    for (size_t g = 0; g < j->group; g++) {
-        const size_t h = kvh * j->group + g;
-        for (size_t i = 0; i < nq; i++) {
-            const size_t r = g * nq + i;
-            const float *qrow = j->q + b * j->qs.b + h * j->qs.h + (q0 + i) * j->qs.s;
-            for (size_t c = 0; c < j->d; c++)
-                sc->q[r * j->d + c] = qrow[c] * j->scale;
-            /* Bottom-right alignment: query i sits at position i + kv_len - q_len. */
-            const int64_t p = (int64_t)(q0 + i) + (int64_t)j->kv_len - (int64_t)j->q_len;
-            int64_t lo = 0, hi = kv_end;
-            if (j->causal && p + 1 < hi)
-                hi = p + 1;
-            if (j->window && p >= 0 && (uint64_t)p >= j->window)
-                lo = p - (int64_t)j->window + 1;
-            if (hi <= lo)
-                lo = hi = 0;
-            sc->alo[r] = lo;
-            sc->ahi[r] = hi;
-            if (lo < hi) {
-                ulo = lo < ulo ? lo : ulo;
-                uhi = hi > uhi ? hi : uhi;
-            }
-            sc->m[r] = -INFINITY;
-            sc->l[r] = 0.0f;
+    attn_rows rw = {.b = b, .kvh = kvh, .q0 = qb * j->nq, .ulo = INT64_MAX, .uhi = 0};
+    rw.nq = j->q_len - rw.q0 < j->nq ? j->q_len - rw.q0 : j->nq;
+    rw.n = j->group * rw.nq;
+    if (kto > (int64_t)j->kv_len)
+        kto = (int64_t)j->kv_len;
+    if (j->kv_valid && j->kv_valid[b] < kto)
+        kto = j->kv_valid[b];
+    for (size_t r = 0; r < rw.n; r++) {
+        const size_t h = kvh * j->group + r / rw.nq, i = rw.q0 + r % rw.nq;
+        const float *qrow = j->q + b * j->qs.b + h * j->qs.h + i * j->qs.s;
+        for (size_t c = 0; c < j->d; c++)
+            sc->q[r * j->d + c] = qrow[c] * j->scale;
+        /* Bottom-right alignment: query i sits at position i + kv_len - q_len. */
+        const int64_t p = (int64_t)i + (int64_t)j->kv_len - (int64_t)j->q_len;
+        int64_t lo = kfrom, hi = kto;
+        if (j->causal && p + 1 < hi)
+            hi = p + 1;
+        if (j->window && p >= 0 && (uint64_t)p >= j->window && p - (int64_t)j->window + 1 > lo)
+            lo = p - (int64_t)j->window + 1;
+        if (hi <= lo)
+            lo = hi = 0;
+        sc->alo[r] = lo;
+        sc->ahi[r] = hi;
+        if (lo < hi) {
+            rw.ulo = lo < rw.ulo ? lo : rw.ulo;
+            rw.uhi = hi > rw.uhi ? hi : rw.uhi;
         }
+        sc->m[r] = -INFINITY;
+        sc->l[r] = 0.0f;
     }
-    memset(sc->o, 0, rows * j->dvp * sizeof(float));
+    memset(sc->o, 0, rw.n * j->dvp * sizeof(float));
+    return rw;
+}
 
+static attn_tile_args attn_rows_args(const attn_job *j, const attn_scratch *sc, const attn_rows *rw)
+{
     attn_tile_args a = {
-        .rows = rows, .d = j->d, .dvp = j->dvp, .q = sc->q, .lo = sc->lo, .hi = sc->hi, .s = sc->s, .m = sc->m,
+        .rows = rw->n, .d = j->d, .dvp = j->dvp, .q = sc->q, .lo = sc->lo, .hi = sc->hi, .s = sc->s, .m = sc->m,
         .l = sc->l, .o = sc->o,
     };
-    /* Tiles start at multiples of bkv; the ones no row of the block can see are skipped whole. */
-    const int64_t tfirst = ulo < uhi ? ulo / (int64_t)j->bkv * (int64_t)j->bkv : uhi;
-    for (int64_t t0 = tfirst; t0 < uhi; t0 += (int64_t)j->bkv) {
-        attn_tile_at(j, sc, &a, b, kvh, (size_t)t0, 1);
-        attn_tile_ranges(sc, rows, t0, (int64_t)a.nk);
+    return a;
+}
+
+/* The first tile to visit: tiles start at multiples of bkv, and those no row can see are skipped whole. */
+static int64_t attn_rows_tfirst(const attn_job *j, const attn_rows *rw)
+{
+    return rw->ulo < rw->uhi ? rw->ulo / (int64_t)j->bkv * (int64_t)j->bkv : rw->uhi;
+}
+
+/* The online softmax over every tile the rows can see: leaves m, l and the unnormalised o in sc. */
+static void attn_rows_run(const attn_job *j, const attn_scratch *sc, const attn_rows *rw)
+{
+    attn_tile_args a = attn_rows_args(j, sc, rw);
+    for (int64_t t0 = attn_rows_tfirst(j, rw); t0 < rw->uhi; t0 += (int64_t)j->bkv) {
+        attn_tile_at(j, sc, &a, rw->b, rw->kvh, (size_t)t0, 1);
+        attn_tile_ranges(sc, rw->n, t0, (int64_t)a.nk);
         (a.kt ? j->kern->scores : j->kern->scores_rows)(&a);
         j->kern->softmax(&a);
         j->kern->pv(&a);
     }
+}
 
-    for (size_t g = 0; g < j->group; g++) {
-        const size_t h = kvh * j->group + g;
-        for (size_t i = 0; i < nq; i++) {
-            const size_t r = g * nq + i;
-            float *orow = j->out + b * j->os.b + h * j->os.h + (q0 + i) * j->os.s;
-            if (sc->alo[r] >= sc->ahi[r]) { /* sees no key: zeros, never NaN */
-                memset(orow, 0, j->dv * sizeof(float));
-                continue;
-            }
-            const float inv = 1.0f / sc->l[r], *o = sc->o + r * j->dvp;
-            for (size_t c = 0; c < j->dv; c++)
-                orow[c] = o[c] * inv;
+static float *attn_out_row(const attn_job *j, const attn_rows *rw, size_t r)
+{
+    const size_t h = rw->kvh * j->group + r / rw->nq, i = rw->q0 + r % rw->nq;
+    return j->out + rw->b * j->os.b + h * j->os.h + i * j->os.s;
+}
+
+static float *attn_probs_row(const attn_job *j, const attn_rows *rw, size_t r)
+{
+    const size_t h = rw->kvh * j->group + r / rw->nq, i = rw->q0 + r % rw->nq;
+    return j->probs + ((rw->b * j->heads + h) * j->q_len + i) * j->kv_len;
+}
+
+/* out = o / l; a row that sees no key gets zeros, never NaN. */
+static void attn_rows_write(const attn_job *j, const attn_scratch *sc, const attn_rows *rw)
+{
+    for (size_t r = 0; r < rw->n; r++) {
+        float *orow = attn_out_row(j, rw, r);
+        if (sc->alo[r] >= sc->ahi[r]) {
+            memset(orow, 0, j->dv * sizeof(float));
+            continue;
+        }
+        const float inv = 1.0f / sc->l[r], *o = sc->o + r * j->dvp;
+        for (size_t c = 0; c < j->dv; c++)
+            orow[c] = o[c] * inv;
+    }
+}
+
+/* Probabilities need each row's final max and sum (in sc->m, sc->l), so they take a second pass over the tiles;
+ * the rows must have been set up over the whole key range. */
+static void attn_rows_probs(const attn_job *j, const attn_scratch *sc, const attn_rows *rw)
+{
+    const int64_t tfirst = attn_rows_tfirst(j, rw), bkv = (int64_t)j->bkv;
+    int64_t tend = tfirst + (rw->uhi - tfirst + bkv - 1) / bkv * bkv;
+    tend = tend < (int64_t)j->kv_len ? tend : (int64_t)j->kv_len;
+    for (size_t r = 0; r < rw->n; r++) {
+        float *prow = attn_probs_row(j, rw, r);
+        memset(prow, 0, (size_t)tfirst * sizeof(float));
+        memset(prow + tend, 0, (j->kv_len - (size_t)tend) * sizeof(float));
+    }
+    attn_tile_args a = attn_rows_args(j, sc, rw);
+    for (int64_t t0 = tfirst; t0 < rw->uhi; t0 += bkv) {
+        attn_tile_at(j, sc, &a, rw->b, rw->kvh, (size_t)t0, 0);
+        attn_tile_ranges(sc, rw->n, t0, (int64_t)a.nk);
+        (a.kt ? j->kern->scores : j->kern->scores_rows)(&a);
+        for (size_t g = 0; g < j->group; g++) { /* the rows of one head are evenly strided in probs */
+            attn_tile_args ah = a;
+            const size_t r0 = g * rw->nq;
+            ah.rows = rw->nq;
+            ah.s = a.s + r0 * a.nkp;
+            ah.m = a.m + r0;
+            ah.l = a.l + r0;
+            ah.lo = a.lo + r0;
+            ah.hi = a.hi + r0;
+            j->kern->probs(&ah, attn_probs_row(j, rw, r0) + t0, j->kv_len);
         }
     }
-    if (!j->probs)
-        return;
+}
 
-    /* Probabilities need the final max and sum of each row, so they take a second pass over the tiles. */
-    const int64_t tend_ = tfirst + ((uhi - tfirst) + (int64_t)j->bkv - 1) / (int64_t)j->bkv * (int64_t)j->bkv;
-    const size_t tend = (size_t)(tend_ < (int64_t)j->kv_len ? tend_ : (int64_t)j->kv_len);
-    for (size_t g = 0; g < j->group; g++)
-        for (size_t i = 0; i < nq; i++) {
-            float *prow = j->probs + (((b * j->heads + kvh * j->group + g) * j->q_len) + q0 + i) * j->kv_len;
-            if (ulo >= uhi) {
-                memset(prow, 0, j->kv_len * sizeof(float));
-                continue;
+/* Split-KV partial results of one (b, kvh, chunk): o [rows][dvp], then m, l and "saw a key" per row. */
+static float *attn_part(const attn_job *j, size_t bh, size_t chunk)
+{
+    return j->part + (bh * j->nchunks + chunk) * j->part_floats;
+}
+
+static void attn_part_store(const attn_job *j, const attn_scratch *sc, const attn_rows *rw, float *part)
+{
+    const size_t n = rw->n;
+    memcpy(part, sc->o, n * j->dvp * sizeof(float));
+    float *m = part + j->rows_max * j->dvp, *l = m + j->rows_max, *seen = l + j->rows_max;
+    for (size_t r = 0; r < n; r++) {
+        m[r] = sc->m[r];
+        l[r] = sc->l[r];
+        seen[r] = sc->alo[r] < sc->ahi[r];
+    }
+}
+
+/* Merges the chunks of one (b, kvh) in chunk order (so the result does not depend on the thread count) into
+ * sc's m, l, o, and marks rows that saw no key at all with alo = ahi = 0. */
+static void attn_part_merge(const attn_job *j, const attn_scratch *sc, const attn_rows *rw, size_t bh)
+{
+    for (size_t r = 0; r < rw->n; r++) {
+        float mx = -INFINITY;
+        int seen = 0;
+        for (size_t c = 0; c < j->nchunks; c++) {
+            const float *p = attn_part(j, bh, c) + j->rows_max * j->dvp;
+            if (p[2 * j->rows_max + r] != 0.0f) {
+                seen = 1;
+                mx = p[r] > mx ? p[r] : mx;
             }
-            memset(prow, 0, (size_t)tfirst * sizeof(float));
-            memset(prow + tend, 0, (j->kv_len - (size_t)tend) * sizeof(float));
         }
-    for (int64_t t0 = tfirst; t0 < uhi; t0 += (int64_t)j->bkv) {
-        attn_tile_at(j, sc, &a, b, kvh, (size_t)t0, 0);
-        attn_tile_ranges(sc, rows, t0, (int64_t)a.nk);
-        (a.kt ? j->kern->scores : j->kern->scores_rows)(&a);
-        for (size_t g = 0; g < j->group; g++) { /* rows of one head are evenly strided in probs */
-            attn_tile_args ah = a;
-            ah.rows = nq;
-            ah.s = a.s + g * nq * a.nkp;
-            ah.m = a.m + g * nq;
-            ah.l = a.l + g * nq;
-            ah.lo = a.lo + g * nq;
-            ah.hi = a.hi + g * nq;
-            float *dst = j->probs + (((b * j->heads + kvh * j->group + g) * j->q_len) + q0) * j->kv_len + t0;
-            j->kern->probs(&ah, dst, j->kv_len);
+        float l = 0.0f, *o = sc->o + r * j->dvp;
+        memset(o, 0, j->dvp * sizeof(float));
+        for (size_t c = 0; c < j->nchunks && seen; c++) {
+            const float *po = attn_part(j, bh, c), *p = po + j->rows_max * j->dvp;
+            if (p[2 * j->rows_max + r] == 0.0f)
+                continue;
+            const float w = expf(p[r] - mx);
+            l += p[j->rows_max + r] * w;
+            for (size_t k = 0; k < j->dv; k++)
+                o[k] += po[r * j->dvp + k] * w;
         }
+        sc->m[r] = mx;
+        sc->l[r] = l;
+        if (!seen)
+            sc->alo[r] = sc->ahi[r] = 0;
     }
 }
 
@@ -310,7 +399,15 @@ attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float 
     if (!j.scratch_floats)
         return ATTN_ERANGE;
 
-    const size_t nqb = (j.q_len + j.nq - 1) / j.nq, per_qb = j.batch * hk, items = nqb * per_qb;
+    const size_t nqb = (j.q_len + j.nq - 1) / j.nq, per_qb = j.batch * hk;
+    /* Split-KV: when one block holds all the queries of a KV head (decode), its keys are cut into chunks of a
+     * fixed size, so that a few KV heads still feed every thread; the chunks' partial results are merged in chunk
+     * order. The cut depends on the shape and block_kv only, never on the thread count. */
+    j.chunk = (ATTN_SPLIT_KEYS + j.bkv - 1) / j.bkv * j.bkv;
+    j.nchunks = nqb == 1 && j.kv_len > j.chunk ? (j.kv_len + j.chunk - 1) / j.chunk : 1;
+    size_t items;
+    if (attn_mul_overflow(nqb * per_qb, j.nchunks, &items))
+        return ATTN_ERANGE;
     int nt = ctx->threads;
 #ifdef ATTN_HAVE_OPENMP
     if (omp_in_parallel()) /* the caller already runs a team: no nested team, no oversubscription */
@@ -320,12 +417,21 @@ attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float 
 #endif
     if ((size_t)nt > items)
         nt = (int)items;
-    size_t total;
+    size_t total, part_bytes = 0;
     if (attn_mul_overflow(j.scratch_floats, (size_t)nt, &total) || attn_mul_overflow(total, sizeof(float), &total))
         return ATTN_ENOMEM;
+    if (j.nchunks > 1) {
+        j.part_floats = attn_round16(j.rows_max * (j.dvp + 3));
+        if (attn_mul_overflow(items, j.part_floats * sizeof(float), &part_bytes))
+            return ATTN_ENOMEM;
+        if (!(j.part = attn_alloc_aligned(part_bytes)))
+            return ATTN_ENOMEM;
+    }
     float *scratch = attn_alloc_aligned(total);
-    if (!scratch)
+    if (!scratch) {
+        attn_free_aligned(j.part);
         return ATTN_ENOMEM;
+    }
     /* When several query blocks read the same KV head, pack its tiles once for all of them (transposing K costs
      * about as much as a quarter of the block's FMAs). Without the memory for it, each block packs its own. */
     j.ntiles = (j.kv_len + j.bkv - 1) / j.bkv;
@@ -335,7 +441,6 @@ attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float 
         !attn_mul_overflow(npack, j.tile_floats * sizeof(float), &pack_bytes) && j.tile_floats < SIZE_MAX / 8)
         j.packed = attn_alloc_aligned(pack_bytes);
 
-    /* Items go latest query block first: with causal masks those cost most, so dynamic scheduling balances. */
 #ifdef ATTN_HAVE_OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
 #endif
@@ -356,14 +461,43 @@ attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float 
                                attn_round16(nk));
             }
         }
+        if (j.nchunks == 1) {
+            /* Latest query block first: with causal masks those cost most, so dynamic scheduling balances. */
 #ifdef ATTN_HAVE_OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
-        for (size_t it = 0; it < items; it++) {
-            const size_t qb = nqb - 1 - it / per_qb, bh = it % per_qb;
-            attn_block(&j, &sc, bh / hk, bh % hk, qb);
+            for (size_t it = 0; it < items; it++) {
+                const size_t qb = nqb - 1 - it / per_qb, bh = it % per_qb;
+                const attn_rows rw = attn_rows_setup(&j, &sc, bh / hk, bh % hk, qb, 0, (int64_t)j.kv_len);
+                attn_rows_run(&j, &sc, &rw);
+                attn_rows_write(&j, &sc, &rw);
+                if (j.probs)
+                    attn_rows_probs(&j, &sc, &rw);
+            }
+        } else {
+#ifdef ATTN_HAVE_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+            for (size_t it = 0; it < items; it++) {
+                const size_t bh = it / j.nchunks, c = it % j.nchunks;
+                const int64_t from = (int64_t)(c * j.chunk), to = (int64_t)(c * j.chunk + j.chunk);
+                const attn_rows rw = attn_rows_setup(&j, &sc, bh / hk, bh % hk, 0, from, to);
+                attn_rows_run(&j, &sc, &rw);
+                attn_part_store(&j, &sc, &rw, attn_part(&j, bh, c));
+            }
+#ifdef ATTN_HAVE_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+            for (size_t bh = 0; bh < per_qb; bh++) {
+                attn_rows rw = attn_rows_setup(&j, &sc, bh / hk, bh % hk, 0, 0, (int64_t)j.kv_len);
+                attn_part_merge(&j, &sc, &rw, bh);
+                attn_rows_write(&j, &sc, &rw);
+                if (j.probs)
+                    attn_rows_probs(&j, &sc, &rw);
+            }
         }
     }
+    attn_free_aligned(j.part);
     attn_free_aligned(j.packed);
     attn_free_aligned(scratch);
     return ATTN_OK;

@@ -124,27 +124,39 @@ static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
             memset(s, 0, a->nkp * sizeof *s);
             continue;
         }
+        /* A row that sees the whole tile (the common case away from mask boundaries) needs no lane masks. */
+        const int full = lo == 0 && hi == a->nkp;
         const V vlo = V_BCAST((float)lo), vhi = V_BCAST((float)hi);
-        const size_t jlo = lo / VW * VW;
         V vm = ninf;
-        for (size_t j0 = jlo; j0 < hi; j0 += VW) {
-            const M in = V_INRANGE(V_ADD(iota, V_BCAST((float)j0)), vlo, vhi);
-            vm = V_MAX(vm, V_SEL(in, V_LOAD(s + j0), ninf));
-        }
-        const float mold = a->m[r], mnew = fmaxf(mold, V_HMAX(vm));
-        const float alpha = expf(mold - mnew); /* 0 on the first tile (mold = -inf) */
+        if (full)
+            for (size_t j0 = 0; j0 < a->nkp; j0 += VW)
+                vm = V_MAX(vm, V_LOAD(s + j0));
+        else
+            for (size_t j0 = lo / VW * VW; j0 < hi; j0 += VW) {
+                const M in = V_INRANGE(V_ADD(iota, V_BCAST((float)j0)), vlo, vhi);
+                vm = V_MAX(vm, V_SEL(in, V_LOAD(s + j0), ninf));
+            }
+        const float mold = a->m[r], mt = V_HMAX(vm), mnew = mt > mold ? mt : mold;
+        const float alpha = mold == mnew ? 1.0f : expf(mold - mnew); /* 0 on the first tile (mold = -inf) */
         const V vmn = V_BCAST(mnew);
         V sum = V_ZERO();
-        for (size_t j0 = 0; j0 < a->nkp; j0 += VW) {
-            if (j0 + VW <= lo || j0 >= hi) {
-                V_STORE(s + j0, V_ZERO());
-                continue;
+        if (full)
+            for (size_t j0 = 0; j0 < a->nkp; j0 += VW) {
+                const V p = V_EXP(V_SUB(V_LOAD(s + j0), vmn));
+                V_STORE(s + j0, p);
+                sum = V_ADD(sum, p);
             }
-            const M in = V_INRANGE(V_ADD(iota, V_BCAST((float)j0)), vlo, vhi);
-            const V p = V_SEL(in, V_EXP(V_SUB(V_LOAD(s + j0), vmn)), V_ZERO());
-            V_STORE(s + j0, p);
-            sum = V_ADD(sum, p);
-        }
+        else
+            for (size_t j0 = 0; j0 < a->nkp; j0 += VW) {
+                if (j0 + VW <= lo || j0 >= hi) {
+                    V_STORE(s + j0, V_ZERO());
+                    continue;
+                }
+                const M in = V_INRANGE(V_ADD(iota, V_BCAST((float)j0)), vlo, vhi);
+                const V p = V_SEL(in, V_EXP(V_SUB(V_LOAD(s + j0), vmn)), V_ZERO());
+                V_STORE(s + j0, p);
+                sum = V_ADD(sum, p);
+            }
         a->l[r] = a->l[r] * alpha + V_HSUM(sum);
         a->m[r] = mnew;
         if (alpha != 1.0f) {
