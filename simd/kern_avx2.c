@@ -40,9 +40,9 @@ static inline float attn_hsum_avx2(__m256 x)
     _mm256_and_ps(_mm256_cmp_ps((idx), (lo), _CMP_GE_OQ), _mm256_cmp_ps((idx), (hi), _CMP_LT_OQ))
 #define V_SEL(m, a, b) _mm256_blendv_ps((b), (a), (m))
 
-#define SC_RB 4 /* 4 rows x 2 ymm = 8 chains: two FMA pipes x latency 4, within 16 registers */
+#define SC_RB 6 /* 6 rows x 2 ymm = 12 chains (two FMA pipes x latency 4 needs 8), 15 of 16 registers */
 #define SC_NV 2
-#define PV_RB 4
+#define PV_RB 6
 #define PV_NV 2
 #define SR_RB 4 /* decode: 4 query rows x 1 key row; several interleaved key rows measured slower (their short
                   * row streams defeat the hardware prefetcher) */

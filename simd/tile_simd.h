@@ -17,6 +17,21 @@
 #define ATTN_CAT(a, b) ATTN_CAT_(a, b)
 #define ATTN_FN(op) ATTN_CAT(attn_##op##_f32_, ATTN_SFX) /* attn_scores_f32_avx2, ... */
 
+/* Runs body(RB) for the n < max leftover rows with RB = n, a compile-time constant in each case, so that a tail
+ * of rows keeps as many independent FMA chains as it can (one row at a time would be latency-bound). Cases at or
+ * above max are unreachable and instantiate RB = 1. */
+#define ATTN_TAIL(n, max, body)                                                                                    \
+    switch (n) {                                                                                                   \
+    case 1: body(1); break;                                                                                        \
+    case 2: body(2 < (max) ? 2 : 1); break;                                                                        \
+    case 3: body(3 < (max) ? 3 : 1); break;                                                                        \
+    case 4: body(4 < (max) ? 4 : 1); break;                                                                        \
+    case 5: body(5 < (max) ? 5 : 1); break;                                                                        \
+    case 6: body(6 < (max) ? 6 : 1); break;                                                                        \
+    case 7: body(7 < (max) ? 7 : 1); break;                                                                        \
+    default: break;                                                                                                \
+    }
+
 /* s[r0..r0+RB)[j0..j0+NV*VW) = q . kt */
 ATTN_INLINE void attn_sc_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int NV)
 {
@@ -61,8 +76,9 @@ static ATTN_DECL_SCORES(ATTN_FN(scores))
     size_t r0 = 0;
     for (; r0 + SC_RB <= a->rows; r0 += SC_RB)
         attn_sc_rows(a, r0, SC_RB);
-    for (; r0 < a->rows; r0++)
-        attn_sc_rows(a, r0, 1);
+#define ATTN_SC_TAIL(RB) attn_sc_rows(a, r0, RB)
+    ATTN_TAIL(a->rows - r0, SC_RB, ATTN_SC_TAIL)
+#undef ATTN_SC_TAIL
 }
 
 /* s[r0..r0+RB)[j0..j0+JB) from key rows: vectors run along d, one horizontal sum per score. */
@@ -110,8 +126,9 @@ static ATTN_DECL_SCORES(ATTN_FN(scores_rows))
     size_t r0 = 0;
     for (; r0 + SR_RB <= a->rows; r0 += SR_RB)
         attn_sr_rows(a, r0, SR_RB);
-    for (; r0 < a->rows; r0++)
-        attn_sr_rows(a, r0, 1);
+#define ATTN_SR_TAIL(RB) attn_sr_rows(a, r0, RB)
+    ATTN_TAIL(a->rows - r0, SR_RB, ATTN_SR_TAIL)
+#undef ATTN_SR_TAIL
 }
 
 static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
@@ -211,30 +228,35 @@ ATTN_INLINE void attn_pv_rows(const attn_tile_args *a, size_t r0, size_t jlo, si
         attn_pv_micro(a, r0, c0, jlo, jhi, RB, 1);
 }
 
+/* Rows r0..r0+RB: the keys every one of them sees go through the blocked kernel; each row's ragged ends (causal
+ * and window boundaries) go row by row, so no row ever reads a key it cannot see. */
+ATTN_INLINE void attn_pv_group(const attn_tile_args *a, size_t r0, const int RB)
+{
+    int clo = a->lo[r0], chi = a->hi[r0];
+    for (int r = 1; r < RB; r++) {
+        clo = a->lo[r0 + r] > clo ? a->lo[r0 + r] : clo;
+        chi = a->hi[r0 + r] < chi ? a->hi[r0 + r] : chi;
+    }
+    if (clo >= chi) {
+        for (int r = 0; r < RB; r++)
+            attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)a->hi[r0 + r], 1);
+        return;
+    }
+    attn_pv_rows(a, r0, (size_t)clo, (size_t)chi, RB);
+    for (int r = 0; r < RB; r++) {
+        attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)clo, 1);
+        attn_pv_rows(a, r0 + r, (size_t)chi, (size_t)a->hi[r0 + r], 1);
+    }
+}
+
 static ATTN_DECL_PV(ATTN_FN(pv))
 {
     size_t r0 = 0;
-    for (; r0 + PV_RB <= a->rows; r0 += PV_RB) {
-        /* The keys every row of the group sees go through the blocked kernel; each row's ragged ends (causal and
-         * window boundaries) go row by row, so no row ever reads a key it cannot see. */
-        int clo = a->lo[r0], chi = a->hi[r0];
-        for (int r = 1; r < PV_RB; r++) {
-            clo = a->lo[r0 + r] > clo ? a->lo[r0 + r] : clo;
-            chi = a->hi[r0 + r] < chi ? a->hi[r0 + r] : chi;
-        }
-        if (clo >= chi) {
-            for (int r = 0; r < PV_RB; r++)
-                attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)a->hi[r0 + r], 1);
-            continue;
-        }
-        attn_pv_rows(a, r0, (size_t)clo, (size_t)chi, PV_RB);
-        for (int r = 0; r < PV_RB; r++) {
-            attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)clo, 1);
-            attn_pv_rows(a, r0 + r, (size_t)chi, (size_t)a->hi[r0 + r], 1);
-        }
-    }
-    for (; r0 < a->rows; r0++)
-        attn_pv_rows(a, r0, (size_t)a->lo[r0], (size_t)a->hi[r0], 1);
+    for (; r0 + PV_RB <= a->rows; r0 += PV_RB)
+        attn_pv_group(a, r0, PV_RB);
+#define ATTN_PV_TAIL(RB) attn_pv_group(a, r0, RB)
+    ATTN_TAIL(a->rows - r0, PV_RB, ATTN_PV_TAIL)
+#undef ATTN_PV_TAIL
 }
 
 static ATTN_DECL_PROBS(ATTN_FN(probs))
