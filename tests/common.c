@@ -1,0 +1,582 @@
+/* Helpers shared by attn-tests and kernel-check: PRNG, guarded buffers, random problems and the float64
+ * reference. Plain C11 + POSIX (getpid, clock_gettime); no Criterion and no fork, so it also runs under qemu. */
+#define _POSIX_C_SOURCE 200809L
+
+#include "common.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- seeds and PRNG ---- */
+
+void tc_rng_init(tc_rng *r, uint64_t seed)
+{
+    r->s = seed;
+}
+
+uint64_t tc_rng_u64(tc_rng *r)
+{
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+uint32_t tc_rng_below(tc_rng *r, uint32_t n)
+{
+    /* The bias of a 64-bit modulo by a small n is far below anything a test could notice. */
+    return (uint32_t)(tc_rng_u64(r) % n);
+}
+
+float tc_rng_float(tc_rng *r, float lo, float hi)
+{
+    double u = (double)(tc_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0); /* [0, 1) with 53 bits */
+    return (float)(lo + (hi - lo) * u);
+}
+
+uint64_t tc_mix(uint64_t seed, uint64_t i)
+{
+    tc_rng r;
+    tc_rng_init(&r, seed ^ (i * 0xd1b54a32d192ed03ull));
+    tc_rng_u64(&r);
+    return tc_rng_u64(&r);
+}
+
+uint64_t tc_seed(void)
+{
+    static int have;
+    static uint64_t seed;
+    if (have)
+        return seed;
+    const char *env = getenv("ATTN_TEST_SEED");
+    if (env && *env) {
+        char *end;
+        seed = strtoull(env, &end, 0);
+        if (*end) {
+            fprintf(stderr, "ATTN_TEST_SEED=%s is not an integer; using %" PRIu64 "\n", env, seed);
+        }
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        seed = tc_mix((uint64_t)ts.tv_sec * 1000000007ull ^ (uint64_t)ts.tv_nsec, (uint64_t)getpid());
+        /* Keep it short enough to type back in. */
+        seed %= 1000000000000ull;
+    }
+    have = 1;
+    return seed;
+}
+
+/* ---- ISAs ---- */
+
+int tc_isas(attn_isa out[4])
+{
+    static const attn_isa all[4] = { ATTN_ISA_SCALAR, ATTN_ISA_AVX2, ATTN_ISA_AVX512, ATTN_ISA_NEON };
+    int n = 0;
+    for (int i = 0; i < 4; i++)
+        if (attn_isa_supported(all[i]))
+            out[n++] = all[i];
+    return n;
+}
+
+attn_status tc_ctx_create(attn_ctx **ctx, attn_isa isa, int threads, int block_q, int block_kv)
+{
+    attn_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.isa = isa;
+    cfg.num_threads = threads;
+    cfg.block_q = block_q;
+    cfg.block_kv = block_kv;
+    return attn_ctx_create(ctx, &cfg);
+}
+
+/* ---- guarded buffers ---- */
+
+uint32_t tc_f2u(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+float tc_u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static void fill_bits(float *p, size_t n, uint32_t bits)
+{
+    float f = tc_u2f(bits);
+    for (size_t i = 0; i < n; i++)
+        p[i] = f;
+}
+
+static int all_bits(const float *p, size_t n, uint32_t bits)
+{
+    for (size_t i = 0; i < n; i++)
+        if (tc_f2u(p[i]) != bits)
+            return 0;
+    return 1;
+}
+
+int tc_buf_alloc(tc_buf *b, size_t n)
+{
+    b->n = n;
+    b->base = malloc((n + 2 * TC_GUARD) * sizeof(float));
+    if (!b->base) {
+        b->p = NULL;
+        return -1;
+    }
+    b->p = b->base + TC_GUARD;
+    fill_bits(b->base, TC_GUARD, TC_GUARD_BITS);
+    fill_bits(b->p + n, TC_GUARD, TC_GUARD_BITS);
+    fill_bits(b->p, n, TC_POISON_BITS);
+    return 0;
+}
+
+void tc_buf_fill_bits(tc_buf *b, uint32_t bits)
+{
+    fill_bits(b->p, b->n, bits);
+}
+
+int tc_buf_guards_ok(const tc_buf *b)
+{
+    return all_bits(b->base, TC_GUARD, TC_GUARD_BITS) && all_bits(b->p + b->n, TC_GUARD, TC_GUARD_BITS);
+}
+
+int tc_buf_all_bits(const tc_buf *b, uint32_t bits)
+{
+    return all_bits(b->p, b->n, bits);
+}
+
+void tc_buf_free(tc_buf *b)
+{
+    free(b->base);
+    b->base = b->p = NULL;
+    b->n = 0;
+}
+
+/* ---- problems ---- */
+
+size_t tc_index(attn_layout layout, size_t heads, size_t seq, size_t dim, size_t b, size_t h, size_t s, size_t x)
+{
+    if (layout == ATTN_LAYOUT_BSHD)
+        return ((b * seq + s) * heads + h) * dim + x;
+    return ((b * heads + h) * seq + s) * dim + x;
+}
+
+int tc_problem_init(tc_problem *p, const attn_sdpa_desc *d)
+{
+    memset(p, 0, sizeof *p);
+    p->d = *d;
+    p->n_kv_heads = d->n_kv_heads ? d->n_kv_heads : d->n_heads;
+    p->v_dim = d->v_dim ? d->v_dim : d->head_dim;
+    p->nq = d->batch * d->n_heads * d->q_len * d->head_dim;
+    p->nk = d->batch * p->n_kv_heads * d->kv_len * d->head_dim;
+    p->nv = d->batch * p->n_kv_heads * d->kv_len * p->v_dim;
+    p->nout = d->batch * d->n_heads * d->q_len * p->v_dim;
+    p->nprobs = d->batch * d->n_heads * d->q_len * d->kv_len;
+    /* One float in: malloc's alignment is the best case, and kernels must handle any float pointer. */
+    p->q_alloc = malloc((p->nq + 1) * sizeof(float));
+    p->k_alloc = malloc((p->nk + 1) * sizeof(float));
+    p->v_alloc = malloc((p->nv + 1) * sizeof(float));
+    if (d->kv_valid) {
+        p->kv_valid = malloc(d->batch * sizeof(int32_t));
+        if (p->kv_valid)
+            memcpy(p->kv_valid, d->kv_valid, d->batch * sizeof(int32_t));
+    }
+    p->d.kv_valid = p->kv_valid;
+    if (!p->q_alloc || !p->k_alloc || !p->v_alloc || (d->kv_valid && !p->kv_valid)) {
+        tc_problem_free(p);
+        return -1;
+    }
+    p->q = p->q_alloc + 1;
+    p->k = p->k_alloc + 1;
+    p->v = p->v_alloc + 1;
+    return 0;
+}
+
+void tc_problem_fill(tc_problem *p, uint64_t seed, tc_fill kind)
+{
+    tc_rng r;
+    tc_rng_init(&r, seed);
+    p->seed = seed;
+    if (kind == TC_FILL_INT_QK) {
+        for (size_t i = 0; i < p->nq; i++)
+            p->q[i] = (float)((int)tc_rng_below(&r, 17) - 8);
+        for (size_t i = 0; i < p->nk; i++)
+            p->k[i] = (float)((int)tc_rng_below(&r, 17) - 8);
+    } else {
+        for (size_t i = 0; i < p->nq; i++)
+            p->q[i] = tc_rng_float(&r, -1.0f, 1.0f);
+        for (size_t i = 0; i < p->nk; i++)
+            p->k[i] = tc_rng_float(&r, -1.0f, 1.0f);
+    }
+    for (size_t i = 0; i < p->nv; i++)
+        p->v[i] = tc_rng_float(&r, -1.0f, 1.0f);
+}
+
+void tc_problem_free(tc_problem *p)
+{
+    free(p->q_alloc);
+    free(p->k_alloc);
+    free(p->v_alloc);
+    free(p->kv_valid);
+    memset(p, 0, sizeof *p);
+}
+
+void tc_random_kv_valid(tc_rng *r, int32_t *kv_valid, size_t batch, size_t kv_len)
+{
+    for (size_t b = 0; b < batch; b++) {
+        switch (tc_rng_below(r, 4)) {
+        case 0: kv_valid[b] = 0; break;
+        case 1: kv_valid[b] = (int32_t)kv_len; break;
+        default: kv_valid[b] = (int32_t)tc_rng_below(r, (uint32_t)kv_len + 1); break;
+        }
+    }
+}
+
+void tc_desc_str(const attn_sdpa_desc *d, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "b=%zu h=%zu kvh=%zu q=%zu kv=%zu d=%zu dv=%zu %s %s", d->batch, d->n_heads,
+                     d->n_kv_heads, d->q_len, d->kv_len, d->head_dim, d->v_dim,
+                     d->layout == ATTN_LAYOUT_BSHD ? "BSHD" : d->layout == ATTN_LAYOUT_BHSD ? "BHSD" : "layout?",
+                     d->mask == ATTN_MASK_CAUSAL ? "causal" : d->mask == ATTN_MASK_NONE ? "nomask" : "mask?");
+    if (n < 0 || (size_t)n >= len)
+        return;
+    if (d->window)
+        n += snprintf(buf + n, len - (size_t)n, " win=%zu", d->window);
+    if ((size_t)n < len && d->scale != 0.0f)
+        n += snprintf(buf + n, len - (size_t)n, " scale=%g", (double)d->scale);
+    if ((size_t)n < len && d->kv_valid) {
+        n += snprintf(buf + n, len - (size_t)n, " kv_valid=[");
+        for (size_t b = 0; b < d->batch && b < 8 && (size_t)n < len; b++)
+            n += snprintf(buf + n, len - (size_t)n, "%s%d", b ? "," : "", (int)d->kv_valid[b]);
+        if ((size_t)n < len)
+            n += snprintf(buf + n, len - (size_t)n, "%s]", d->batch > 8 ? ",..." : "");
+    }
+}
+
+/* ---- the reference ---- */
+
+/* Keys [*lo, *hi) are the ones query row i of batch b sees, straight from the contract: bottom-right causal
+ * position p = i + kv_len - q_len (even with kv_valid), window p - window < j <= p, right padding j < kv_valid. */
+static void visible_range(const tc_problem *p, size_t b, size_t i, long long *lo, long long *hi)
+{
+    const attn_sdpa_desc *d = &p->d;
+    long long pos = (long long)i + (long long)d->kv_len - (long long)d->q_len;
+    long long l = 0, h = (long long)d->kv_len;
+    if (p->kv_valid && p->kv_valid[b] < h)
+        h = p->kv_valid[b];
+    if (d->mask == ATTN_MASK_CAUSAL) {
+        if (pos + 1 < h)
+            h = pos + 1;
+        if (d->window && pos - (long long)d->window + 1 > l)
+            l = pos - (long long)d->window + 1;
+    }
+    *lo = l;
+    *hi = h;
+}
+
+long tc_ref_row(const tc_problem *p, size_t b, size_t h, size_t i, double *ref_out, double *ref_probs,
+                double *scratch)
+{
+    const attn_sdpa_desc *d = &p->d;
+    size_t hk = h / (d->n_heads / p->n_kv_heads);
+    long long lo, hi;
+    visible_range(p, b, i, &lo, &hi);
+    for (size_t c = 0; c < p->v_dim; c++)
+        ref_out[c] = 0.0;
+    if (ref_probs)
+        for (size_t j = 0; j < d->kv_len; j++)
+            ref_probs[j] = 0.0;
+    if (hi <= lo)
+        return 0;
+
+    double scale = d->scale != 0.0f ? (double)d->scale : 1.0 / sqrt((double)d->head_dim);
+    const float *qr = p->q + tc_index(d->layout, d->n_heads, d->q_len, d->head_dim, b, h, i, 0);
+    double m = -INFINITY;
+    int nonfinite = 0;
+    for (long long j = lo; j < hi; j++) {
+        const float *kr = p->k + tc_index(d->layout, p->n_kv_heads, d->kv_len, d->head_dim, b, hk, (size_t)j, 0);
+        const float *vr = p->v + tc_index(d->layout, p->n_kv_heads, d->kv_len, p->v_dim, b, hk, (size_t)j, 0);
+        double s = 0.0;
+        for (size_t x = 0; x < d->head_dim; x++)
+            s += (double)qr[x] * (double)kr[x];
+        s *= scale;
+        scratch[j] = s;
+        if (!isfinite(s))
+            nonfinite = 1;
+        else if (s > m)
+            m = s;
+        for (size_t c = 0; c < p->v_dim; c++)
+            if (!isfinite(vr[c]))
+                nonfinite = 1;
+    }
+    if (nonfinite)
+        return -1;
+    double l = 0.0;
+    for (long long j = lo; j < hi; j++) {
+        scratch[j] = exp(scratch[j] - m);
+        l += scratch[j];
+    }
+    for (long long j = lo; j < hi; j++) {
+        const float *vr = p->v + tc_index(d->layout, p->n_kv_heads, d->kv_len, p->v_dim, b, hk, (size_t)j, 0);
+        double w = scratch[j] / l;
+        if (ref_probs)
+            ref_probs[j] = w;
+        for (size_t c = 0; c < p->v_dim; c++)
+            ref_out[c] += w * (double)vr[c];
+    }
+    return (long)(hi - lo);
+}
+
+/* ---- the check ---- */
+
+#if defined(__GNUC__)
+static int fail(char *msg, size_t len, const attn_ctx *ctx, const tc_problem *p, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+#endif
+
+static int fail(char *msg, size_t len, const attn_ctx *ctx, const tc_problem *p, const char *fmt, ...)
+{
+    char shape[512];
+    tc_desc_str(&p->d, shape, sizeof shape);
+    int n = snprintf(msg, len, "ATTN_TEST_SEED=%" PRIu64 " case_seed=%" PRIu64 " isa=%s [%s]: ", tc_seed(),
+                     p->seed, attn_isa_name(attn_ctx_isa(ctx)), shape);
+    if (n >= 0 && (size_t)n < len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg + n, len - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return 1;
+}
+
+static float *copy_floats(const float *src, size_t n)
+{
+    float *dst = malloc((n ? n : 1) * sizeof(float));
+    if (dst && n)
+        memcpy(dst, src, n * sizeof(float));
+    return dst;
+}
+
+typedef struct worst {
+    double err;
+    size_t b, h, i, c;
+    double got, ref;
+} worst;
+
+static void note(worst *w, double err, size_t b, size_t h, size_t i, size_t c, double got, double ref)
+{
+    if (!(err <= w->err)) { /* NaN sticks as the worst */
+        if (isnan(w->err))
+            return;
+        w->err = err;
+        w->b = b, w->h = h, w->i = i, w->c = c;
+        w->got = got, w->ref = ref;
+    }
+}
+
+static int compare(const attn_ctx *ctx, const tc_problem *p, const float *out, const float *probs, tc_stats *st,
+                   char *msg, size_t len)
+{
+    const attn_sdpa_desc *d = &p->d;
+    double *ref_out = malloc(p->v_dim * sizeof(double));
+    double *ref_probs = malloc(d->kv_len * sizeof(double));
+    double *scratch = malloc(d->kv_len * sizeof(double));
+    if (!ref_out || !ref_probs || !scratch) {
+        free(ref_out), free(ref_probs), free(scratch);
+        return fail(msg, len, ctx, p, "test out of memory");
+    }
+    worst wo = { 0 }, wp = { 0 };
+    double max_ref = 0.0, rowsum_err = 0.0;
+    size_t nonfinite = 0;
+    int bad = 0;
+
+    for (size_t b = 0; b < d->batch && !bad; b++) {
+        for (size_t h = 0; h < d->n_heads && !bad; h++) {
+            for (size_t i = 0; i < d->q_len && !bad; i++) {
+                long n = tc_ref_row(p, b, h, i, ref_out, probs ? ref_probs : NULL, scratch);
+                if (n < 0) {
+                    nonfinite++;
+                    continue;
+                }
+                const float *o = out + tc_index(d->layout, d->n_heads, d->q_len, p->v_dim, b, h, i, 0);
+                const float *pr = probs ? probs + ((b * d->n_heads + h) * d->q_len + i) * d->kv_len : NULL;
+                if (n == 0) {
+                    /* The contract says all-zero, never NaN: no tolerance here. */
+                    for (size_t c = 0; c < p->v_dim && !bad; c++)
+                        if (o[c] != 0.0f)
+                            bad = fail(msg, len, ctx, p, "row b=%zu h=%zu i=%zu sees no key but out[%zu] = %g", b,
+                                       h, i, c, (double)o[c]);
+                    for (size_t j = 0; pr && j < d->kv_len && !bad; j++)
+                        if (pr[j] != 0.0f)
+                            bad = fail(msg, len, ctx, p, "row b=%zu h=%zu i=%zu sees no key but probs[%zu] = %g",
+                                       b, h, i, j, (double)pr[j]);
+                    continue;
+                }
+                for (size_t c = 0; c < p->v_dim; c++) {
+                    if (fabs(ref_out[c]) > max_ref)
+                        max_ref = fabs(ref_out[c]);
+                    note(&wo, fabs((double)o[c] - ref_out[c]), b, h, i, c, o[c], ref_out[c]);
+                }
+                if (!pr)
+                    continue;
+                long long lo, hi;
+                visible_range(p, b, i, &lo, &hi);
+                double sum = 0.0;
+                for (size_t j = 0; j < d->kv_len && !bad; j++) {
+                    if ((long long)j < lo || (long long)j >= hi) {
+                        if (pr[j] != 0.0f)
+                            bad = fail(msg, len, ctx, p, "probs[b=%zu h=%zu i=%zu j=%zu] = %g for a masked key", b,
+                                       h, i, j, (double)pr[j]);
+                        continue;
+                    }
+                    sum += pr[j];
+                    note(&wp, fabs((double)pr[j] - ref_probs[j]), b, h, i, j, pr[j], ref_probs[j]);
+                }
+                double e = fabs(sum - 1.0);
+                if (!bad && !(e <= TC_ROWSUM_TOL))
+                    bad = fail(msg, len, ctx, p, "probs row b=%zu h=%zu i=%zu sums to %.9g", b, h, i, sum);
+                if (e > rowsum_err)
+                    rowsum_err = e;
+            }
+        }
+    }
+    double norm = max_ref > 1.0 ? max_ref : 1.0;
+    if (!bad && !(wo.err <= TC_TOL * norm))
+        bad = fail(msg, len, ctx, p, "out[b=%zu h=%zu i=%zu c=%zu] = %.9g, reference %.9g: error %.3g > %.3g", wo.b,
+                   wo.h, wo.i, wo.c, wo.got, wo.ref, wo.err, TC_TOL * norm);
+    if (!bad && !(wp.err <= TC_TOL))
+        bad = fail(msg, len, ctx, p, "probs[b=%zu h=%zu i=%zu j=%zu] = %.9g, reference %.9g: error %.3g > %.3g",
+                   wp.b, wp.h, wp.i, wp.c, wp.got, wp.ref, wp.err, TC_TOL);
+    if (st) {
+        st->cases++;
+        if (wo.err / norm > st->err_out || isnan(wo.err))
+            st->err_out = wo.err / norm;
+        if (wp.err > st->err_probs || isnan(wp.err))
+            st->err_probs = wp.err;
+        if (rowsum_err > st->err_rowsum)
+            st->err_rowsum = rowsum_err;
+        st->nonfinite_rows += nonfinite;
+    }
+    free(ref_out), free(ref_probs), free(scratch);
+    return bad;
+}
+
+int tc_check(const attn_ctx *ctx, const tc_problem *p, int want_probs, tc_stats *st, char *msg, size_t len)
+{
+    tc_buf out = { 0 }, probs = { 0 };
+    float *q0 = copy_floats(p->q, p->nq), *k0 = copy_floats(p->k, p->nk), *v0 = copy_floats(p->v, p->nv);
+    int bad = 0;
+    if (!q0 || !k0 || !v0 || tc_buf_alloc(&out, p->nout) || (want_probs && tc_buf_alloc(&probs, p->nprobs))) {
+        bad = fail(msg, len, ctx, p, "test out of memory");
+        goto done;
+    }
+    attn_status s = attn_sdpa(ctx, &p->d, p->q, p->k, p->v, out.p, want_probs ? probs.p : NULL);
+    if (s != ATTN_OK) {
+        bad = fail(msg, len, ctx, p, "attn_sdpa returned %d (%s)", (int)s, attn_strerror(s));
+        goto done;
+    }
+    if (!tc_buf_guards_ok(&out))
+        bad = fail(msg, len, ctx, p, "write outside out[0..%zu)", p->nout);
+    else if (want_probs && !tc_buf_guards_ok(&probs))
+        bad = fail(msg, len, ctx, p, "write outside probs[0..%zu)", p->nprobs);
+    else if (memcmp(q0, p->q, p->nq * sizeof(float)) || memcmp(k0, p->k, p->nk * sizeof(float)) ||
+             memcmp(v0, p->v, p->nv * sizeof(float)))
+        bad = fail(msg, len, ctx, p, "an input was written");
+    else
+        bad = compare(ctx, p, out.p, want_probs ? probs.p : NULL, st, msg, len);
+done:
+    free(q0), free(k0), free(v0);
+    tc_buf_free(&out);
+    if (want_probs)
+        tc_buf_free(&probs);
+    return bad;
+}
+
+int tc_check_isas(const tc_problem *p, int want_probs, tc_stats st[5], char *msg, size_t len)
+{
+    attn_isa isas[4];
+    int n = tc_isas(isas);
+    for (int i = 0; i < n; i++) {
+        attn_ctx *ctx = NULL;
+        attn_status s = tc_ctx_create(&ctx, isas[i], 0, 0, 0);
+        if (s != ATTN_OK) {
+            snprintf(msg, len, "attn_ctx_create(isa=%s) returned %d (%s)", attn_isa_name(isas[i]), (int)s,
+                     attn_strerror(s));
+            return 1;
+        }
+        int bad = tc_check(ctx, p, want_probs, st ? &st[isas[i]] : NULL, msg, len);
+        attn_ctx_destroy(ctx);
+        if (bad)
+            return 1;
+    }
+    return 0;
+}
+
+attn_status tc_run(const attn_ctx *ctx, const tc_problem *p, int want_probs, float **out, float **probs)
+{
+    *out = malloc((p->nout ? p->nout : 1) * sizeof(float));
+    *probs = want_probs ? malloc((p->nprobs ? p->nprobs : 1) * sizeof(float)) : NULL;
+    if (!*out || (want_probs && !*probs)) {
+        free(*out), free(*probs);
+        *out = *probs = NULL;
+        return ATTN_ENOMEM;
+    }
+    fill_bits(*out, p->nout, TC_POISON_BITS);
+    if (*probs)
+        fill_bits(*probs, p->nprobs, TC_POISON_BITS);
+    return attn_sdpa(ctx, &p->d, p->q, p->k, p->v, *out, *probs);
+}
+
+void tc_stats_merge(tc_stats *into, const tc_stats *from)
+{
+    into->cases += from->cases;
+    if (from->err_out > into->err_out || isnan(from->err_out))
+        into->err_out = from->err_out;
+    if (from->err_probs > into->err_probs || isnan(from->err_probs))
+        into->err_probs = from->err_probs;
+    if (from->err_rowsum > into->err_rowsum)
+        into->err_rowsum = from->err_rowsum;
+    into->nonfinite_rows += from->nonfinite_rows;
+}
+
+void tc_stats_str(attn_isa isa, const tc_stats *st, char *buf, size_t len)
+{
+    snprintf(buf, len, "%-6s: %4lu cases, max err out %.2e probs %.2e rowsum %.2e", attn_isa_name(isa), st->cases,
+             st->err_out, st->err_probs, st->err_rowsum);
+}
+
+int tc_check_desc(const attn_sdpa_desc *d, uint64_t case_id, tc_fill kind, int want_probs, tc_stats st[5],
+                  char *msg, size_t len)
+{
+    tc_problem p;
+    if (tc_problem_init(&p, d)) {
+        snprintf(msg, len, "test out of memory");
+        return 1;
+    }
+    tc_problem_fill(&p, tc_mix(tc_seed(), case_id), kind);
+    int bad = tc_check_isas(&p, want_probs, st, msg, len);
+    tc_problem_free(&p);
+    return bad;
+}
+
+void tc_print_stats(const char *what, const tc_stats st[5])
+{
+    attn_isa isas[4];
+    int n = tc_isas(isas);
+    for (int i = 0; i < n; i++) {
+        char line[256];
+        tc_stats_str(isas[i], &st[isas[i]], line, sizeof line);
+        fprintf(stderr, "[stat] %-24s %s (seed %" PRIu64 ")\n", what, line, tc_seed());
+    }
+}

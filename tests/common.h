@@ -1,0 +1,142 @@
+/* Helpers shared by attn-tests (Criterion) and kernel-check (standalone, also under qemu): a seeded PRNG,
+ * guarded output buffers, random problems and the float64 reference that every ISA is checked against.
+ * Nothing here uses Criterion or fork(), so kernel-check can link it and run where fork hangs. */
+#ifndef ATTN_TESTS_COMMON_H
+#define ATTN_TESTS_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attn.h"
+
+/* Max abs error allowed on out and probs, relative to max(1, max|ref|), and on each probs row sum. */
+#define TC_TOL 2e-5
+#define TC_ROWSUM_TOL 1e-5
+
+/* ---- seeds and PRNG (splitmix64: portable, and every sub-seed is a pure function of the test seed) ---- */
+
+typedef struct tc_rng {
+    uint64_t s;
+} tc_rng;
+
+void tc_rng_init(tc_rng *r, uint64_t seed);
+uint64_t tc_rng_u64(tc_rng *r);
+uint32_t tc_rng_below(tc_rng *r, uint32_t n); /* uniform in [0, n); n >= 1 */
+float tc_rng_float(tc_rng *r, float lo, float hi);
+/* A well-mixed sub-seed, so case i of a run can be replayed from the run's seed alone. */
+uint64_t tc_mix(uint64_t seed, uint64_t i);
+
+/* The run's seed: ATTN_TEST_SEED (decimal or 0x hex) if set, else a fresh time/pid/clock based one. Fixed for
+ * the life of the process. */
+uint64_t tc_seed(void);
+
+/* ---- ISAs ---- */
+
+/* The concrete ISAs this library and CPU run (SCALAR first, ladder order); returns how many (1..4). */
+int tc_isas(attn_isa out[4]);
+/* A context for one ISA; threads 0 = default. Blocks 0 = default (or the env variables). */
+attn_status tc_ctx_create(attn_ctx **ctx, attn_isa isa, int threads, int block_q, int block_kv);
+
+/* ---- guarded buffers ---- */
+
+/* Outputs sit TC_GUARD floats after the start of their allocation and are followed by TC_GUARD more: an odd count,
+ * so the pointer the library sees is not vector-aligned (the API promises nothing about alignment). */
+#define TC_GUARD 7
+#define TC_GUARD_BITS 0x7f8badf0u  /* a signalling-NaN pattern, compared bitwise */
+#define TC_POISON_BITS 0x7fc0deadu /* a quiet NaN: an output element the library forgot stays NaN and fails */
+
+typedef struct tc_buf {
+    float *p;    /* n usable floats */
+    size_t n;
+    float *base; /* the allocation */
+} tc_buf;
+
+int tc_buf_alloc(tc_buf *b, size_t n); /* 0 on success; guards filled, data poisoned */
+void tc_buf_fill_bits(tc_buf *b, uint32_t bits);
+int tc_buf_guards_ok(const tc_buf *b);
+/* 1 if every data element still holds exactly `bits`. */
+int tc_buf_all_bits(const tc_buf *b, uint32_t bits);
+void tc_buf_free(tc_buf *b);
+uint32_t tc_f2u(float f);
+float tc_u2f(uint32_t u);
+
+/* ---- problems ---- */
+
+typedef enum tc_fill {
+    TC_FILL_UNIFORM = 0, /* q, k, v uniform in [-1, 1] */
+    TC_FILL_INT_QK = 1,  /* q, k integers in [-8, 8], v uniform: every fp32 score is exact (large-logit test) */
+} tc_fill;
+
+typedef struct tc_problem {
+    attn_sdpa_desc d;            /* exactly what attn_sdpa gets; d.kv_valid points at kv_valid below */
+    size_t n_kv_heads, v_dim;    /* resolved defaults */
+    size_t nq, nk, nv, nout, nprobs;
+    float *q, *k, *v;            /* one float past an aligned start: the library must not assume alignment */
+    int32_t *kv_valid;           /* owned copy, or NULL */
+    uint64_t seed;               /* what the inputs were drawn from */
+    float *q_alloc, *k_alloc, *v_alloc;
+} tc_problem;
+
+/* Copies d (and d->kv_valid) and allocates inputs (contents undefined until tc_problem_fill). 0 on success. */
+int tc_problem_init(tc_problem *p, const attn_sdpa_desc *d);
+void tc_problem_fill(tc_problem *p, uint64_t seed, tc_fill kind);
+void tc_problem_free(tc_problem *p);
+/* Random kv_valid for `batch` sequences, with 0 and kv_len drawn often (they are the edge cases). */
+void tc_random_kv_valid(tc_rng *r, int32_t *kv_valid, size_t batch, size_t kv_len);
+
+/* Element offset of (b, h, s, x) in a q/k/v/out tensor of the given layout. */
+size_t tc_index(attn_layout layout, size_t heads, size_t seq, size_t dim, size_t b, size_t h, size_t s,
+                size_t x);
+
+/* "b=2 h=8/2 q=17 kv=257 d=80 dv=64 BSHD causal win=5 kv_valid=[3,0] scale=0.5" */
+void tc_desc_str(const attn_sdpa_desc *d, char *buf, size_t len);
+
+/* ---- the check ---- */
+
+typedef struct tc_stats {
+    unsigned long cases;
+    double err_out;        /* max |out - ref| / max(1, max|ref|) */
+    double err_probs;      /* max |probs - ref| */
+    double err_rowsum;     /* max |sum of a probs row - 1| over rows that see a key */
+    size_t nonfinite_rows; /* rows not compared because the reference reads a non-finite input */
+} tc_stats;
+
+/* The float64 reference for one query row (b, h, i): writes ref_out[v_dim] and, if ref_probs is not NULL,
+ * ref_probs[kv_len] (0 where masked). Returns the number of visible keys, or -1 when the row reads a non-finite
+ * score or value (its result is then not defined by the contract beyond "only this row"). */
+long tc_ref_row(const tc_problem *p, size_t b, size_t h, size_t i, double *ref_out, double *ref_probs,
+                double *scratch);
+
+/* Runs p through attn_sdpa on ctx with NaN-poisoned, guarded outputs, then checks: status OK, guards intact,
+ * inputs unchanged, out (and probs when want_probs) within tolerance of the reference, fully masked rows exactly
+ * zero, masked probs exactly zero, probs rows summing to 1. Returns 0 on pass, else 1 with the reason (seed,
+ * ISA, shape, element) in msg. Adds to st when st is not NULL. */
+int tc_check(const attn_ctx *ctx, const tc_problem *p, int want_probs, tc_stats *st, char *msg, size_t len);
+
+/* tc_check on a fresh default context for every ISA in tc_isas(); st is indexed by attn_isa (5 entries). */
+int tc_check_isas(const tc_problem *p, int want_probs, tc_stats st[5], char *msg, size_t len);
+
+/* Runs attn_sdpa and hands back malloc'd copies of out and probs (probs only when want_probs) for bitwise
+ * comparisons. */
+attn_status tc_run(const attn_ctx *ctx, const tc_problem *p, int want_probs, float **out, float **probs);
+
+/* Builds a problem from d, fills it from tc_mix(tc_seed(), case_id) and runs tc_check_isas on it. */
+int tc_check_desc(const attn_sdpa_desc *d, uint64_t case_id, tc_fill kind, int want_probs, tc_stats st[5],
+                  char *msg, size_t len);
+
+/* One stderr line per ISA with the max errors, so a run's log can be quoted. */
+void tc_print_stats(const char *what, const tc_stats st[5]);
+
+void tc_stats_merge(tc_stats *into, const tc_stats *from);
+/* "avx2: 12 cases, max err out 1.2e-07 probs 3.0e-08 rowsum 1.1e-07" */
+void tc_stats_str(attn_isa isa, const tc_stats *st, char *buf, size_t len);
+
+/* For the Criterion files only (a macro, so this header stays free of Criterion): check d on every ISA. */
+#define TC_CR_CHECK(d, case_id, kind, want_probs, st)                                                       \
+    do {                                                                                                    \
+        char tc_msg_[1024];                                                                                 \
+        int tc_bad_ = tc_check_desc((d), (case_id), (kind), (want_probs), (st), tc_msg_, sizeof tc_msg_);   \
+        cr_assert(!tc_bad_, "%s", tc_msg_);                                                                 \
+    } while (0)
+
+#endif

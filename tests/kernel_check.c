@@ -1,0 +1,98 @@
+/* kernel-check: every ISA this CPU runs against the float64 reference on a sweep of small shapes, like dav1d's
+ * checkasm. Standalone (no Criterion, never forks) so it also runs under qemu-aarch64 for the NEON kernels.
+ * Exit status 1 on any failure, with the seed and the case; ATTN_TEST_SEED replays a run. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+static const size_t dims[] = { 1, 3, 17, 64 };
+static const size_t lens[] = { 1, 5, 16, 17, 100 };
+#define N_DIMS (sizeof dims / sizeof dims[0])
+#define N_LENS (sizeof lens / sizeof lens[0])
+
+/* Case c of the sweep: head_dim and both lengths walk the tables, the rest is drawn from the case's seed. */
+static void make_case(uint64_t seed, size_t c, attn_sdpa_desc *d, int32_t valid[2], int *want_probs)
+{
+    static const size_t heads[][2] = { { 1, 0 }, { 2, 2 }, { 4, 2 }, { 4, 1 }, { 3, 1 } };
+    tc_rng r;
+    tc_rng_init(&r, tc_mix(seed, c));
+    memset(d, 0, sizeof *d);
+    size_t h = tc_rng_below(&r, sizeof heads / sizeof heads[0]);
+    d->batch = 1 + tc_rng_below(&r, 2);
+    d->n_heads = heads[h][0];
+    d->n_kv_heads = heads[h][1];
+    d->head_dim = dims[c % N_DIMS];
+    d->q_len = lens[(c / N_DIMS) % N_LENS];
+    d->kv_len = lens[(c / (N_DIMS * N_LENS)) % N_LENS];
+    d->v_dim = tc_rng_below(&r, 3) ? 0 : dims[tc_rng_below(&r, N_DIMS)];
+    d->layout = (attn_layout)tc_rng_below(&r, 2);
+    if (tc_rng_below(&r, 2)) {
+        d->mask = ATTN_MASK_CAUSAL;
+        if (tc_rng_below(&r, 4) == 0)
+            d->window = 1 + tc_rng_below(&r, (uint32_t)d->kv_len + 1);
+    }
+    if (tc_rng_below(&r, 3) == 0) {
+        tc_random_kv_valid(&r, valid, d->batch, d->kv_len);
+        d->kv_valid = valid;
+    }
+    *want_probs = (int)tc_rng_below(&r, 2);
+}
+
+int main(void)
+{
+    const uint64_t seed = tc_seed();
+    /* The sweep three times over: every (head_dim, q_len, kv_len) meets three draws of the other options. */
+    const size_t n_cases = 3 * N_DIMS * N_LENS * N_LENS;
+    attn_isa isas[4];
+    int n_isa = tc_isas(isas);
+    /* One thread unless ATTN_NUM_THREADS asks for more: this checks kernels, attn-tests checks threading, and an
+     * OpenMP team spinning on a busy machine (or under qemu) costs far more than these small cases. */
+    int threads = getenv("ATTN_NUM_THREADS") ? 0 : 1;
+    unsigned long passed = 0, failed = 0;
+
+    printf("kernel-check: attn %s, seed %" PRIu64 " (replay with ATTN_TEST_SEED=%" PRIu64 ")\n", attn_version(),
+           seed, seed);
+    for (int ii = 0; ii < n_isa; ii++) {
+        attn_ctx *ctx = NULL;
+        attn_status s = tc_ctx_create(&ctx, isas[ii], threads, 0, 0);
+        if (s != ATTN_OK || attn_ctx_isa(ctx) != isas[ii]) {
+            printf("FAIL %s: attn_ctx_create gave %d (%s)\n", attn_isa_name(isas[ii]), (int)s, attn_strerror(s));
+            attn_ctx_destroy(ctx);
+            failed++;
+            continue;
+        }
+        tc_stats st = { 0 };
+        unsigned long isa_failed = 0;
+        for (size_t c = 0; c < n_cases; c++) {
+            attn_sdpa_desc d;
+            int32_t valid[2];
+            int want_probs;
+            tc_problem p;
+            char msg[1024];
+            make_case(seed, c, &d, valid, &want_probs);
+            if (tc_problem_init(&p, &d)) {
+                printf("FAIL %s case %zu: out of memory\n", attn_isa_name(isas[ii]), c);
+                isa_failed++;
+                continue;
+            }
+            tc_problem_fill(&p, tc_mix(seed ^ 0x5eed, c), TC_FILL_UNIFORM);
+            if (tc_check(ctx, &p, want_probs, &st, msg, sizeof msg)) {
+                if (isa_failed < 10) /* the first few say it all; a broken kernel would fail hundreds */
+                    printf("FAIL case %zu%s: %s\n", c, want_probs ? " (probs)" : "", msg);
+                isa_failed++;
+            }
+            tc_problem_free(&p);
+        }
+        attn_ctx_destroy(ctx);
+        char line[256];
+        tc_stats_str(isas[ii], &st, line, sizeof line);
+        printf("%s, %lu failed\n", line, isa_failed);
+        passed += n_cases - isa_failed;
+        failed += isa_failed;
+    }
+    printf("kernel-check: %lu passed, %lu failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
