@@ -104,11 +104,14 @@ static void attn_pack_tile(const attn_job *j, float *kt, float *vp, size_t b, si
                            size_t nkp)
 {
     const float *k = j->k + b * j->ks.b + kvh * j->ks.h + t0 * j->ks.s;
-    for (size_t c = 0; c < j->d; c++)
-        memset(kt + c * nkp + nk, 0, (nkp - nk) * sizeof(float));
-    for (size_t t = 0; t < nk; t++, k += j->ks.s)
+    const size_t panel = j->d * ATTN_PAD; /* see attn_tile_args.kt */
+    if (nk < nkp)
+        memset(kt + nk / ATTN_PAD * panel, 0, panel * sizeof(float));
+    for (size_t t = 0; t < nk; t++, k += j->ks.s) {
+        float *dst = kt + t / ATTN_PAD * panel + t % ATTN_PAD;
         for (size_t c = 0; c < j->d; c++)
-            kt[c * nkp + t] = k[c];
+            dst[c * ATTN_PAD] = k[c];
+    }
     if (!vp)
         return;
     const float *v = j->v + b * j->vs.b + kvh * j->vs.h + t0 * j->vs.s;

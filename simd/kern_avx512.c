@@ -24,9 +24,9 @@
     (M)(_mm512_cmp_ps_mask((idx), (lo), _CMP_GE_OQ) & _mm512_cmp_ps_mask((idx), (hi), _CMP_LT_OQ))
 #define V_SEL(m, a, b) _mm512_mask_blend_ps((m), (b), (a))
 
-#define SC_RB 8 /* 8 rows x 2 zmm = 16 independent FMA chains */
-#define SC_NV 2
-#define PV_RB 4 /* 4 rows x 4 zmm = 16 chains, 64 output columns */
+#define SC_RB 6 /* 6 rows x 4 zmm = 24 independent FMA chains, 10 loads per 24 FMAs */
+#define SC_NV 4
+#define PV_RB 6 /* 6 rows x 4 zmm = 24 chains, 64 output columns */
 #define PV_NV 4
 #define SR_RB 4 /* decode: 4 query rows x 1 key row; several interleaved key rows measured slower (their short
                   * row streams defeat the hardware prefetcher) */

@@ -11,11 +11,9 @@ static ATTN_DECL_SCORES(attn_scores_f32_scalar)
         float *s = a->s + r * a->nkp;
         for (size_t j = 0; j < a->nkp; j++)
             s[j] = 0.0f;
-        for (size_t c = 0; c < a->d; c++) {
-            const float qc = q[c], *kt = a->kt + c * a->nkp;
+        for (size_t c = 0; c < a->d; c++)
             for (size_t j = 0; j < a->nkp; j++)
-                s[j] += qc * kt[j];
-        }
+                s[j] += q[c] * a->kt[(j / ATTN_PAD) * a->d * ATTN_PAD + c * ATTN_PAD + j % ATTN_PAD];
     }
 }
 

@@ -18,7 +18,9 @@ typedef struct attn_tile_args {
     size_t nkp;
     size_t dvp;        /* padded width of v and o rows, a multiple of ATTN_PAD */
     const float *q;    /* [rows][d], already multiplied by the softmax scale */
-    const float *kt;   /* [d][nkp]: keys transposed, columns nk..nkp-1 zero; NULL: keys are rows kr */
+    const float *kt;   /* keys transposed in panels of ATTN_PAD keys: key j, dim c at
+                          kt[(j / ATTN_PAD) * d * ATTN_PAD + c * ATTN_PAD + j % ATTN_PAD], keys nk..nkp-1 zero,
+                          so a micro-kernel streams each panel contiguously; NULL: keys are rows kr */
     const float *kr;   /* when kt is NULL: key j at kr + j*ldk (d a multiple of ATTN_PAD), used in place */
     size_t ldk;
     const float *vp;   /* value j at vp + j*ldv: dvp columns, those from dv on zero (or absent when dv == dvp) */

@@ -32,21 +32,32 @@
     default: break;                                                                                                \
     }
 
-/* s[r0..r0+RB)[j0..j0+NV*VW) = q . kt */
-ATTN_INLINE void attn_sc_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int NV)
+/* Head dimensions per pass (the k of a GEMM): a micro-kernel's slice of the K panels, KC x NV vectors, then stays
+ * in L1 while every row group goes by (at head_dim 128 a whole slice was 32 KiB, the size of L1). */
+#define ATTN_KC 64
+
+/* s[r0..r0+RB)[j0..j0+NV*VW) (+)= q[.][c0..c1) . kt: the first pass stores, later ones accumulate. */
+ATTN_INLINE void attn_sc_micro(const attn_tile_args *a, size_t r0, size_t j0, size_t c0, size_t c1, const int RB,
+                               const int NV)
 {
     V acc[SC_RB][SC_NV];
+    float *s = a->s + r0 * a->nkp + j0;
 #pragma GCC unroll 16
     for (int r = 0; r < RB; r++)
 #pragma GCC unroll 16
         for (int v = 0; v < NV; v++)
-            acc[r][v] = V_ZERO();
-    const float *q = a->q + r0 * a->d, *kt = a->kt + j0;
-    for (size_t c = 0; c < a->d; c++, kt += a->nkp) {
+            acc[r][v] = c0 ? V_LOAD(s + r * a->nkp + v * VW) : V_ZERO();
+    const float *q = a->q + r0 * a->d, *kt[SC_NV];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; v++) {
+        const size_t j = j0 + (size_t)v * VW;
+        kt[v] = a->kt + j / ATTN_PAD * a->d * ATTN_PAD + j % ATTN_PAD;
+    }
+    for (size_t c = c0; c < c1; c++) {
         V b[SC_NV];
 #pragma GCC unroll 16
         for (int v = 0; v < NV; v++)
-            b[v] = V_LOAD(kt + v * VW);
+            b[v] = V_LOAD(kt[v] + c * ATTN_PAD);
 #pragma GCC unroll 16
         for (int r = 0; r < RB; r++) {
             const V x = V_BCAST(q[r * a->d + c]);
@@ -59,26 +70,30 @@ ATTN_INLINE void attn_sc_micro(const attn_tile_args *a, size_t r0, size_t j0, co
     for (int r = 0; r < RB; r++)
 #pragma GCC unroll 16
         for (int v = 0; v < NV; v++)
-            V_STORE(a->s + (r0 + r) * a->nkp + j0 + v * VW, acc[r][v]);
+            V_STORE(s + r * a->nkp + v * VW, acc[r][v]);
 }
 
-ATTN_INLINE void attn_sc_rows(const attn_tile_args *a, size_t r0, const int RB)
+/* One slice of keys [j0, j0 + NV*VW) and head dims [c0, c1) for every row group. */
+ATTN_INLINE void attn_sc_cols(const attn_tile_args *a, size_t j0, size_t c0, size_t c1, const int NV)
 {
-    size_t j0 = 0;
-    for (; j0 + SC_NV * VW <= a->nkp; j0 += SC_NV * VW)
-        attn_sc_micro(a, r0, j0, RB, SC_NV);
-    for (; j0 < a->nkp; j0 += VW)
-        attn_sc_micro(a, r0, j0, RB, 1);
+    size_t r0 = 0;
+    for (; r0 + SC_RB <= a->rows; r0 += SC_RB)
+        attn_sc_micro(a, r0, j0, c0, c1, SC_RB, NV);
+#define ATTN_SC_TAIL(RB) attn_sc_micro(a, r0, j0, c0, c1, RB, NV)
+    ATTN_TAIL(a->rows - r0, SC_RB, ATTN_SC_TAIL)
+#undef ATTN_SC_TAIL
 }
 
 static ATTN_DECL_SCORES(ATTN_FN(scores))
 {
-    size_t r0 = 0;
-    for (; r0 + SC_RB <= a->rows; r0 += SC_RB)
-        attn_sc_rows(a, r0, SC_RB);
-#define ATTN_SC_TAIL(RB) attn_sc_rows(a, r0, RB)
-    ATTN_TAIL(a->rows - r0, SC_RB, ATTN_SC_TAIL)
-#undef ATTN_SC_TAIL
+    for (size_t c0 = 0; c0 < a->d; c0 += ATTN_KC) {
+        const size_t c1 = a->d - c0 < ATTN_KC ? a->d : c0 + ATTN_KC;
+        size_t j0 = 0;
+        for (; j0 + SC_NV * VW <= a->nkp; j0 += SC_NV * VW)
+            attn_sc_cols(a, j0, c0, c1, SC_NV);
+        for (; j0 < a->nkp; j0 += VW)
+            attn_sc_cols(a, j0, c0, c1, 1);
+    }
 }
 
 /* s[r0..r0+RB)[j0..j0+JB) from key rows: vectors run along d, one horizontal sum per score. */
