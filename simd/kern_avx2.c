@@ -44,6 +44,8 @@ static inline float attn_hsum_avx2(__m256 x)
 #define SC_NV 2
 #define PV_RB 6
 #define PV_NV 2
+#define PVD_RB 1 /* decode P.V: 1 row x 8 ymm: 64 values of a V row per pass, within 16 registers */
+#define PVD_NV 8
 #define SR_RB 4 /* decode: 4 query rows x 1 key row; several interleaved key rows measured slower (their short
                   * row streams defeat the hardware prefetcher) */
 #define SR_JB 1

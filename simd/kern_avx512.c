@@ -28,6 +28,8 @@
 #define SC_NV 4
 #define PV_RB 6 /* 6 rows x 4 zmm = 24 chains, 64 output columns */
 #define PV_NV 4
+#define PVD_RB 2 /* decode P.V: 2 rows x 8 zmm: a whole 128-value V row per load pass */
+#define PVD_NV 8
 #define SR_RB 4 /* decode: 4 query rows x 1 key row; several interleaved key rows measured slower (their short
                   * row streams defeat the hardware prefetcher) */
 #define SR_JB 1

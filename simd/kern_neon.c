@@ -31,6 +31,8 @@ static inline float32x4_t attn_iota_neon(void)
 #define SC_NV 2
 #define PV_RB 4
 #define PV_NV 4
+#define PVD_RB 2 /* decode P.V: 2 rows x 8 q-registers */
+#define PVD_NV 8
 #define SR_RB 4 /* decode: 4 query rows x 1 key row; several interleaved key rows measured slower (their short
                   * row streams defeat the hardware prefetcher) */
 #define SR_JB 1

@@ -3,10 +3,11 @@
  * another ISA). Register blocking: SC_RB query rows x SC_NV vectors of keys for scores, PV_RB rows x PV_NV vectors
  * of output columns for P.V, so each K or V load feeds several FMAs.
  *
- * Needs: V, VW, M, V_ZERO(), V_LOAD(p) (aligned), V_LOADU(p), V_STORE(p, x), V_BCAST(f), V_FMA(a, b, c) = a*b+c, V_MUL, V_SUB, V_MAX,
- * V_ADD, V_EXP(x), V_HMAX(x), V_HSUM(x), V_IOTA(), V_INRANGE(idx, lo, hi) -> M, V_SEL(m, a, b) (a where m),
- * SC_RB, SC_NV, PV_RB, PV_NV, SR_RB, SR_JB (rows x keys of scores_rows), ATTN_SFX (the ISA suffix of every
- * name) and ATTN_KERNELS_ISA. */
+ * Needs: V, VW, M, V_ZERO(), V_LOAD(p) (aligned), V_LOADU(p), V_STORE(p, x), V_BCAST(f), V_FMA(a, b, c) = a*b+c,
+ * V_MUL, V_SUB, V_MAX, V_ADD, V_EXP(x), V_HMAX(x), V_HSUM(x), V_IOTA(), V_INRANGE(idx, lo, hi) -> M,
+ * V_SEL(m, a, b) (a where m); the blockings SC_RB x SC_NV (scores), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of
+ * decode-sized blocks), SR_RB x SR_JB (scores_rows); ATTN_SFX (the ISA suffix of every name) and
+ * ATTN_KERNELS_ISA. */
 #include <math.h>
 #include <string.h>
 
@@ -200,11 +201,16 @@ static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
     }
 }
 
+/* Blocks of at most this many rows are decode-shaped (a GQA group of a few query positions). */
+#define ATTN_FEW_ROWS 8
+#define PV_RBMAX (PV_RB > PVD_RB ? PV_RB : PVD_RB)
+#define PV_NVMAX (PV_NV > PVD_NV ? PV_NV : PVD_NV)
+
 /* o[r0..r0+RB)[c0..c0+NV*VW) += sum_{j in [jlo, jhi)} s[r][j] * v[j] */
 ATTN_INLINE void attn_pv_micro(const attn_tile_args *a, size_t r0, size_t c0, size_t jlo, size_t jhi, const int RB,
                                const int NV)
 {
-    V acc[PV_RB][PV_NV];
+    V acc[PV_RBMAX][PV_NVMAX];
 #pragma GCC unroll 16
     for (int r = 0; r < RB; r++)
 #pragma GCC unroll 16
@@ -213,7 +219,7 @@ ATTN_INLINE void attn_pv_micro(const attn_tile_args *a, size_t r0, size_t c0, si
     const float *p = a->s + r0 * a->nkp;
     for (size_t j = jlo; j < jhi; j++) {
         const float *vr = a->vp + j * a->ldv + c0;
-        V b[PV_NV];
+        V b[PV_NVMAX];
 #pragma GCC unroll 16
         for (int v = 0; v < NV; v++)
             b[v] = V_LOADU(vr + v * VW);
@@ -232,20 +238,21 @@ ATTN_INLINE void attn_pv_micro(const attn_tile_args *a, size_t r0, size_t c0, si
             V_STORE(a->o + (r0 + r) * a->dvp + c0 + v * VW, acc[r][v]);
 }
 
-ATTN_INLINE void attn_pv_rows(const attn_tile_args *a, size_t r0, size_t jlo, size_t jhi, const int RB)
+ATTN_INLINE void attn_pv_rows(const attn_tile_args *a, size_t r0, size_t jlo, size_t jhi, const int RB,
+                              const int NV)
 {
     if (jlo >= jhi)
         return;
     size_t c0 = 0;
-    for (; c0 + PV_NV * VW <= a->dvp; c0 += PV_NV * VW)
-        attn_pv_micro(a, r0, c0, jlo, jhi, RB, PV_NV);
+    for (; c0 + NV * VW <= a->dvp; c0 += NV * VW)
+        attn_pv_micro(a, r0, c0, jlo, jhi, RB, NV);
     for (; c0 < a->dvp; c0 += VW)
         attn_pv_micro(a, r0, c0, jlo, jhi, RB, 1);
 }
 
 /* Rows r0..r0+RB: the keys every one of them sees go through the blocked kernel; each row's ragged ends (causal
  * and window boundaries) go row by row, so no row ever reads a key it cannot see. */
-ATTN_INLINE void attn_pv_group(const attn_tile_args *a, size_t r0, const int RB)
+ATTN_INLINE void attn_pv_group(const attn_tile_args *a, size_t r0, const int RB, const int NV)
 {
     int clo = a->lo[r0], chi = a->hi[r0];
     for (int r = 1; r < RB; r++) {
@@ -254,22 +261,32 @@ ATTN_INLINE void attn_pv_group(const attn_tile_args *a, size_t r0, const int RB)
     }
     if (clo >= chi) {
         for (int r = 0; r < RB; r++)
-            attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)a->hi[r0 + r], 1);
+            attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)a->hi[r0 + r], 1, NV);
         return;
     }
-    attn_pv_rows(a, r0, (size_t)clo, (size_t)chi, RB);
+    attn_pv_rows(a, r0, (size_t)clo, (size_t)chi, RB, NV);
     for (int r = 0; r < RB; r++) {
-        attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)clo, 1);
-        attn_pv_rows(a, r0 + r, (size_t)chi, (size_t)a->hi[r0 + r], 1);
+        attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)clo, 1, NV);
+        attn_pv_rows(a, r0 + r, (size_t)chi, (size_t)a->hi[r0 + r], 1, NV);
     }
 }
 
 static ATTN_DECL_PV(ATTN_FN(pv))
 {
     size_t r0 = 0;
+    if (a->rows <= ATTN_FEW_ROWS) {
+        /* Decode: V comes from memory once per tile, so the row groups are wide (PVD_NV vectors cover a whole
+         * row of up to 128 values) and each V row is read in one piece rather than in column strips. */
+        for (; r0 + PVD_RB <= a->rows; r0 += PVD_RB)
+            attn_pv_group(a, r0, PVD_RB, PVD_NV);
+#define ATTN_PVD_TAIL(RB) attn_pv_group(a, r0, RB, PVD_NV)
+        ATTN_TAIL(a->rows - r0, PVD_RB, ATTN_PVD_TAIL)
+#undef ATTN_PVD_TAIL
+        return;
+    }
     for (; r0 + PV_RB <= a->rows; r0 += PV_RB)
-        attn_pv_group(a, r0, PV_RB);
-#define ATTN_PV_TAIL(RB) attn_pv_group(a, r0, RB)
+        attn_pv_group(a, r0, PV_RB, PV_NV);
+#define ATTN_PV_TAIL(RB) attn_pv_group(a, r0, RB, PV_NV)
     ATTN_TAIL(a->rows - r0, PV_RB, ATTN_PV_TAIL)
 #undef ATTN_PV_TAIL
 }
