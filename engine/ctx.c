@@ -2,6 +2,7 @@
  * environment variable, then default) and strict parsing of the environment, read once per context. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,40 @@ void *attn_alloc_aligned(size_t bytes)
 }
 
 void attn_free_aligned(void *p) { free(p); }
+
+struct attn_ws {
+    pthread_mutex_t lock;
+    void *mem;
+    size_t bytes;
+};
+
+void *attn_ws_acquire(const attn_ctx *ctx, size_t bytes, int *cached)
+{
+    attn_ws *ws = ctx->ws;
+    *cached = 0;
+    if (bytes > ATTN_WS_CACHE_MAX || pthread_mutex_trylock(&ws->lock) != 0)
+        return attn_alloc_aligned(bytes);
+    if (ws->bytes < bytes) {
+        void *mem = attn_alloc_aligned(bytes);
+        if (!mem) {
+            pthread_mutex_unlock(&ws->lock);
+            return NULL;
+        }
+        attn_free_aligned(ws->mem);
+        ws->mem = mem;
+        ws->bytes = bytes;
+    }
+    *cached = 1;
+    return ws->mem;
+}
+
+void attn_ws_release(const attn_ctx *ctx, void *p, int cached)
+{
+    if (cached)
+        pthread_mutex_unlock(&ctx->ws->lock);
+    else
+        attn_free_aligned(p);
+}
 
 /* An integer variable: unset leaves *v alone; set, it must be a whole decimal number in [min, max]. */
 static attn_status attn_env_int(const char *name, int min, int max, int *v, int verbose)
@@ -142,8 +177,15 @@ attn_status attn_ctx_create(attn_ctx **out, const attn_config *cfg)
     }
 
     attn_ctx *c = malloc(sizeof *c);
-    if (!c)
+    attn_ws *ws = malloc(sizeof *ws);
+    if (!c || !ws || pthread_mutex_init(&ws->lock, NULL) != 0) {
+        free(c);
+        free(ws);
         return ATTN_ENOMEM;
+    }
+    ws->mem = NULL;
+    ws->bytes = 0;
+    c->ws = ws;
     c->kern = kern;
     c->isa = isa;
     c->threads = threads;
@@ -157,7 +199,15 @@ attn_status attn_ctx_create(attn_ctx **out, const attn_config *cfg)
     return ATTN_OK;
 }
 
-void attn_ctx_destroy(attn_ctx *ctx) { free(ctx); }
+void attn_ctx_destroy(attn_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    pthread_mutex_destroy(&ctx->ws->lock);
+    attn_free_aligned(ctx->ws->mem);
+    free(ctx->ws);
+    free(ctx);
+}
 
 attn_isa attn_ctx_isa(const attn_ctx *ctx) { return ctx ? ctx->isa : ATTN_ISA_SCALAR; }
 

@@ -14,13 +14,26 @@
 #define ATTN_DEFAULT_BLOCK_Q 64
 #define ATTN_DEFAULT_BLOCK_KV 128
 
+/* Largest workspace a context keeps between calls; larger ones are allocated and freed per call. */
+#define ATTN_WS_CACHE_MAX ((size_t)64 << 20)
+
+/* A context's cached workspace: calls that find it free reuse it, so a server's steady stream of calls does not
+ * fault in fresh pages every time. Mutable behind the const context, guarded by lock. */
+typedef struct attn_ws attn_ws;
+
 struct attn_ctx {
     const attn_kernels *kern; /* never NULL */
     attn_isa isa;
     int threads;
     int block_q, block_kv;
     int verbose;
+    attn_ws *ws;
 };
+
+/* bytes of 64-byte aligned memory for one call: the context's cached workspace when no other call holds it, else
+ * a fresh allocation. *cached says which; hand both back to attn_ws_release. NULL when out of memory. */
+void *attn_ws_acquire(const attn_ctx *ctx, size_t bytes, int *cached);
+void attn_ws_release(const attn_ctx *ctx, void *p, int cached);
 
 /* a * b into *r; 1 on overflow. */
 static inline int attn_mul_overflow(size_t a, size_t b, size_t *r) { return __builtin_mul_overflow(a, b, r); }

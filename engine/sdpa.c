@@ -420,29 +420,38 @@ attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float 
 #endif
     if ((size_t)nt > items)
         nt = (int)items;
-    size_t total, part_bytes = 0;
-    if (attn_mul_overflow(j.scratch_floats, (size_t)nt, &total) || attn_mul_overflow(total, sizeof(float), &total))
+    /* One workspace holds every thread's scratch, the split-KV partials and, when several query blocks read the
+     * same KV head, its K/V tiles packed once for all of them (transposing K per block cost about a quarter of
+     * the block's FMAs). Without memory for the packing, each block packs its own tiles. */
+    size_t scratch_bytes, part_bytes = 0, pack_bytes = 0, npack = 0;
+    if (attn_mul_overflow(j.scratch_floats, (size_t)nt * sizeof(float), &scratch_bytes))
         return ATTN_ENOMEM;
     if (j.nchunks > 1) {
         j.part_floats = attn_round16(j.rows_max * (j.dvp + 3));
         if (attn_mul_overflow(items, j.part_floats * sizeof(float), &part_bytes))
             return ATTN_ENOMEM;
-        if (!(j.part = attn_alloc_aligned(part_bytes)))
-            return ATTN_ENOMEM;
     }
-    float *scratch = attn_alloc_aligned(total);
-    if (!scratch) {
-        attn_free_aligned(j.part);
-        return ATTN_ENOMEM;
-    }
-    /* When several query blocks read the same KV head, pack its tiles once for all of them (transposing K costs
-     * about as much as a quarter of the block's FMAs). Without the memory for it, each block packs its own. */
     j.ntiles = (j.kv_len + j.bkv - 1) / j.bkv;
     j.tile_floats = attn_round16(j.bkvp * (j.d + j.dvp));
-    size_t npack = 0, pack_bytes = 0;
-    if (nqb > 1 && !attn_mul_overflow(per_qb, j.ntiles, &npack) &&
-        !attn_mul_overflow(npack, j.tile_floats * sizeof(float), &pack_bytes) && j.tile_floats < SIZE_MAX / 8)
-        j.packed = attn_alloc_aligned(pack_bytes);
+    if (nqb > 1 && (j.tile_floats >= SIZE_MAX / 8 || attn_mul_overflow(per_qb, j.ntiles, &npack) ||
+                    attn_mul_overflow(npack, j.tile_floats * sizeof(float), &pack_bytes)))
+        pack_bytes = 0;
+    size_t bytes;
+    if (__builtin_add_overflow(scratch_bytes, part_bytes, &bytes))
+        return ATTN_ENOMEM;
+    int cached;
+    float *ws = NULL;
+    if (pack_bytes && !__builtin_add_overflow(bytes, pack_bytes, &bytes))
+        ws = attn_ws_acquire(ctx, bytes, &cached);
+    if (!ws) {
+        bytes = scratch_bytes + part_bytes;
+        pack_bytes = npack = 0;
+        if (!(ws = attn_ws_acquire(ctx, bytes, &cached)))
+            return ATTN_ENOMEM;
+    }
+    float *scratch = ws; /* all three sizes are multiples of 64 bytes */
+    j.part = part_bytes ? ws + scratch_bytes / sizeof(float) : NULL;
+    j.packed = pack_bytes ? ws + (scratch_bytes + part_bytes) / sizeof(float) : NULL;
 
 #ifdef ATTN_HAVE_OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -500,8 +509,6 @@ attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float 
             }
         }
     }
-    attn_free_aligned(j.part);
-    attn_free_aligned(j.packed);
-    attn_free_aligned(scratch);
+    attn_ws_release(ctx, ws, cached);
     return ATTN_OK;
 }

@@ -66,7 +66,8 @@ typedef struct attn_ctx attn_ctx;
  * *out is set only on ATTN_OK; the caller frees it with attn_ctx_destroy. */
 attn_status attn_ctx_create(attn_ctx **out, const attn_config *cfg);
 
-/* Frees a context; NULL is fine. No call may be using it. */
+/* Frees a context and the workspace it keeps between calls (up to 64 MiB: the scratch and packed K/V tiles of its
+ * largest recent call, reused by the next call that finds it free); NULL is fine. No call may be using it. */
 void attn_ctx_destroy(attn_ctx *ctx);
 
 /* The ISA the context actually uses (never AUTO); ATTN_ISA_SCALAR for NULL. */
