@@ -39,7 +39,8 @@ typedef struct attn_tile_args {
 
 typedef struct attn_kernels {
     attn_isa isa;
-    /* s[r][j] = q[r] . k[j] for every row and every j < nkp, from the transposed tile kt. */
+    /* s[r][j] = q[r] . k[j] for every row and every j < nkp, from the transposed tile kt; blocks of scores that
+     * no row of their group can see may be left unwritten. */
     ATTN_DECL_SCORES((*scores));
     /* The same from key rows kr (kt NULL): few query rows (decode), where transposing K would cost more than the
      * dot products. s[r][j] for nk <= j < nkp is 0. */

@@ -74,13 +74,27 @@ ATTN_INLINE void attn_sc_micro(const attn_tile_args *a, size_t r0, size_t j0, si
             V_STORE(s + r * a->nkp + v * VW, acc[r][v]);
 }
 
-/* One slice of keys [j0, j0 + NV*VW) and head dims [c0, c1) for every row group. */
+/* 1 if no row of r0..r0+RB sees any key of [j0, j1): the softmax never reads those scores (causal diagonal and
+ * window edges), so they need not be computed. */
+ATTN_INLINE int attn_sc_unseen(const attn_tile_args *a, size_t r0, size_t j0, size_t j1, const int RB)
+{
+    for (int r = 0; r < RB; r++)
+        if (a->lo[r0 + r] < a->hi[r0 + r] && (size_t)a->lo[r0 + r] < j1 && (size_t)a->hi[r0 + r] > j0)
+            return 0;
+    return 1;
+}
+
+/* One slice of keys [j0, j0 + NV*VW) and head dims [c0, c1) for every row group that sees any of those keys. */
 ATTN_INLINE void attn_sc_cols(const attn_tile_args *a, size_t j0, size_t c0, size_t c1, const int NV)
 {
+    const size_t j1 = j0 + (size_t)NV * VW;
     size_t r0 = 0;
     for (; r0 + SC_RB <= a->rows; r0 += SC_RB)
-        attn_sc_micro(a, r0, j0, c0, c1, SC_RB, NV);
-#define ATTN_SC_TAIL(RB) attn_sc_micro(a, r0, j0, c0, c1, RB, NV)
+        if (!attn_sc_unseen(a, r0, j0, j1, SC_RB))
+            attn_sc_micro(a, r0, j0, c0, c1, SC_RB, NV);
+#define ATTN_SC_TAIL(RB)                                                                                           \
+    if (!attn_sc_unseen(a, r0, j0, j1, RB))                                                                        \
+    attn_sc_micro(a, r0, j0, c0, c1, RB, NV)
     ATTN_TAIL(a->rows - r0, SC_RB, ATTN_SC_TAIL)
 #undef ATTN_SC_TAIL
 }
