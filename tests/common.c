@@ -84,6 +84,21 @@ int tc_isas(attn_isa out[4])
     return n;
 }
 
+attn_sdpa_desc tc_shape(size_t batch, size_t heads, size_t kv_heads, size_t q_len, size_t kv_len, size_t head_dim,
+                        size_t v_dim)
+{
+    attn_sdpa_desc d;
+    memset(&d, 0, sizeof d);
+    d.batch = batch;
+    d.n_heads = heads;
+    d.n_kv_heads = kv_heads;
+    d.q_len = q_len;
+    d.kv_len = kv_len;
+    d.head_dim = head_dim;
+    d.v_dim = v_dim;
+    return d;
+}
+
 attn_status tc_ctx_create(attn_ctx **ctx, attn_isa isa, int threads, int block_q, int block_kv)
 {
     attn_config cfg;

@@ -77,6 +77,10 @@ typedef struct tc_problem {
     float *q_alloc, *k_alloc, *v_alloc;
 } tc_problem;
 
+/* A descriptor with only the sizes set; everything else 0 (defaults, BHSD, no mask). */
+attn_sdpa_desc tc_shape(size_t batch, size_t heads, size_t kv_heads, size_t q_len, size_t kv_len, size_t head_dim,
+                        size_t v_dim);
+
 /* Copies d (and d->kv_valid) and allocates inputs (contents undefined until tc_problem_fill). 0 on success. */
 int tc_problem_init(tc_problem *p, const attn_sdpa_desc *d);
 void tc_problem_fill(tc_problem *p, uint64_t seed, tc_fill kind);

@@ -8,33 +8,19 @@
 
 #include "common.h"
 
-static attn_sdpa_desc shape(size_t batch, size_t heads, size_t kv_heads, size_t q_len, size_t kv_len,
-                            size_t head_dim)
-{
-    attn_sdpa_desc d;
-    memset(&d, 0, sizeof d);
-    d.batch = batch;
-    d.n_heads = heads;
-    d.n_kv_heads = kv_heads;
-    d.q_len = q_len;
-    d.kv_len = kv_len;
-    d.head_dim = head_dim;
-    return d;
-}
-
 /* tc_check demands bitwise-zero out and probs rows wherever the reference sees no key. */
 Test(robust, fully_masked_rows, .timeout = 120)
 {
     tc_stats st[5] = { { 0 } };
     /* kv_valid 0: the whole sequence is padding. */
     int32_t valid[3] = { 9, 0, 0 };
-    attn_sdpa_desc d = shape(3, 4, 2, 9, 9, 20);
+    attn_sdpa_desc d = tc_shape(3, 4, 2, 9, 9, 20, 0);
     d.kv_valid = valid;
     TC_CR_CHECK(&d, 0, TC_FILL_UNIFORM, 1, st);
     d.mask = ATTN_MASK_CAUSAL;
     TC_CR_CHECK(&d, 1, TC_FILL_UNIFORM, 0, st);
     /* q_len > kv_len with causal: the first q_len - kv_len rows come before every key. */
-    d = shape(1, 2, 0, 40, 3, 16);
+    d = tc_shape(1, 2, 0, 40, 3, 16, 0);
     d.mask = ATTN_MASK_CAUSAL;
     TC_CR_CHECK(&d, 2, TC_FILL_UNIFORM, 1, st);
     d.layout = ATTN_LAYOUT_BSHD;
@@ -42,14 +28,14 @@ Test(robust, fully_masked_rows, .timeout = 120)
     /* Window past the padding: query at p sees (p - window, p] and keys < kv_valid; for p >= kv_valid + window
      * that is empty, so empty rows sit after non-empty ones. */
     int32_t valid2[2] = { 3, 12 };
-    d = shape(2, 2, 1, 30, 30, 8);
+    d = tc_shape(2, 2, 1, 30, 30, 8, 0);
     d.mask = ATTN_MASK_CAUSAL;
     d.window = 2;
     d.kv_valid = valid2;
     TC_CR_CHECK(&d, 4, TC_FILL_UNIFORM, 1, st);
     /* Everything masked, with large logits: no 0/0 anywhere. */
     int32_t none[2] = { 0, 0 };
-    d = shape(2, 2, 0, 5, 7, 4);
+    d = tc_shape(2, 2, 0, 5, 7, 4, 0);
     d.kv_valid = none;
     d.scale = 1024.0f;
     TC_CR_CHECK(&d, 5, TC_FILL_INT_QK, 1, st);
@@ -89,7 +75,7 @@ Test(robust, nan_key, .timeout = 120)
 {
     for (int layout = 0; layout <= 1; layout++) {
         tc_problem p;
-        attn_sdpa_desc d = shape(2, 4, 2, 12, 12, 19);
+        attn_sdpa_desc d = tc_shape(2, 4, 2, 12, 12, 19, 0);
         d.mask = ATTN_MASK_CAUSAL;
         d.layout = (attn_layout)layout;
         cr_assert_eq(tc_problem_init(&p, &d), 0);
@@ -105,7 +91,7 @@ Test(robust, nan_key, .timeout = 120)
 Test(robust, nonfinite_query_and_value, .timeout = 120)
 {
     tc_problem p;
-    attn_sdpa_desc d = shape(1, 2, 0, 10, 16, 8);
+    attn_sdpa_desc d = tc_shape(1, 2, 0, 10, 16, 8, 0);
     d.mask = ATTN_MASK_CAUSAL;
     cr_assert_eq(tc_problem_init(&p, &d), 0);
     tc_problem_fill(&p, tc_mix(tc_seed(), 10), TC_FILL_UNIFORM);
@@ -128,7 +114,7 @@ Test(robust, nan_in_masked_keys, .timeout = 120)
 {
     tc_problem p;
     int32_t valid[2] = { 6, 13 };
-    attn_sdpa_desc d = shape(2, 2, 1, 13, 13, 12);
+    attn_sdpa_desc d = tc_shape(2, 2, 1, 13, 13, 12, 0);
     d.kv_valid = valid;
     cr_assert_eq(tc_problem_init(&p, &d), 0);
     tc_problem_fill(&p, tc_mix(tc_seed(), 20), TC_FILL_UNIFORM);
@@ -141,7 +127,7 @@ Test(robust, nan_in_masked_keys, .timeout = 120)
 
     /* Causal + window 4 with a NaN in key 2: rows at positions 2..5 read it, the earlier ones (future key) and
      * the later ones (key out of the window) must be finite and exact. */
-    d = shape(1, 1, 0, 20, 20, 12);
+    d = tc_shape(1, 1, 0, 20, 20, 12, 0);
     d.mask = ATTN_MASK_CAUSAL;
     d.window = 4;
     cr_assert_eq(tc_problem_init(&p, &d), 0);

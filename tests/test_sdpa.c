@@ -8,21 +8,6 @@
 
 #include "common.h"
 
-static attn_sdpa_desc shape(size_t batch, size_t heads, size_t kv_heads, size_t q_len, size_t kv_len,
-                            size_t head_dim, size_t v_dim)
-{
-    attn_sdpa_desc d;
-    memset(&d, 0, sizeof d);
-    d.batch = batch;
-    d.n_heads = heads;
-    d.n_kv_heads = kv_heads;
-    d.q_len = q_len;
-    d.kv_len = kv_len;
-    d.head_dim = head_dim;
-    d.v_dim = v_dim;
-    return d;
-}
-
 Test(sdpa, head_dims)
 {
     static const size_t dims[] = { 1, 3, 17, 80, 128, 256 };
@@ -30,14 +15,14 @@ Test(sdpa, head_dims)
     uint64_t id = 0;
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
         for (int causal = 0; causal <= 1; causal++) {
-            attn_sdpa_desc d = shape(1, 2, 0, 19, 23, dims[i], 0);
+            attn_sdpa_desc d = tc_shape(1, 2, 0, 19, 23, dims[i], 0);
             d.mask = causal ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE;
             TC_CR_CHECK(&d, id++, TC_FILL_UNIFORM, causal, st);
             /* Exactly one vector-width multiple of keys, and a single key. */
-            d = shape(2, 1, 0, 16, 16, dims[i], 0);
+            d = tc_shape(2, 1, 0, 16, 16, dims[i], 0);
             d.mask = causal ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE;
             TC_CR_CHECK(&d, id++, TC_FILL_UNIFORM, !causal, st);
-            d = shape(1, 3, 0, 4, 1, dims[i], 0);
+            d = tc_shape(1, 3, 0, 4, 1, dims[i], 0);
             TC_CR_CHECK(&d, id++, TC_FILL_UNIFORM, 1, st);
         }
     }
@@ -54,7 +39,7 @@ Test(sdpa, lengths)
         for (size_t b = 0; b < n; b++) {
             for (int causal = 0; causal <= 1; causal++) {
                 /* q_len > kv_len with causal leaves the leading q_len - kv_len rows without keys. */
-                attn_sdpa_desc d = shape(1, 2, 1, lens[a], lens[b], (a + b) % 2 ? 24 : 64, 0);
+                attn_sdpa_desc d = tc_shape(1, 2, 1, lens[a], lens[b], (a + b) % 2 ? 24 : 64, 0);
                 d.mask = causal ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE;
                 d.layout = (a + b + (size_t)causal) % 2 ? ATTN_LAYOUT_BSHD : ATTN_LAYOUT_BHSD;
                 TC_CR_CHECK(&d, id++, TC_FILL_UNIFORM, (int)((a + b + 1) % 2), st);
@@ -68,40 +53,40 @@ Test(sdpa, long_sequences)
 {
     tc_stats st[5] = { { 0 } };
     /* Square causal prefill over 1000+ keys, with probs. */
-    attn_sdpa_desc d = shape(1, 2, 0, 1031, 1031, 64, 0);
+    attn_sdpa_desc d = tc_shape(1, 2, 0, 1031, 1031, 64, 0);
     d.mask = ATTN_MASK_CAUSAL;
     TC_CR_CHECK(&d, 0, TC_FILL_UNIFORM, 1, st);
     /* Decode: one query over a long GQA cache (the split-KV path). */
-    d = shape(1, 8, 2, 1, 1500, 128, 0);
+    d = tc_shape(1, 8, 2, 1, 1500, 128, 0);
     d.mask = ATTN_MASK_CAUSAL;
     TC_CR_CHECK(&d, 1, TC_FILL_UNIFORM, 1, st);
     /* q_len != kv_len, BSHD, v_dim != head_dim, no mask, no probs. */
-    d = shape(1, 1, 0, 1024, 1100, 80, 48);
+    d = tc_shape(1, 1, 0, 1024, 1100, 80, 48);
     d.layout = ATTN_LAYOUT_BSHD;
     TC_CR_CHECK(&d, 2, TC_FILL_UNIFORM, 0, st);
     /* A few queries over 2049 keys with padding, MQA. */
     int32_t valid[2] = { 2049, 1200 };
-    d = shape(2, 4, 1, 7, 2049, 64, 0);
+    d = tc_shape(2, 4, 1, 7, 2049, 64, 0);
     d.kv_valid = valid;
     TC_CR_CHECK(&d, 3, TC_FILL_UNIFORM, 1, st);
     /* Bottom-right causal with q_len < kv_len: the queries see the whole prefix plus their own part. */
-    d = shape(1, 2, 2, 300, 1200, 32, 0);
+    d = tc_shape(1, 2, 2, 300, 1200, 32, 0);
     d.mask = ATTN_MASK_CAUSAL;
     d.window = 500;
     TC_CR_CHECK(&d, 4, TC_FILL_UNIFORM, 1, st);
     /* Decode over a long cache whose key range is split across threads: with padding and with a small window most
      * chunks see no key at all, and the merge must skip them (no -inf - -inf = NaN). */
     int32_t valid3[2] = { 2999, 1 };
-    d = shape(2, 8, 1, 1, 3000, 64, 0);
+    d = tc_shape(2, 8, 1, 1, 3000, 64, 0);
     d.mask = ATTN_MASK_CAUSAL;
     d.kv_valid = valid3;
     TC_CR_CHECK(&d, 6, TC_FILL_UNIFORM, 1, st);
-    d = shape(1, 4, 2, 2, 3000, 32, 0);
+    d = tc_shape(1, 4, 2, 2, 3000, 32, 0);
     d.mask = ATTN_MASK_CAUSAL;
     d.window = 100;
     TC_CR_CHECK(&d, 7, TC_FILL_UNIFORM, 1, st);
     /* The widest head over 1000 keys. */
-    d = shape(1, 1, 0, 1000, 1000, 256, 0);
+    d = tc_shape(1, 1, 0, 1000, 1000, 256, 0);
     d.mask = ATTN_MASK_CAUSAL;
     TC_CR_CHECK(&d, 5, TC_FILL_UNIFORM, 0, st);
     tc_print_stats("sdpa::long_sequences", st);
@@ -118,7 +103,7 @@ Test(sdpa, gqa_and_batch)
         for (int layout = 0; layout <= 1; layout++) {
             for (int causal = 0; causal <= 1; causal++) {
                 int32_t valid[3];
-                attn_sdpa_desc d = shape(3, heads[i][0], heads[i][1], 13, 29, 32, 0);
+                attn_sdpa_desc d = tc_shape(3, heads[i][0], heads[i][1], 13, 29, 32, 0);
                 d.layout = (attn_layout)layout;
                 d.mask = causal ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE;
                 if (causal) {
@@ -141,7 +126,7 @@ Test(sdpa, v_dim)
     uint64_t id = 0;
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
         for (int layout = 0; layout <= 1; layout++) {
-            attn_sdpa_desc d = shape(2, 4, 2, 18, 33, dims[i][0], dims[i][1]);
+            attn_sdpa_desc d = tc_shape(2, 4, 2, 18, 33, dims[i][0], dims[i][1]);
             d.layout = (attn_layout)layout;
             d.mask = layout ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE;
             TC_CR_CHECK(&d, id++, TC_FILL_UNIFORM, 1, st);
@@ -171,7 +156,7 @@ Test(sdpa, masks)
             if (kvmode == 4)
                 valid[0] = 0, valid[1] = (int32_t)kv;
             for (int m = 0; m < 1 + (int)(sizeof windows / sizeof windows[0]); m++) {
-                attn_sdpa_desc d = shape(3, 2, 1, q, kv, 9, 0);
+                attn_sdpa_desc d = tc_shape(3, 2, 1, q, kv, 9, 0);
                 d.layout = (l + (size_t)m) % 2 ? ATTN_LAYOUT_BSHD : ATTN_LAYOUT_BHSD;
                 d.kv_valid = kvmode ? valid : NULL;
                 if (m > 0) { /* m == 0: no mask */
@@ -190,7 +175,7 @@ Test(sdpa, scale)
     static const float scales[] = { 0.5f, -0.7f, 3.0f, 1e-3f, 0.125f, 4.0f };
     tc_stats st[5] = { { 0 } };
     for (size_t i = 0; i < sizeof scales / sizeof scales[0]; i++) {
-        attn_sdpa_desc d = shape(1, 2, 0, 21, 37, 40, 0);
+        attn_sdpa_desc d = tc_shape(1, 2, 0, 21, 37, 40, 0);
         d.scale = scales[i];
         d.mask = i % 2 ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE;
         TC_CR_CHECK(&d, i, TC_FILL_UNIFORM, 1, st);
@@ -211,7 +196,7 @@ Test(sdpa, large_logits)
     uint64_t id = 0;
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
         for (int causal = 0; causal <= 1; causal++) {
-            attn_sdpa_desc d = shape(2, 4, 2, 33, causal ? 33 : 70, dims[i], 0);
+            attn_sdpa_desc d = tc_shape(2, 4, 2, 33, causal ? 33 : 70, dims[i], 0);
             d.scale = 1024.0f;
             d.mask = causal ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE;
             d.layout = causal ? ATTN_LAYOUT_BSHD : ATTN_LAYOUT_BHSD;
@@ -219,7 +204,7 @@ Test(sdpa, large_logits)
         }
     }
     /* Long rows: the running max changes many times across tiles. */
-    attn_sdpa_desc d = shape(1, 2, 0, 40, 600, 8, 0);
+    attn_sdpa_desc d = tc_shape(1, 2, 0, 40, 600, 8, 0);
     d.scale = 1024.0f;
     TC_CR_CHECK(&d, id++, TC_FILL_INT_QK, 1, st);
     tc_print_stats("sdpa::large_logits", st);
@@ -237,7 +222,7 @@ Test(sdpa, random_shapes)
         size_t hi = tc_rng_below(&r, sizeof heads / sizeof heads[0]);
         size_t q = 1 + tc_rng_below(&r, tc_rng_below(&r, 4) ? 48 : 200);
         size_t kv = 1 + tc_rng_below(&r, tc_rng_below(&r, 4) ? 48 : 300);
-        attn_sdpa_desc d = shape(1 + tc_rng_below(&r, 3), heads[hi][0], heads[hi][1], q, kv,
+        attn_sdpa_desc d = tc_shape(1 + tc_rng_below(&r, 3), heads[hi][0], heads[hi][1], q, kv,
                                  1 + tc_rng_below(&r, 96), tc_rng_below(&r, 2) ? 0 : 1 + tc_rng_below(&r, 96));
         d.layout = (attn_layout)tc_rng_below(&r, 2);
         if (tc_rng_below(&r, 2)) {
@@ -260,7 +245,7 @@ Test(sdpa, random_shapes)
 Test(sdpa, inputs_unchanged)
 {
     int32_t valid[2] = { 20, 9 };
-    attn_sdpa_desc d = shape(2, 4, 2, 11, 20, 17, 5);
+    attn_sdpa_desc d = tc_shape(2, 4, 2, 11, 20, 17, 5);
     d.mask = ATTN_MASK_CAUSAL;
     d.window = 6;
     d.kv_valid = valid;

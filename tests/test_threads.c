@@ -13,20 +13,6 @@
 
 #include "common.h"
 
-static attn_sdpa_desc shape(size_t batch, size_t heads, size_t kv_heads, size_t q_len, size_t kv_len,
-                            size_t head_dim)
-{
-    attn_sdpa_desc d;
-    memset(&d, 0, sizeof d);
-    d.batch = batch;
-    d.n_heads = heads;
-    d.n_kv_heads = kv_heads;
-    d.q_len = q_len;
-    d.kv_len = kv_len;
-    d.head_dim = head_dim;
-    return d;
-}
-
 #define N_PROBLEMS 5
 
 static int32_t valid2[2] = { 131, 77 };
@@ -37,26 +23,26 @@ static attn_sdpa_desc problem_desc(int i)
     attn_sdpa_desc d;
     switch (i) {
     case 0: /* prefill: many query blocks, padding, GQA, BSHD */
-        d = shape(2, 4, 2, 67, 131, 40);
+        d = tc_shape(2, 4, 2, 67, 131, 40, 0);
         d.mask = ATTN_MASK_CAUSAL;
         d.kv_valid = valid2;
         d.layout = ATTN_LAYOUT_BSHD;
         break;
     case 1: /* decode over a long GQA cache: batch * kv_heads < threads, so the key range may be split */
-        d = shape(1, 8, 2, 1, 3001, 64);
+        d = tc_shape(1, 8, 2, 1, 3001, 64, 0);
         d.mask = ATTN_MASK_CAUSAL;
         break;
     case 2: /* MQA decode, a few queries, no mask */
-        d = shape(1, 4, 1, 3, 2000, 32);
+        d = tc_shape(1, 4, 1, 3, 2000, 32, 0);
         break;
     case 3: /* decode with padding and a window: most key chunks of a split see nothing */
-        d = shape(1, 4, 1, 1, 4000, 16);
+        d = tc_shape(1, 4, 1, 1, 4000, 16, 0);
         d.mask = ATTN_MASK_CAUSAL;
         d.window = 700;
         d.kv_valid = valid1;
         break;
     default: /* one head, one sequence: nothing to split but query blocks */
-        d = shape(1, 1, 0, 300, 300, 17);
+        d = tc_shape(1, 1, 0, 300, 300, 17, 0);
         d.mask = ATTN_MASK_CAUSAL;
         d.window = 50;
         break;

@@ -13,14 +13,7 @@
 static attn_sdpa_desc shape(size_t batch, size_t heads, size_t kv_heads, size_t q_len, size_t kv_len,
                             size_t head_dim, attn_mask mask)
 {
-    attn_sdpa_desc d;
-    memset(&d, 0, sizeof d);
-    d.batch = batch;
-    d.n_heads = heads;
-    d.n_kv_heads = kv_heads;
-    d.q_len = q_len;
-    d.kv_len = kv_len;
-    d.head_dim = head_dim;
+    attn_sdpa_desc d = tc_shape(batch, heads, kv_heads, q_len, kv_len, head_dim, 0);
     d.mask = mask;
     return d;
 }
