@@ -144,6 +144,7 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
     a->ldk = j->ks.s;
     if (!k_rows)
         attn_pack_tile(j, sc->kt, NULL, b, kvh, t0, a->nk, a->nkp);
+    a->vp = NULL;
     if (!with_v)
         return;
     if (v_rows) {

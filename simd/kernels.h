@@ -23,7 +23,8 @@ typedef struct attn_tile_args {
                           so a micro-kernel streams each panel contiguously; NULL: keys are rows kr */
     const float *kr;   /* when kt is NULL: key j at kr + j*ldk (d a multiple of ATTN_PAD), used in place */
     size_t ldk;
-    const float *vp;   /* value j at vp + j*ldv: dvp columns, those from dv on zero (or absent when dv == dvp) */
+    const float *vp;   /* value j at vp + j*ldv: dvp columns, those from dv on zero (or absent when dv == dvp);
+                          NULL when only scores are wanted */
     size_t ldv;
     const int *lo, *hi; /* per row: keys [lo, hi) of the tile are visible (0 <= lo, hi <= nk; lo >= hi: none) */
     float *s;          /* scratch [rows][nkp]: scores, then probabilities */

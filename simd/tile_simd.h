@@ -123,8 +123,12 @@ ATTN_INLINE void attn_sr_micro(const attn_tile_args *a, size_t r0, size_t j0, co
     for (size_t c = 0; c < a->d; c += VW) {
         V k[SR_JB];
 #pragma GCC unroll 16
-        for (int t = 0; t < JB; t++)
+        for (int t = 0; t < JB; t++) {
             k[t] = V_LOADU(a->kr + (j0 + t) * a->ldk + c);
+            /* Start the value row's stream now, beside the key stream: P.V finds it in cache. */
+            if (a->vp && c < a->dvp)
+                __builtin_prefetch(a->vp + (j0 + t) * a->ldv + c, 0, 2);
+        }
 #pragma GCC unroll 16
         for (int r = 0; r < RB; r++) {
             const V x = V_LOAD(a->q + (r0 + r) * a->d + c);
