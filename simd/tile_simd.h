@@ -4,7 +4,7 @@
  * of output columns for P.V, so each K or V load feeds several FMAs.
  *
  * Needs: V, VW, M, V_ZERO(), V_LOAD(p) (aligned), V_LOADU(p), V_STORE(p, x), V_BCAST(f), V_FMA(a, b, c) = a*b+c,
- * V_MUL, V_SUB, V_MAX, V_ADD, V_EXP(x), V_HMAX(x), V_HSUM(x), V_IOTA(), V_INRANGE(idx, lo, hi) -> M,
+ * V_MUL, V_SUB, V_MAX, V_ADD, V_EXP2(x) (2^x), V_HMAX(x), V_HSUM(x), V_IOTA(), V_INRANGE(idx, lo, hi) -> M,
  * V_SEL(m, a, b) (a where m); the blockings SC_RB x SC_NV (scores), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of
  * decode-sized blocks), SR_RB x SR_JB (scores_rows); ATTN_SFX (the ISA suffix of every name) and
  * ATTN_KERNELS_ISA. */
@@ -14,6 +14,11 @@
 #include "kernels.h"
 
 #define ATTN_INLINE static inline __attribute__((always_inline))
+
+/* exp(x - m) as 2^((x - m) log2 e): SLEEF's base-2 exp costs 0.8 cycles a float on Zen 4 AVX-512 against 1.0 for
+ * its expf (1.8 against 2.0 on AVX2), both within 1 ULP. x - m is formed first, so equal scores still give exactly
+ * 2^0 = 1; the multiply's rounding moves p by at most |x - m| * 6e-8 relative, under 3e-8 absolute. */
+#define ATTN_EXPM(x, m) V_EXP2(V_MUL(V_SUB((x), (m)), V_BCAST(1.44269504088896341f)))
 #define ATTN_CAT_(a, b) a##b
 #define ATTN_CAT(a, b) ATTN_CAT_(a, b)
 #define ATTN_FN(op) ATTN_CAT(attn_##op##_f32_, ATTN_SFX) /* attn_scores_f32_avx2, ... */
@@ -193,7 +198,7 @@ static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
         V sum = V_ZERO();
         if (full)
             for (size_t j0 = 0; j0 < a->nkp; j0 += VW) {
-                const V p = V_EXP(V_SUB(V_LOAD(s + j0), vmn));
+                const V p = ATTN_EXPM(V_LOAD(s + j0), vmn);
                 V_STORE(s + j0, p);
                 sum = V_ADD(sum, p);
             }
@@ -204,7 +209,7 @@ static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
                     continue;
                 }
                 const M in = V_INRANGE(V_ADD(iota, V_BCAST((float)j0)), vlo, vhi);
-                const V p = V_SEL(in, V_EXP(V_SUB(V_LOAD(s + j0), vmn)), V_ZERO());
+                const V p = V_SEL(in, ATTN_EXPM(V_LOAD(s + j0), vmn), V_ZERO());
                 V_STORE(s + j0, p);
                 sum = V_ADD(sum, p);
             }
@@ -323,7 +328,7 @@ static ATTN_DECL_PROBS(ATTN_FN(probs))
         const V vm = V_BCAST(a->m[r]), vli = V_BCAST(1.0f / a->l[r]);
         for (size_t j0 = 0; j0 < a->nk; j0 += VW) {
             const M in = V_INRANGE(V_ADD(iota, V_BCAST((float)j0)), vlo, vhi);
-            V_STORE(s + j0, V_SEL(in, V_MUL(V_EXP(V_SUB(V_LOAD(s + j0), vm)), vli), V_ZERO()));
+            V_STORE(s + j0, V_SEL(in, V_MUL(ATTN_EXPM(V_LOAD(s + j0), vm), vli), V_ZERO()));
         }
         memcpy(dst + r * ld, s, a->nk * sizeof *dst);
     }
