@@ -192,9 +192,7 @@ static attn_rows attn_rows_setup(const attn_job *j, const attn_scratch *sc, size
         kto = j->kv_valid[b];
     for (size_t r = 0; r < rw.n; r++) {
         const size_t h = kvh * j->group + r / rw.nq, i = rw.q0 + r % rw.nq;
-        const float *qrow = j->q + b * j->qs.b + h * j->qs.h + i * j->qs.s;
-        for (size_t c = 0; c < j->d; c++)
-            sc->q[r * j->d + c] = qrow[c] * j->scale;
+        j->kern->scale(sc->q + r * j->d, j->q + b * j->qs.b + h * j->qs.h + i * j->qs.s, j->d, j->scale);
         /* Bottom-right alignment: query i sits at position i + kv_len - q_len. */
         const int64_t p = (int64_t)i + (int64_t)j->kv_len - (int64_t)j->q_len;
         int64_t lo = kfrom, hi = kto;
@@ -266,9 +264,7 @@ static void attn_rows_write(const attn_job *j, const attn_scratch *sc, const att
             memset(orow, 0, j->dv * sizeof(float));
             continue;
         }
-        const float inv = 1.0f / sc->l[r], *o = sc->o + r * j->dvp;
-        for (size_t c = 0; c < j->dv; c++)
-            orow[c] = o[c] * inv;
+        j->kern->scale(orow, sc->o + r * j->dvp, j->dv, 1.0f / sc->l[r]);
     }
 }
 

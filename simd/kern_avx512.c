@@ -10,6 +10,7 @@
 #define V_LOAD(p) _mm512_load_ps(p)
 #define V_LOADU(p) _mm512_loadu_ps(p)
 #define V_STORE(p, x) _mm512_store_ps((p), (x))
+#define V_STOREU(p, x) _mm512_storeu_ps((p), (x))
 #define V_BCAST(f) _mm512_set1_ps(f)
 #define V_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define V_MUL(a, b) _mm512_mul_ps((a), (b))

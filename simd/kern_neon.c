@@ -9,6 +9,7 @@
 #define V_LOAD(p) vld1q_f32(p)
 #define V_LOADU(p) vld1q_f32(p)
 #define V_STORE(p, x) vst1q_f32((p), (x))
+#define V_STOREU(p, x) vst1q_f32((p), (x))
 #define V_BCAST(f) vdupq_n_f32(f)
 #define V_FMA(a, b, c) vfmaq_f32((c), (a), (b))
 #define V_MUL(a, b) vmulq_f32((a), (b))

@@ -88,6 +88,12 @@ static ATTN_DECL_PROBS(attn_probs_f32_scalar)
     }
 }
 
+static ATTN_DECL_SCALE(attn_scale_f32_scalar)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = src[i] * f;
+}
+
 const attn_kernels attn_kernels_scalar = {
     .isa = ATTN_ISA_SCALAR,
     .scores = attn_scores_f32_scalar,
@@ -95,4 +101,5 @@ const attn_kernels attn_kernels_scalar = {
     .softmax = attn_softmax_f32_scalar,
     .pv = attn_pv_f32_scalar,
     .probs = attn_probs_f32_scalar,
+    .scale = attn_scale_f32_scalar,
 };

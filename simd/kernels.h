@@ -37,6 +37,7 @@ typedef struct attn_tile_args {
 #define ATTN_DECL_SOFTMAX(name) void name(const attn_tile_args *a)
 #define ATTN_DECL_PV(name) void name(const attn_tile_args *a)
 #define ATTN_DECL_PROBS(name) void name(const attn_tile_args *a, float *dst, size_t ld)
+#define ATTN_DECL_SCALE(name) void name(float *dst, const float *src, size_t n, float f)
 
 typedef struct attn_kernels {
     attn_isa isa;
@@ -56,6 +57,9 @@ typedef struct attn_kernels {
     /* After the last tile, with the final m and l: dst[r*ld + j] = exp(s[r][j] - m[r]) / l[r] for visible j, 0 for
      * the other j < nk. Expects s to hold scores (call scores first). */
     ATTN_DECL_PROBS((*probs));
+    /* dst[i] = src[i] * f for i < n (no alignment needed): the engine's row copies in and out of a block (scaled
+     * queries, normalised outputs), vectorised here since the engine is built for the baseline ISA. */
+    ATTN_DECL_SCALE((*scale));
 } attn_kernels;
 
 /* CPU features, detected once (pthread_once). */

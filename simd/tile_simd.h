@@ -3,7 +3,7 @@
  * another ISA). Register blocking: SC_RB query rows x SC_NV vectors of keys for scores, PV_RB rows x PV_NV vectors
  * of output columns for P.V, so each K or V load feeds several FMAs.
  *
- * Needs: V, VW, M, V_ZERO(), V_LOAD(p) (aligned), V_LOADU(p), V_STORE(p, x), V_BCAST(f), V_FMA(a, b, c) = a*b+c,
+ * Needs: V, VW, M, V_ZERO(), V_LOAD(p) (aligned), V_LOADU(p), V_STORE(p, x), V_STOREU(p, x), V_BCAST(f), V_FMA(a, b, c) = a*b+c,
  * V_MUL, V_SUB, V_MAX, V_ADD, V_EXP2(x) (2^x), V_HMAX(x), V_HSUM(x), V_IOTA(), V_INRANGE(idx, lo, hi) -> M,
  * V_SEL(m, a, b) (a where m); the blockings SC_RB x SC_NV (scores), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of
  * decode-sized blocks), SR_RB x SR_JB (scores_rows); ATTN_SFX (the ISA suffix of every name) and
@@ -334,6 +334,16 @@ static ATTN_DECL_PROBS(ATTN_FN(probs))
     }
 }
 
+static ATTN_DECL_SCALE(ATTN_FN(scale))
+{
+    const V vf = V_BCAST(f);
+    size_t i = 0;
+    for (; i + VW <= n; i += VW)
+        V_STOREU(dst + i, V_MUL(V_LOADU(src + i), vf));
+    for (; i < n; i++)
+        dst[i] = src[i] * f;
+}
+
 const attn_kernels ATTN_CAT(attn_kernels_, ATTN_SFX) = {
     .isa = ATTN_KERNELS_ISA,
     .scores = ATTN_FN(scores),
@@ -341,4 +351,5 @@ const attn_kernels ATTN_CAT(attn_kernels_, ATTN_SFX) = {
     .softmax = ATTN_FN(softmax),
     .pv = ATTN_FN(pv),
     .probs = ATTN_FN(probs),
+    .scale = ATTN_FN(scale),
 };
