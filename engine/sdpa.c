@@ -35,7 +35,9 @@ static attn_strides attn_layout_strides(attn_layout layout, size_t heads, size_t
 /* Everything a block needs, resolved once per call. */
 typedef struct attn_job {
     const attn_kernels *kern;
-    const float *q, *k, *v;
+    const float *q;
+    const void *k, *v;              /* elements of kvt: fp32 from attn_sdpa, fp32/half/bfloat16 from a KV cache */
+    attn_dtype kvt;
     float *out, *probs;
     const int32_t *kv_valid;
     attn_strides qs, ks, vs, os;
@@ -56,6 +58,7 @@ static size_t attn_round16(size_t x) { return (x + ATTN_PAD - 1) / ATTN_PAD * AT
 /* Per-thread scratch, carved from one 64-byte aligned allocation; every piece a multiple of 16 floats. */
 typedef struct attn_scratch {
     float *q, *s, *kt, *vp, *o, *m, *l;
+    float *kr; /* keys widened to fp32 rows, [bkvp][d], when K is stored as half or bfloat16 */
     int *lo, *hi;
     int64_t *alo, *ahi; /* absolute visible key range per row */
 } attn_scratch;
@@ -63,13 +66,15 @@ typedef struct attn_scratch {
 /* Sizes of the pieces in floats, in the order attn_scratch_carve lays them out; 0 on overflow. */
 static size_t attn_scratch_size(const attn_job *j)
 {
-    size_t parts[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, total = 0;
+    size_t parts[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, total = 0;
     if (attn_mul_overflow(j->rows_max, j->d, &parts[0]) || attn_mul_overflow(j->rows_max, j->bkvp, &parts[1]) ||
         attn_mul_overflow(j->d, j->bkvp, &parts[2]) || attn_mul_overflow(j->bkvp, j->dvp, &parts[3]) ||
         attn_mul_overflow(j->rows_max, j->dvp, &parts[4]))
         return 0;
     parts[5] = parts[6] = parts[7] = parts[8] = j->rows_max; /* m, l, lo, hi */
     parts[9] = parts[10] = 2 * j->rows_max;                  /* alo, ahi: int64 */
+    if (j->kvt != ATTN_F32 && attn_mul_overflow(j->bkvp, j->d, &parts[11]))
+        return 0;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         size_t p = attn_round16(parts[i]);
         if (p < parts[i] || __builtin_add_overflow(total, p, &total))
@@ -94,29 +99,51 @@ static attn_scratch attn_scratch_carve(const attn_job *j, float *base)
     sc.hi = (int *)ATTN_TAKE(j->rows_max);
     sc.alo = (int64_t *)ATTN_TAKE(2 * j->rows_max);
     sc.ahi = (int64_t *)ATTN_TAKE(2 * j->rows_max);
+    sc.kr = ATTN_TAKE(j->kvt != ATTN_F32 ? j->bkvp * j->d : 0);
 #undef ATTN_TAKE
     return sc;
 }
 
-/* Packs keys [t0, t0+nk) of one KV head: kt[c][j] (transposed, zero columns up to nkp) and vp[j][c] (zero columns
- * from dv up to dvp). */
-static void attn_pack_tile(const attn_job *j, float *kt, float *vp, size_t b, size_t kvh, size_t t0, size_t nk,
-                           size_t nkp)
+/* Key or value row t of KV head kvh in batch b, as stored. */
+static const void *attn_kv_row(const attn_job *j, const void *base, const attn_strides *st, size_t b, size_t kvh,
+                               size_t t)
 {
-    const float *k = j->k + b * j->ks.b + kvh * j->ks.h + t0 * j->ks.s;
-    const size_t panel = j->d * ATTN_PAD; /* see attn_tile_args.kt */
+    const size_t esz = j->kvt == ATTN_F32 ? sizeof(float) : sizeof(uint16_t);
+    return (const char *)base + (b * st->b + kvh * st->h + t * st->s) * esz;
+}
+
+/* dst[0..n) = a stored row widened to fp32. */
+static void attn_kv_widen(const attn_job *j, float *dst, const void *src, size_t n)
+{
+    if (j->kvt == ATTN_F16)
+        j->kern->cvt_f16(dst, src, n);
+    else if (j->kvt == ATTN_BF16)
+        j->kern->cvt_bf16(dst, src, n);
+    else
+        memcpy(dst, src, n * sizeof(float));
+}
+
+/* Packs keys [t0, t0+nk) of one KV head: kt in panels (see attn_tile_args.kt, zero keys up to nkp) and vp[j][c]
+ * (zero columns from dv up to dvp). row: d floats of scratch for widening a stored key row. */
+static void attn_pack_tile(const attn_job *j, float *kt, float *vp, float *row, size_t b, size_t kvh, size_t t0,
+                           size_t nk, size_t nkp)
+{
+    const size_t panel = j->d * ATTN_PAD;
     if (nk < nkp)
         memset(kt + nk / ATTN_PAD * panel, 0, panel * sizeof(float));
-    for (size_t t = 0; t < nk; t++, k += j->ks.s) {
+    for (size_t t = 0; t < nk; t++) {
+        const void *src = attn_kv_row(j, j->k, &j->ks, b, kvh, t0 + t);
+        const float *k = src;
+        if (j->kvt != ATTN_F32)
+            attn_kv_widen(j, row, src, j->d), k = row;
         float *dst = kt + t / ATTN_PAD * panel + t % ATTN_PAD;
         for (size_t c = 0; c < j->d; c++)
             dst[c * ATTN_PAD] = k[c];
     }
     if (!vp)
         return;
-    const float *v = j->v + b * j->vs.b + kvh * j->vs.h + t0 * j->vs.s;
-    for (size_t t = 0; t < nk; t++, v += j->vs.s) {
-        memcpy(vp + t * j->dvp, v, j->dv * sizeof(float));
+    for (size_t t = 0; t < nk; t++) {
+        attn_kv_widen(j, vp + t * j->dvp, attn_kv_row(j, j->v, &j->vs, b, kvh, t0 + t), j->dv);
         memset(vp + t * j->dvp + j->dv, 0, (j->dvp - j->dv) * sizeof(float));
     }
 }
@@ -135,26 +162,32 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
         a->vp = base + j->d * j->bkvp;
         return;
     }
-    /* A block alone with its KV head (decode): read whole-vector rows in place rather than copy them. */
-    const float *k = j->k + b * j->ks.b + kvh * j->ks.h + t0 * j->ks.s;
-    const float *v = j->v + b * j->vs.b + kvh * j->vs.h + t0 * j->vs.s;
-    const int k_rows = j->d % ATTN_PAD == 0, v_rows = j->dv == j->dvp;
+    /* A block alone with its KV head (decode): read whole-vector fp32 rows in place rather than copy them; stored
+     * half or bfloat16 rows are widened into scratch rows once per tile. */
+    const int k_rows = j->d % ATTN_PAD == 0, v_rows = j->dv == j->dvp && j->kvt == ATTN_F32;
     a->kt = k_rows ? NULL : sc->kt;
-    a->kr = k;
-    a->ldk = j->ks.s;
-    if (!k_rows)
-        attn_pack_tile(j, sc->kt, NULL, b, kvh, t0, a->nk, a->nkp);
+    if (!k_rows) {
+        attn_pack_tile(j, sc->kt, NULL, sc->kr, b, kvh, t0, a->nk, a->nkp);
+    } else if (j->kvt == ATTN_F32) {
+        a->kr = attn_kv_row(j, j->k, &j->ks, b, kvh, t0);
+        a->ldk = j->ks.s;
+    } else {
+        for (size_t t = 0; t < a->nk; t++)
+            attn_kv_widen(j, sc->kr + t * j->d, attn_kv_row(j, j->k, &j->ks, b, kvh, t0 + t), j->d);
+        a->kr = sc->kr;
+        a->ldk = j->d;
+    }
     a->vp = NULL;
     if (!with_v)
         return;
     if (v_rows) {
-        a->vp = v;
+        a->vp = attn_kv_row(j, j->v, &j->vs, b, kvh, t0);
         a->ldv = j->vs.s;
         return;
     }
     a->vp = sc->vp;
-    for (size_t t = 0; t < a->nk; t++, v += j->vs.s) {
-        memcpy(sc->vp + t * j->dvp, v, j->dv * sizeof(float));
+    for (size_t t = 0; t < a->nk; t++) {
+        attn_kv_widen(j, sc->vp + t * j->dvp, attn_kv_row(j, j->v, &j->vs, b, kvh, t0 + t), j->dv);
         memset(sc->vp + t * j->dvp + j->dv, 0, (j->dvp - j->dv) * sizeof(float));
     }
 }
@@ -360,7 +393,13 @@ static int attn_count_overflows(size_t a, size_t b, size_t c, size_t d)
 attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const float *k, const float *v,
                       float *out, float *probs)
 {
-    if (!ctx || !d || !q || !k || !v || !out)
+    return attn_sdpa_kv(ctx, d, q, k, v, ATTN_F32, out, probs);
+}
+
+attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const void *k, const void *v,
+                         attn_dtype kvt, float *out, float *probs)
+{
+    if (!ctx || !d || !q || !k || !v || !out || (unsigned)kvt > ATTN_BF16)
         return ATTN_EINVAL;
     const size_t hk = d->n_kv_heads ? d->n_kv_heads : d->n_heads, dv = d->v_dim ? d->v_dim : d->head_dim;
     if (!d->batch || !d->n_heads || !d->q_len || !d->kv_len || !d->head_dim || !hk || d->n_heads % hk)
@@ -379,7 +418,7 @@ attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float 
                 return ATTN_EINVAL;
 
     attn_job j = {
-        .kern = ctx->kern, .q = q, .k = k, .v = v, .out = out, .probs = probs, .kv_valid = d->kv_valid,
+        .kern = ctx->kern, .q = q, .k = k, .v = v, .kvt = kvt, .out = out, .probs = probs, .kv_valid = d->kv_valid,
         .batch = d->batch, .heads = d->n_heads, .kv_heads = hk, .group = d->n_heads / hk, .q_len = d->q_len,
         .kv_len = d->kv_len, .d = d->head_dim, .dv = dv, .dvp = attn_round16(dv), .window = d->window,
         .causal = d->mask == ATTN_MASK_CAUSAL,
@@ -466,7 +505,7 @@ attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float 
             for (size_t it = 0; it < npack; it++) {
                 const size_t t0 = it % j.ntiles * j.bkv, nk = j.kv_len - t0 < j.bkv ? j.kv_len - t0 : j.bkv;
                 float *kt = j.packed + it * j.tile_floats;
-                attn_pack_tile(&j, kt, kt + j.d * j.bkvp, it / j.ntiles / hk, it / j.ntiles % hk, t0, nk,
+                attn_pack_tile(&j, kt, kt + j.d * j.bkvp, sc.kr, it / j.ntiles / hk, it / j.ntiles % hk, t0, nk,
                                attn_round16(nk));
             }
         }

@@ -126,26 +126,35 @@ typedef struct attn_layer {
 attn_status attn_self_attention(const attn_ctx *ctx, const attn_layer *w, const float *x, size_t n_tokens,
                         attn_mask mask, float *y, float *probs);
 
-/* Storage type of a KV cache (arithmetic is always fp32). */
+/* Storage type of a KV cache. Values are rounded to nearest even when appended; all arithmetic is fp32. */
 typedef enum attn_dtype { ATTN_F32 = 0, ATTN_F16 = 1, ATTN_BF16 = 2 } attn_dtype;
 
-/* A KV cache for one sequence; not shared between concurrent writers. Not built yet in this version:
- * attn_kv_cache_create returns ATTN_ENOTSUP (after validating its arguments) and sets nothing. */
+/* The keys and values of one sequence, for decoding: [capacity][n_kv_heads][head_dim] of each, as dtype.
+ * Not shared between concurrent writers: an append must not overlap any other call on the same cache, while
+ * attn_decode calls on one cache may run concurrently. Caches of 2 MiB and more ask the OS for huge pages. */
 typedef struct attn_kv_cache attn_kv_cache;
+
+/* Creates an empty cache. ATTN_EINVAL: out NULL, a zero size, bad dtype; ATTN_ERANGE: the byte size overflows;
+ * ATTN_ENOMEM. *out is set only on ATTN_OK; free it with attn_kv_cache_destroy. */
 attn_status attn_kv_cache_create(attn_kv_cache **out, size_t n_kv_heads, size_t head_dim, size_t capacity,
-                         attn_dtype dtype);
+                                 attn_dtype dtype);
 /* Frees a cache; NULL is fine. */
 void attn_kv_cache_destroy(attn_kv_cache *c);
 /* Tokens held; 0 for NULL. */
 size_t attn_kv_cache_len(const attn_kv_cache *c);
 /* Empties the cache (keeps its memory); NULL is fine. */
 void attn_kv_cache_reset(attn_kv_cache *c);
-/* k, v: [n_tokens][n_kv_heads][head_dim]. All or nothing: past capacity returns ATTN_ERANGE and appends nothing.
- * Appending 0 tokens is a no-op returning ATTN_OK. */
+/* Appends n_tokens positions. k, v: [n_tokens][n_kv_heads][head_dim] fp32. All or nothing: past capacity it
+ * returns ATTN_ERANGE and appends nothing. Appending 0 tokens is a no-op returning ATTN_OK (k, v may be NULL);
+ * otherwise NULL c, k or v is ATTN_EINVAL. */
 attn_status attn_kv_cache_append(attn_kv_cache *c, const float *k, const float *v, size_t n_tokens);
-/* The q_len queries are the last q_len positions of the cache. q, out: [q_len][n_heads][head_dim]. */
+/* Attention of the last q_len positions of the cache (append them first) over the whole cache, scale
+ * 1/sqrt(head_dim); with ATTN_MASK_CAUSAL query i (position len - q_len + i) sees keys j <= its position.
+ * q, out: [q_len][n_heads][head_dim]; query head h reads KV head h / (n_heads / n_kv_heads). ATTN_EINVAL: NULL,
+ * q_len or n_heads zero, n_heads not a multiple of n_kv_heads, bad mask, q_len > attn_kv_cache_len(c). Results
+ * are bitwise the same for any thread count. */
 attn_status attn_decode(const attn_ctx *ctx, const attn_kv_cache *c, const float *q, size_t q_len, size_t n_heads,
-                attn_mask mask, float *out);
+                        attn_mask mask, float *out);
 
 #ifdef __cplusplus
 }

@@ -20,7 +20,7 @@ static unsigned attn_cpu_detect(void)
     unsigned a, b, c, d, flags = 0;
     if (!__get_cpuid(1, &a, &b, &c, &d))
         return 0;
-    int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, fma = (c >> 12) & 1;
+    int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
     if (!osxsave || !avx)
         return 0;
     unsigned long long xcr0 = attn_xgetbv0();
@@ -29,7 +29,7 @@ static unsigned attn_cpu_detect(void)
     if (__get_cpuid_max(0, NULL) < 7)
         return 0;
     __cpuid_count(7, 0, a, b, c, d);
-    if (((b >> 5) & 1) && fma) /* AVX2 */
+    if (((b >> 5) & 1) && fma && f16c) /* AVX2, with the FMA and F16C every AVX2 CPU has */
         flags |= ATTN_CPU_AVX2;
     /* AVX-512F, and the OS saves opmask (bit 5), upper ZMM0-15 (bit 6) and ZMM16-31 (bit 7). */
     if (((b >> 16) & 1) && (xcr0 & 0xe0) == 0xe0 && (flags & ATTN_CPU_AVX2))

@@ -1,5 +1,5 @@
-/* AVX2 + FMA kernel set. Compiled with -mavx2 -mfma; runs only after attn_cpu_flags() saw AVX2, FMA and the OS
- * saving YMM state. */
+/* AVX2 + FMA kernel set. Compiled with -mavx2 -mfma -mf16c; runs only after attn_cpu_flags() saw AVX2, FMA, F16C
+ * and the OS saving YMM state. */
 #include <immintrin.h>
 #include <sleef.h>
 
@@ -40,6 +40,10 @@ static inline float attn_hsum_avx2(__m256 x)
 #define V_INRANGE(idx, lo, hi) \
     _mm256_and_ps(_mm256_cmp_ps((idx), (lo), _CMP_GE_OQ), _mm256_cmp_ps((idx), (hi), _CMP_LT_OQ))
 #define V_SEL(m, a, b) _mm256_blendv_ps((b), (a), (m))
+
+#define V_CVT_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define V_CVT_BF16(p) \
+    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))), 16))
 
 #define SC_RB 6 /* 6 rows x 2 ymm = 12 chains (two FMA pipes x latency 4 needs 8), 15 of 16 registers */
 #define SC_NV 2

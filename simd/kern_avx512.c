@@ -1,4 +1,4 @@
-/* AVX-512F kernel set. Compiled with -mavx512f -mavx2 -mfma; runs only after attn_cpu_flags() saw AVX-512F and
+/* AVX-512F kernel set. Compiled with -mavx512f -mavx2 -mfma -mf16c; runs only after attn_cpu_flags() saw AVX-512F and
  * the OS saving opmask/ZMM state. */
 #include <immintrin.h>
 #include <sleef.h>
@@ -24,6 +24,10 @@
 #define V_INRANGE(idx, lo, hi) \
     (M)(_mm512_cmp_ps_mask((idx), (lo), _CMP_GE_OQ) & _mm512_cmp_ps_mask((idx), (hi), _CMP_LT_OQ))
 #define V_SEL(m, a, b) _mm512_mask_blend_ps((m), (b), (a))
+
+#define V_CVT_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
+#define V_CVT_BF16(p) \
+    _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(p))), 16))
 
 #define SC_RB 6 /* 6 rows x 4 zmm = 24 independent FMA chains, 10 loads per 24 FMAs */
 #define SC_NV 4

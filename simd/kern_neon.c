@@ -28,6 +28,9 @@ static inline float32x4_t attn_iota_neon(void)
 #define V_INRANGE(idx, lo, hi) vandq_u32(vcgeq_f32((idx), (lo)), vcltq_f32((idx), (hi)))
 #define V_SEL(m, a, b) vbslq_f32((m), (a), (b))
 
+#define V_CVT_F16(p) vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)))
+#define V_CVT_BF16(p) vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16))
+
 #define SC_RB 8 /* 8 rows x 2 q-registers = 16 chains of the 32 registers */
 #define SC_NV 2
 #define PV_RB 4

@@ -2,6 +2,7 @@
  * exists. Baseline flags only. */
 #include <math.h>
 
+#include "half.h"
 #include "kernels.h"
 
 static ATTN_DECL_SCORES(attn_scores_f32_scalar)
@@ -94,6 +95,18 @@ static ATTN_DECL_SCALE(attn_scale_f32_scalar)
         dst[i] = src[i] * f;
 }
 
+static ATTN_DECL_CVT(attn_cvt_f16_scalar)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = attn_f16_to_f32(src[i]);
+}
+
+static ATTN_DECL_CVT(attn_cvt_bf16_scalar)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = attn_bf16_to_f32(src[i]);
+}
+
 const attn_kernels attn_kernels_scalar = {
     .isa = ATTN_ISA_SCALAR,
     .scores = attn_scores_f32_scalar,
@@ -102,4 +115,6 @@ const attn_kernels attn_kernels_scalar = {
     .pv = attn_pv_f32_scalar,
     .probs = attn_probs_f32_scalar,
     .scale = attn_scale_f32_scalar,
+    .cvt_f16 = attn_cvt_f16_scalar,
+    .cvt_bf16 = attn_cvt_bf16_scalar,
 };

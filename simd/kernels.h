@@ -4,6 +4,7 @@
 #define ATTN_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "attn.h"
 
@@ -38,6 +39,7 @@ typedef struct attn_tile_args {
 #define ATTN_DECL_PV(name) void name(const attn_tile_args *a)
 #define ATTN_DECL_PROBS(name) void name(const attn_tile_args *a, float *dst, size_t ld)
 #define ATTN_DECL_SCALE(name) void name(float *dst, const float *src, size_t n, float f)
+#define ATTN_DECL_CVT(name) void name(float *dst, const uint16_t *src, size_t n)
 
 typedef struct attn_kernels {
     attn_isa isa;
@@ -60,11 +62,14 @@ typedef struct attn_kernels {
     /* dst[i] = src[i] * f for i < n (no alignment needed): the engine's row copies in and out of a block (scaled
      * queries, normalised outputs), vectorised here since the engine is built for the baseline ISA. */
     ATTN_DECL_SCALE((*scale));
+    /* dst[i] = src[i] widened from IEEE half / bfloat16 to fp32 (exact) for i < n: a KV cache's stored rows. */
+    ATTN_DECL_CVT((*cvt_f16));
+    ATTN_DECL_CVT((*cvt_bf16));
 } attn_kernels;
 
 /* CPU features, detected once (pthread_once). */
 enum {
-    ATTN_CPU_AVX2 = 1u << 0,   /* AVX2 + FMA + OS saves YMM */
+    ATTN_CPU_AVX2 = 1u << 0,   /* AVX2 + FMA + F16C + OS saves YMM */
     ATTN_CPU_AVX512 = 1u << 1, /* AVX-512F + OS saves opmask/ZMM */
     ATTN_CPU_NEON = 1u << 2,   /* AArch64 Advanced SIMD */
 };

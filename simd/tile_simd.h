@@ -5,12 +5,13 @@
  *
  * Needs: V, VW, M, V_ZERO(), V_LOAD(p) (aligned), V_LOADU(p), V_STORE(p, x), V_STOREU(p, x), V_BCAST(f), V_FMA(a, b, c) = a*b+c,
  * V_MUL, V_SUB, V_MAX, V_ADD, V_EXP2(x) (2^x), V_HMAX(x), V_HSUM(x), V_IOTA(), V_INRANGE(idx, lo, hi) -> M,
- * V_SEL(m, a, b) (a where m); the blockings SC_RB x SC_NV (scores), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of
+ * V_SEL(m, a, b) (a where m), V_CVT_F16(p) and V_CVT_BF16(p) (VW stored halves at p, widened); the blockings SC_RB x SC_NV (scores), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of
  * decode-sized blocks), SR_RB x SR_JB (scores_rows); ATTN_SFX (the ISA suffix of every name) and
  * ATTN_KERNELS_ISA. */
 #include <math.h>
 #include <string.h>
 
+#include "half.h"
 #include "kernels.h"
 
 #define ATTN_INLINE static inline __attribute__((always_inline))
@@ -344,6 +345,24 @@ static ATTN_DECL_SCALE(ATTN_FN(scale))
         dst[i] = src[i] * f;
 }
 
+static ATTN_DECL_CVT(ATTN_FN(cvt_f16))
+{
+    size_t i = 0;
+    for (; i + VW <= n; i += VW)
+        V_STOREU(dst + i, V_CVT_F16(src + i));
+    for (; i < n; i++)
+        dst[i] = attn_f16_to_f32(src[i]);
+}
+
+static ATTN_DECL_CVT(ATTN_FN(cvt_bf16))
+{
+    size_t i = 0;
+    for (; i + VW <= n; i += VW)
+        V_STOREU(dst + i, V_CVT_BF16(src + i));
+    for (; i < n; i++)
+        dst[i] = attn_bf16_to_f32(src[i]);
+}
+
 const attn_kernels ATTN_CAT(attn_kernels_, ATTN_SFX) = {
     .isa = ATTN_KERNELS_ISA,
     .scores = ATTN_FN(scores),
@@ -352,4 +371,6 @@ const attn_kernels ATTN_CAT(attn_kernels_, ATTN_SFX) = {
     .pv = ATTN_FN(pv),
     .probs = ATTN_FN(probs),
     .scale = ATTN_FN(scale),
+    .cvt_f16 = ATTN_FN(cvt_f16),
+    .cvt_bf16 = ATTN_FN(cvt_bf16),
 };

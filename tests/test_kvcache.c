@@ -1,0 +1,269 @@
+/* The KV cache and attn_decode, on every ISA and storage type: decode against the float64 reference computed on K/V
+ * rounded to the storage type by an independent conversion (the compiler's _Float16 for half, frexp/nearbyint for
+ * bfloat16), chunked appends, all-or-nothing capacity errors, reset, argument errors, and bitwise thread-count
+ * independence. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+static const attn_dtype dtypes[] = { ATTN_F32, ATTN_F16, ATTN_BF16 };
+static const char *const dtype_names[] = { "f32", "f16", "bf16" };
+
+/* x as the storage type keeps it. */
+static float stored(attn_dtype t, float x)
+{
+    if (t == ATTN_F16)
+        return (float)(_Float16)x;
+    if (t == ATTN_BF16) {
+        if (isnan(x) || isinf(x) || x == 0.0f)
+            return x;
+        int e;
+        const double m = frexp((double)x, &e); /* x = m 2^e, 0.5 <= |m| < 1: bfloat16 keeps 8 significant bits */
+        return (float)ldexp(nearbyint(ldexp(m, 8)), e - 8);
+    }
+    return x;
+}
+
+typedef struct kv_case {
+    size_t hk, group, d, len, q_len;
+    attn_mask mask;
+} kv_case;
+
+/* Appends len random tokens in random chunks, decodes the last q_len positions and compares with the reference on
+ * the stored values. Returns 0 on pass, else 1 with msg. */
+static int check_case(attn_isa isa, attn_dtype t, const kv_case *kc, uint64_t seed, double *worst, char *msg,
+                      size_t mlen)
+{
+    const size_t h = kc->hk * kc->group, row = kc->hk * kc->d;
+    attn_sdpa_desc d = tc_shape(1, h, kc->hk, kc->q_len, kc->len, kc->d, 0);
+    d.layout = ATTN_LAYOUT_BSHD;
+    d.mask = kc->mask;
+    tc_problem p;
+    cr_assert_eq(tc_problem_init(&p, &d), 0);
+    tc_problem_fill(&p, seed, TC_FILL_UNIFORM);
+    for (size_t i = 0; i < p.nk; i++)
+        p.k[i] *= 3.0f; /* scores of a few units, so that rounding K matters */
+
+    attn_kv_cache *c = NULL;
+    cr_assert_eq(attn_kv_cache_create(&c, kc->hk, kc->d, kc->len + 3, t), ATTN_OK);
+    tc_rng r;
+    tc_rng_init(&r, seed ^ 0x5eedu);
+    for (size_t done = 0; done < kc->len;) {
+        size_t n = 1 + tc_rng_below(&r, 97);
+        n = n > kc->len - done ? kc->len - done : n;
+        cr_assert_eq(attn_kv_cache_append(c, p.k + done * row, p.v + done * row, n), ATTN_OK);
+        done += n;
+        cr_assert_eq(attn_kv_cache_len(c), done);
+    }
+    /* The reference sees what the cache stores. */
+    for (size_t i = 0; i < p.nk; i++) {
+        p.k[i] = stored(t, p.k[i]);
+        p.v[i] = stored(t, p.v[i]);
+    }
+
+    attn_ctx *ctx = NULL;
+    cr_assert_eq(tc_ctx_create(&ctx, isa, 2, 0, 0), ATTN_OK);
+    tc_buf out;
+    cr_assert_eq(tc_buf_alloc(&out, p.nout), 0);
+    attn_status st = attn_decode(ctx, c, p.q, kc->q_len, h, kc->mask, out.p);
+    int bad = 0;
+    if (st != ATTN_OK) {
+        snprintf(msg, mlen, "attn_decode gave %d", (int)st);
+        bad = 1;
+    } else if (!tc_buf_guards_ok(&out)) {
+        snprintf(msg, mlen, "guard around out overwritten");
+        bad = 1;
+    }
+    double *ref = malloc(kc->d * sizeof *ref), *scratch = malloc(2 * kc->len * sizeof *scratch);
+    for (size_t hh = 0; hh < h && !bad; hh++)
+        for (size_t i = 0; i < kc->q_len && !bad; i++) {
+            tc_ref_row(&p, 0, hh, i, ref, NULL, scratch);
+            double mx = 1.0;
+            for (size_t x = 0; x < kc->d; x++)
+                mx = fabs(ref[x]) > mx ? fabs(ref[x]) : mx;
+            for (size_t x = 0; x < kc->d && !bad; x++) {
+                const float got = out.p[tc_index(ATTN_LAYOUT_BSHD, h, kc->q_len, kc->d, 0, hh, i, x)];
+                const double e = fabs((double)got - ref[x]) / mx;
+                *worst = e > *worst ? e : *worst;
+                if (!(e <= 2e-5)) {
+                    snprintf(msg, mlen, "h=%zu i=%zu x=%zu: %.9g vs reference %.9g", hh, i, x, (double)got, ref[x]);
+                    bad = 1;
+                }
+            }
+        }
+    free(ref);
+    free(scratch);
+    tc_buf_free(&out);
+    attn_ctx_destroy(ctx);
+    attn_kv_cache_destroy(c);
+    tc_problem_free(&p);
+    return bad;
+}
+
+Test(kvcache, decode_vs_reference, .timeout = 240)
+{
+    static const kv_case cases[] = {
+        { 2, 4, 64, 300, 1, ATTN_MASK_CAUSAL },   /* decode, key rows read in place (f32) or widened per tile */
+        { 1, 8, 128, 2500, 1, ATTN_MASK_CAUSAL }, /* split-KV chunks */
+        { 2, 2, 17, 100, 5, ATTN_MASK_CAUSAL },   /* head_dim not a vector multiple: the transposing pack */
+        { 4, 1, 32, 1030, 3, ATTN_MASK_NONE },
+        { 2, 4, 64, 400, 200, ATTN_MASK_CAUSAL }, /* a prompt through the cache: K/V packed once per call */
+    };
+    attn_isa isas[4];
+    const int n = tc_isas(isas);
+    char msg[512];
+    for (int i = 0; i < n; i++)
+        for (size_t t = 0; t < 3; t++) {
+            double worst = 0.0;
+            for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+                const kv_case *kc = &cases[k];
+                const uint64_t seed = tc_mix(tc_seed(), k * 3 + t);
+                cr_assert(!check_case(isas[i], dtypes[t], kc, seed, &worst, msg, sizeof msg),
+                          "ATTN_TEST_SEED=%llu isa=%s dtype=%s hk=%zu group=%zu d=%zu len=%zu q_len=%zu: %s",
+                          (unsigned long long)tc_seed(), attn_isa_name(isas[i]), dtype_names[t], kc->hk, kc->group,
+                          kc->d, kc->len, kc->q_len, msg);
+            }
+            fprintf(stderr, "[stat] kvcache::decode %-6s %-4s: %zu cases, max err out %.2e\n", attn_isa_name(isas[i]),
+                    dtype_names[t], sizeof cases / sizeof cases[0], worst);
+        }
+}
+
+/* Decodes one query (all heads) from c into a malloc'd array. */
+static float *decode1(const attn_ctx *ctx, const attn_kv_cache *c, const float *q, size_t heads, size_t d)
+{
+    float *o = malloc(heads * d * sizeof *o);
+    cr_assert_eq(attn_decode(ctx, c, q, 1, heads, ATTN_MASK_CAUSAL, o), ATTN_OK);
+    return o;
+}
+
+Test(kvcache, capacity_append_and_reset)
+{
+    const size_t hk = 2, d = 16, heads = 4, cap = 10;
+    float k[12 * 2 * 16], v[12 * 2 * 16], q[4 * 16];
+    tc_rng r;
+    tc_rng_init(&r, tc_seed());
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        k[i] = tc_rng_float(&r, -1, 1);
+        v[i] = tc_rng_float(&r, -1, 1);
+    }
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
+        q[i] = tc_rng_float(&r, -1, 1);
+    attn_ctx *ctx = NULL;
+    cr_assert_eq(attn_ctx_create(&ctx, NULL), ATTN_OK);
+    for (size_t t = 0; t < 3; t++) {
+        attn_kv_cache *c = NULL;
+        cr_assert_eq(attn_kv_cache_create(&c, hk, d, cap, dtypes[t]), ATTN_OK);
+        cr_assert_eq(attn_kv_cache_append(c, k, v, 0), ATTN_OK, "appending 0 tokens is a no-op");
+        cr_assert_eq(attn_kv_cache_append(c, NULL, NULL, 0), ATTN_OK);
+        cr_assert_eq(attn_kv_cache_len(c), 0);
+        cr_assert_eq(attn_kv_cache_append(c, k, v, 7), ATTN_OK);
+        float *before = decode1(ctx, c, q, heads, d);
+        /* 4 more do not fit in 10: nothing is appended, what is there stays. */
+        cr_assert_eq(attn_kv_cache_append(c, k + 7 * hk * d, v + 7 * hk * d, 4), ATTN_ERANGE);
+        cr_assert_eq(attn_kv_cache_len(c), 7);
+        float *after = decode1(ctx, c, q, heads, d);
+        cr_assert(memcmp(before, after, heads * d * sizeof *after) == 0, "a refused append changed the cache");
+        cr_assert_eq(attn_kv_cache_append(c, k + 7 * hk * d, v + 7 * hk * d, 3), ATTN_OK, "exactly full");
+        cr_assert_eq(attn_kv_cache_len(c), cap);
+        cr_assert_eq(attn_kv_cache_append(c, k, v, 1), ATTN_ERANGE);
+        cr_assert_eq(attn_kv_cache_append(c, k, NULL, 1), ATTN_EINVAL);
+        cr_assert_eq(attn_kv_cache_append(NULL, k, v, 1), ATTN_EINVAL);
+        /* Reset, then the same 7 tokens: the same result as the first time, bit for bit. */
+        attn_kv_cache_reset(c);
+        cr_assert_eq(attn_kv_cache_len(c), 0);
+        cr_assert_eq(attn_kv_cache_append(c, k, v, 7), ATTN_OK);
+        float *again = decode1(ctx, c, q, heads, d);
+        cr_assert(memcmp(before, again, heads * d * sizeof *again) == 0, "reset + append differs from fresh");
+        free(before);
+        free(after);
+        free(again);
+        attn_kv_cache_destroy(c);
+    }
+    attn_ctx_destroy(ctx);
+}
+
+Test(kvcache, argument_errors)
+{
+    attn_kv_cache *const sentinel = (attn_kv_cache *)&sentinel;
+    attn_kv_cache *c = sentinel;
+    cr_assert_eq(attn_kv_cache_create(NULL, 2, 8, 16, ATTN_F32), ATTN_EINVAL);
+    cr_assert_eq(attn_kv_cache_create(&c, 0, 8, 16, ATTN_F32), ATTN_EINVAL);
+    cr_assert_eq(attn_kv_cache_create(&c, 2, 0, 16, ATTN_F32), ATTN_EINVAL);
+    cr_assert_eq(attn_kv_cache_create(&c, 2, 8, 0, ATTN_F32), ATTN_EINVAL);
+    cr_assert_eq(attn_kv_cache_create(&c, 2, 8, 16, (attn_dtype)7), ATTN_EINVAL);
+    cr_assert_eq(attn_kv_cache_create(&c, 2, 8, SIZE_MAX / 4, ATTN_F16), ATTN_ERANGE);
+    cr_assert_eq(attn_kv_cache_create(&c, SIZE_MAX / 2, 3, 16, ATTN_F32), ATTN_ERANGE);
+    cr_assert_eq(c, sentinel, "*out written on error");
+    attn_kv_cache_destroy(NULL);
+    attn_kv_cache_reset(NULL);
+    cr_assert_eq(attn_kv_cache_len(NULL), 0);
+
+    cr_assert_eq(attn_kv_cache_create(&c, 2, 8, 16, ATTN_BF16), ATTN_OK);
+    float kv[3 * 2 * 8] = { 0 }, q[3 * 4 * 8] = { 0 };
+    cr_assert_eq(attn_kv_cache_append(c, kv, kv, 3), ATTN_OK);
+    attn_ctx *ctx = NULL;
+    cr_assert_eq(attn_ctx_create(&ctx, NULL), ATTN_OK);
+    tc_buf out;
+    cr_assert_eq(tc_buf_alloc(&out, 4 * 4 * 8), 0);
+    cr_assert_eq(attn_decode(NULL, c, q, 1, 4, ATTN_MASK_CAUSAL, out.p), ATTN_EINVAL);
+    cr_assert_eq(attn_decode(ctx, NULL, q, 1, 4, ATTN_MASK_CAUSAL, out.p), ATTN_EINVAL);
+    cr_assert_eq(attn_decode(ctx, c, NULL, 1, 4, ATTN_MASK_CAUSAL, out.p), ATTN_EINVAL);
+    cr_assert_eq(attn_decode(ctx, c, q, 1, 4, ATTN_MASK_CAUSAL, NULL), ATTN_EINVAL);
+    cr_assert_eq(attn_decode(ctx, c, q, 0, 4, ATTN_MASK_CAUSAL, out.p), ATTN_EINVAL);
+    cr_assert_eq(attn_decode(ctx, c, q, 1, 0, ATTN_MASK_CAUSAL, out.p), ATTN_EINVAL);
+    cr_assert_eq(attn_decode(ctx, c, q, 1, 3, ATTN_MASK_CAUSAL, out.p), ATTN_EINVAL, "3 heads over 2 KV heads");
+    cr_assert_eq(attn_decode(ctx, c, q, 1, 4, (attn_mask)5, out.p), ATTN_EINVAL);
+    cr_assert_eq(attn_decode(ctx, c, q, 4, 4, ATTN_MASK_CAUSAL, out.p), ATTN_EINVAL, "4 queries, 3 positions");
+    cr_assert(tc_buf_all_bits(&out, TC_POISON_BITS) && tc_buf_guards_ok(&out), "out written on error");
+    cr_assert_eq(attn_decode(ctx, c, q, 3, 4, ATTN_MASK_CAUSAL, out.p), ATTN_OK);
+    tc_buf_free(&out);
+    attn_ctx_destroy(ctx);
+    attn_kv_cache_destroy(c);
+}
+
+Test(kvcache, decode_thread_independent, .timeout = 240)
+{
+    const size_t hk = 2, d = 64, heads = 8, len = 3000;
+    float *k = malloc(len * hk * d * sizeof *k), *v = malloc(len * hk * d * sizeof *v), q[8 * 64];
+    tc_rng r;
+    tc_rng_init(&r, tc_seed() ^ 7);
+    for (size_t i = 0; i < len * hk * d; i++) {
+        k[i] = tc_rng_float(&r, -2, 2);
+        v[i] = tc_rng_float(&r, -1, 1);
+    }
+    for (size_t i = 0; i < heads * d; i++)
+        q[i] = tc_rng_float(&r, -1, 1);
+    attn_isa isas[4];
+    const int n = tc_isas(isas);
+    for (size_t t = 0; t < 3; t++) {
+        attn_kv_cache *c = NULL;
+        cr_assert_eq(attn_kv_cache_create(&c, hk, d, len, dtypes[t]), ATTN_OK);
+        cr_assert_eq(attn_kv_cache_append(c, k, v, len), ATTN_OK);
+        for (int i = 0; i < n; i++) {
+            float *first = NULL;
+            for (int th = 1; th <= 4; th++) {
+                attn_ctx *ctx = NULL;
+                cr_assert_eq(tc_ctx_create(&ctx, isas[i], th, 0, 0), ATTN_OK);
+                float *o = decode1(ctx, c, q, heads, d);
+                attn_ctx_destroy(ctx);
+                if (!first) {
+                    first = o;
+                    continue;
+                }
+                cr_assert(memcmp(first, o, heads * d * sizeof *o) == 0, "isa=%s dtype=%s: %d threads differ",
+                          attn_isa_name(isas[i]), dtype_names[t], th);
+                free(o);
+            }
+            free(first);
+        }
+        attn_kv_cache_destroy(c);
+    }
+    free(k);
+    free(v);
+}
