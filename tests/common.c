@@ -595,3 +595,99 @@ void tc_print_stats(const char *what, const tc_stats st[5])
         fprintf(stderr, "[stat] %-24s %s (seed %" PRIu64 ")\n", what, line, tc_seed());
     }
 }
+
+/* ---- the KV cache ---- */
+
+float tc_stored(attn_dtype t, float x)
+{
+    if (t == ATTN_F16)
+        return (float)(_Float16)x;
+    if (t == ATTN_BF16) {
+        if (isnan(x) || isinf(x) || x == 0.0f)
+            return x;
+        int e;
+        const double m = frexp((double)x, &e); /* x = m 2^e, 0.5 <= |m| < 1: bfloat16 keeps 8 significant bits */
+        return (float)ldexp(nearbyint(ldexp(m, 8)), e - 8);
+    }
+    return x;
+}
+
+int tc_check_decode(const attn_ctx *ctx, attn_dtype t, const tc_kv_case *kc, uint64_t seed, double *worst,
+                    char *msg, size_t len)
+{
+    const size_t h = kc->hk * kc->group, row = kc->hk * kc->d;
+    attn_sdpa_desc d = tc_shape(1, h, kc->hk, kc->q_len, kc->len, kc->d, 0);
+    d.layout = ATTN_LAYOUT_BSHD;
+    d.mask = kc->mask;
+    tc_problem p;
+    attn_kv_cache *c = NULL;
+    tc_buf out = { 0 };
+    double *ref = NULL, *scratch = NULL;
+    int bad = 1;
+    if (tc_problem_init(&p, &d)) {
+        snprintf(msg, len, "out of memory");
+        return 1;
+    }
+    tc_problem_fill(&p, seed, TC_FILL_UNIFORM);
+    for (size_t i = 0; i < p.nk; i++)
+        p.k[i] *= 3.0f; /* scores of a few units, so that rounding K shows */
+    attn_status st = attn_kv_cache_create(&c, kc->hk, kc->d, kc->len + 3, t);
+    if (st != ATTN_OK) {
+        snprintf(msg, len, "attn_kv_cache_create gave %d", (int)st);
+        goto done;
+    }
+    tc_rng r;
+    tc_rng_init(&r, seed ^ 0x5eedu);
+    for (size_t n, at = 0; at < kc->len; at += n) {
+        n = 1 + tc_rng_below(&r, 97);
+        n = n > kc->len - at ? kc->len - at : n;
+        if ((st = attn_kv_cache_append(c, p.k + at * row, p.v + at * row, n)) != ATTN_OK ||
+            attn_kv_cache_len(c) != at + n) {
+            snprintf(msg, len, "append of %zu at %zu gave %d, length %zu", n, at, (int)st, attn_kv_cache_len(c));
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < p.nk; i++) { /* the reference sees what the cache stores */
+        p.k[i] = tc_stored(t, p.k[i]);
+        p.v[i] = tc_stored(t, p.v[i]);
+    }
+    ref = malloc(kc->d * sizeof *ref);
+    scratch = malloc(2 * kc->len * sizeof *scratch);
+    if (!ref || !scratch || tc_buf_alloc(&out, p.nout)) {
+        snprintf(msg, len, "out of memory");
+        goto done;
+    }
+    if ((st = attn_decode(ctx, c, p.q, kc->q_len, h, kc->mask, out.p)) != ATTN_OK) {
+        snprintf(msg, len, "attn_decode gave %d", (int)st);
+        goto done;
+    }
+    if (!tc_buf_guards_ok(&out)) {
+        snprintf(msg, len, "guard around out overwritten");
+        goto done;
+    }
+    for (size_t hh = 0; hh < h; hh++)
+        for (size_t i = 0; i < kc->q_len; i++) {
+            tc_ref_row(&p, 0, hh, i, ref, NULL, scratch);
+            double mx = 1.0;
+            for (size_t x = 0; x < kc->d; x++)
+                mx = fabs(ref[x]) > mx ? fabs(ref[x]) : mx;
+            for (size_t x = 0; x < kc->d; x++) {
+                const float got = out.p[tc_index(ATTN_LAYOUT_BSHD, h, kc->q_len, kc->d, 0, hh, i, x)];
+                const double e = fabs((double)got - ref[x]) / mx;
+                *worst = e > *worst ? e : *worst;
+                if (!(e <= 2e-5)) {
+                    snprintf(msg, len, "h=%zu i=%zu x=%zu: %.9g vs reference %.9g", hh, i, x, (double)got, ref[x]);
+                    goto done;
+                }
+            }
+        }
+    bad = 0;
+done:
+    free(ref);
+    free(scratch);
+    if (out.base)
+        tc_buf_free(&out);
+    attn_kv_cache_destroy(c);
+    tc_problem_free(&p);
+    return bad;
+}

@@ -128,6 +128,23 @@ attn_status tc_run(const attn_ctx *ctx, const tc_problem *p, int want_probs, flo
 int tc_check_desc(const attn_sdpa_desc *d, uint64_t case_id, tc_fill kind, int want_probs, tc_stats st[5],
                   char *msg, size_t len);
 
+/* ---- the KV cache ---- */
+
+/* x as a cache of type t stores it, by a conversion independent of the library's (the compiler's _Float16 for
+ * half, frexp/nearbyint for bfloat16). */
+float tc_stored(attn_dtype t, float x);
+
+typedef struct tc_kv_case {
+    size_t hk, group, d, len, q_len;
+    attn_mask mask;
+} tc_kv_case;
+
+/* Appends len random tokens to a fresh cache of type t in random chunks, decodes the last q_len positions on ctx
+ * into a guarded, poisoned buffer and compares with the float64 reference on the stored values (tolerance as in
+ * tc_check). Returns 0 on pass, else 1 with the reason in msg; *worst gets the largest relative error seen. */
+int tc_check_decode(const attn_ctx *ctx, attn_dtype t, const tc_kv_case *kc, uint64_t seed, double *worst,
+                    char *msg, size_t len);
+
 /* One stderr line per ISA with the max errors, so a run's log can be quoted. */
 void tc_print_stats(const char *what, const tc_stats st[5]);
 

@@ -93,6 +93,32 @@ int main(void)
         passed += n_cases - isa_failed;
         failed += isa_failed;
     }
+    /* Decode through a KV cache in each storage type: the widening kernels (vcvt_f32_f16 / shifts on NEON). */
+    static const tc_kv_case kv_cases[] = {
+        { 2, 4, 64, 150, 1, ATTN_MASK_CAUSAL }, { 1, 2, 17, 40, 3, ATTN_MASK_CAUSAL }, { 2, 1, 32, 1100, 2, 0 },
+    };
+    static const attn_dtype kv_types[] = { ATTN_F32, ATTN_F16, ATTN_BF16 };
+    for (int ii = 0; ii < n_isa; ii++) {
+        attn_ctx *ctx = NULL;
+        if (tc_ctx_create(&ctx, isas[ii], threads, 0, 0) != ATTN_OK) {
+            failed++;
+            continue;
+        }
+        double worst = 0.0;
+        for (size_t t = 0; t < 3; t++)
+            for (size_t k = 0; k < sizeof kv_cases / sizeof kv_cases[0]; k++) {
+                char msg[512];
+                if (tc_check_decode(ctx, kv_types[t], &kv_cases[k], tc_mix(seed ^ 0xcac4e, t * 8 + k), &worst, msg,
+                                    sizeof msg)) {
+                    printf("FAIL %s kv cache dtype %zu case %zu: %s\n", attn_isa_name(isas[ii]), t, k, msg);
+                    failed++;
+                } else {
+                    passed++;
+                }
+            }
+        printf("%-6s: decode through f32/f16/bf16 caches, max err out %.2e\n", attn_isa_name(isas[ii]), worst);
+        attn_ctx_destroy(ctx);
+    }
     printf("kernel-check: %lu passed, %lu failed\n", passed, failed);
     return failed ? 1 : 0;
 }

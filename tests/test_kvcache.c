@@ -15,100 +15,10 @@
 static const attn_dtype dtypes[] = { ATTN_F32, ATTN_F16, ATTN_BF16 };
 static const char *const dtype_names[] = { "f32", "f16", "bf16" };
 
-/* x as the storage type keeps it. */
-static float stored(attn_dtype t, float x)
-{
-    if (t == ATTN_F16)
-        return (float)(_Float16)x;
-    if (t == ATTN_BF16) {
-        if (isnan(x) || isinf(x) || x == 0.0f)
-            return x;
-        int e;
-        const double m = frexp((double)x, &e); /* x = m 2^e, 0.5 <= |m| < 1: bfloat16 keeps 8 significant bits */
-        return (float)ldexp(nearbyint(ldexp(m, 8)), e - 8);
-    }
-    return x;
-}
-
-typedef struct kv_case {
-    size_t hk, group, d, len, q_len;
-    attn_mask mask;
-} kv_case;
-
-/* Appends len random tokens in random chunks, decodes the last q_len positions and compares with the reference on
- * the stored values. Returns 0 on pass, else 1 with msg. */
-static int check_case(attn_isa isa, attn_dtype t, const kv_case *kc, uint64_t seed, double *worst, char *msg,
-                      size_t mlen)
-{
-    const size_t h = kc->hk * kc->group, row = kc->hk * kc->d;
-    attn_sdpa_desc d = tc_shape(1, h, kc->hk, kc->q_len, kc->len, kc->d, 0);
-    d.layout = ATTN_LAYOUT_BSHD;
-    d.mask = kc->mask;
-    tc_problem p;
-    cr_assert_eq(tc_problem_init(&p, &d), 0);
-    tc_problem_fill(&p, seed, TC_FILL_UNIFORM);
-    for (size_t i = 0; i < p.nk; i++)
-        p.k[i] *= 3.0f; /* scores of a few units, so that rounding K matters */
-
-    attn_kv_cache *c = NULL;
-    cr_assert_eq(attn_kv_cache_create(&c, kc->hk, kc->d, kc->len + 3, t), ATTN_OK);
-    tc_rng r;
-    tc_rng_init(&r, seed ^ 0x5eedu);
-    for (size_t done = 0; done < kc->len;) {
-        size_t n = 1 + tc_rng_below(&r, 97);
-        n = n > kc->len - done ? kc->len - done : n;
-        cr_assert_eq(attn_kv_cache_append(c, p.k + done * row, p.v + done * row, n), ATTN_OK);
-        done += n;
-        cr_assert_eq(attn_kv_cache_len(c), done);
-    }
-    /* The reference sees what the cache stores. */
-    for (size_t i = 0; i < p.nk; i++) {
-        p.k[i] = stored(t, p.k[i]);
-        p.v[i] = stored(t, p.v[i]);
-    }
-
-    attn_ctx *ctx = NULL;
-    cr_assert_eq(tc_ctx_create(&ctx, isa, 2, 0, 0), ATTN_OK);
-    tc_buf out;
-    cr_assert_eq(tc_buf_alloc(&out, p.nout), 0);
-    attn_status st = attn_decode(ctx, c, p.q, kc->q_len, h, kc->mask, out.p);
-    int bad = 0;
-    if (st != ATTN_OK) {
-        snprintf(msg, mlen, "attn_decode gave %d", (int)st);
-        bad = 1;
-    } else if (!tc_buf_guards_ok(&out)) {
-        snprintf(msg, mlen, "guard around out overwritten");
-        bad = 1;
-    }
-    double *ref = malloc(kc->d * sizeof *ref), *scratch = malloc(2 * kc->len * sizeof *scratch);
-    for (size_t hh = 0; hh < h && !bad; hh++)
-        for (size_t i = 0; i < kc->q_len && !bad; i++) {
-            tc_ref_row(&p, 0, hh, i, ref, NULL, scratch);
-            double mx = 1.0;
-            for (size_t x = 0; x < kc->d; x++)
-                mx = fabs(ref[x]) > mx ? fabs(ref[x]) : mx;
-            for (size_t x = 0; x < kc->d && !bad; x++) {
-                const float got = out.p[tc_index(ATTN_LAYOUT_BSHD, h, kc->q_len, kc->d, 0, hh, i, x)];
-                const double e = fabs((double)got - ref[x]) / mx;
-                *worst = e > *worst ? e : *worst;
-                if (!(e <= 2e-5)) {
-                    snprintf(msg, mlen, "h=%zu i=%zu x=%zu: %.9g vs reference %.9g", hh, i, x, (double)got, ref[x]);
-                    bad = 1;
-                }
-            }
-        }
-    free(ref);
-    free(scratch);
-    tc_buf_free(&out);
-    attn_ctx_destroy(ctx);
-    attn_kv_cache_destroy(c);
-    tc_problem_free(&p);
-    return bad;
-}
 
 Test(kvcache, decode_vs_reference, .timeout = 240)
 {
-    static const kv_case cases[] = {
+    static const tc_kv_case cases[] = {
         { 2, 4, 64, 300, 1, ATTN_MASK_CAUSAL },   /* decode, key rows read in place (f32) or widened per tile */
         { 1, 8, 128, 2500, 1, ATTN_MASK_CAUSAL }, /* split-KV chunks */
         { 2, 2, 17, 100, 5, ATTN_MASK_CAUSAL },   /* head_dim not a vector multiple: the transposing pack */
@@ -122,9 +32,13 @@ Test(kvcache, decode_vs_reference, .timeout = 240)
         for (size_t t = 0; t < 3; t++) {
             double worst = 0.0;
             for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-                const kv_case *kc = &cases[k];
-                const uint64_t seed = tc_mix(tc_seed(), k * 3 + t);
-                cr_assert(!check_case(isas[i], dtypes[t], kc, seed, &worst, msg, sizeof msg),
+                const tc_kv_case *kc = &cases[k];
+                attn_ctx *ctx = NULL;
+                cr_assert_eq(tc_ctx_create(&ctx, isas[i], 2, 0, 0), ATTN_OK);
+                const int bad = tc_check_decode(ctx, dtypes[t], kc, tc_mix(tc_seed(), k * 3 + t), &worst, msg,
+                                                sizeof msg);
+                attn_ctx_destroy(ctx);
+                cr_assert(!bad,
                           "ATTN_TEST_SEED=%llu isa=%s dtype=%s hk=%zu group=%zu d=%zu len=%zu q_len=%zu: %s",
                           (unsigned long long)tc_seed(), attn_isa_name(isas[i]), dtype_names[t], kc->hk, kc->group,
                           kc->d, kc->len, kc->q_len, msg);
