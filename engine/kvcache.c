@@ -12,7 +12,7 @@
 struct attn_kv_cache {
     size_t n_kv_heads, head_dim, capacity, len;
     attn_dtype dtype;
-    void *k, *v; /* [capacity][n_kv_heads][head_dim] elements of dtype */
+    void *k, *v; /* [n_kv_heads][capacity][head_dim] elements of dtype: decode streams one head's rows in order */
 };
 
 static size_t attn_dtype_size(attn_dtype t) { return t == ATTN_F32 ? sizeof(float) : sizeof(uint16_t); }
@@ -101,10 +101,13 @@ attn_status attn_kv_cache_append(attn_kv_cache *c, const float *k, const float *
         return ATTN_OK;
     if (n_tokens > c->capacity - c->len) /* all or nothing */
         return ATTN_ERANGE;
-    const size_t row = c->n_kv_heads * c->head_dim, n = n_tokens * row; /* fits: len + n_tokens <= capacity */
-    const size_t off = c->len * row * attn_dtype_size(c->dtype);
-    attn_store(c->dtype, (char *)c->k + off, k, n);
-    attn_store(c->dtype, (char *)c->v + off, v, n);
+    const size_t d = c->head_dim, esz = attn_dtype_size(c->dtype);
+    for (size_t t = 0; t < n_tokens; t++)
+        for (size_t h = 0; h < c->n_kv_heads; h++) { /* token t, head h: input row t*hk + h, stored row h*cap + len+t */
+            const size_t off = (h * c->capacity + c->len + t) * d * esz, in = (t * c->n_kv_heads + h) * d;
+            attn_store(c->dtype, (char *)c->k + off, k + in, d);
+            attn_store(c->dtype, (char *)c->v + off, v + in, d);
+        }
     c->len += n_tokens;
     return ATTN_OK;
 }
@@ -115,10 +118,10 @@ attn_status attn_decode(const attn_ctx *ctx, const attn_kv_cache *c, const float
     if (!ctx || !c || !q || !out || !q_len || !n_heads || n_heads % c->n_kv_heads ||
         (unsigned)mask > ATTN_MASK_CAUSAL || q_len > c->len)
         return ATTN_EINVAL;
-    /* The cache is [position][kv head][dim]: BSHD with one batch, and so are q and out. */
+    /* q and out are [position][head][dim]: BSHD with one batch; the cache keeps each KV head's rows together. */
     const attn_sdpa_desc d = {
         .batch = 1, .n_heads = n_heads, .n_kv_heads = c->n_kv_heads, .q_len = q_len, .kv_len = c->len,
         .head_dim = c->head_dim, .layout = ATTN_LAYOUT_BSHD, .mask = mask,
     };
-    return attn_sdpa_kv(ctx, &d, q, c->k, c->v, c->dtype, out, NULL);
+    return attn_sdpa_kv(ctx, &d, q, c->k, c->v, c->dtype, c->capacity, out, NULL);
 }

@@ -14,10 +14,6 @@
  * thread count. */
 #define ATTN_SPLIT_KEYS 1024
 
-typedef struct attn_strides {
-    size_t b, h, s; /* elements between batches, heads, sequence positions; row elements are contiguous */
-} attn_strides;
-
 static attn_strides attn_layout_strides(attn_layout layout, size_t heads, size_t len, size_t width)
 {
     attn_strides st;
@@ -58,7 +54,7 @@ static size_t attn_round16(size_t x) { return (x + ATTN_PAD - 1) / ATTN_PAD * AT
 /* Per-thread scratch, carved from one 64-byte aligned allocation; every piece a multiple of 16 floats. */
 typedef struct attn_scratch {
     float *q, *s, *kt, *vp, *o, *m, *l;
-    float *kr; /* keys widened to fp32 rows, [bkvp][d], when K is stored as half or bfloat16 */
+    float *kr; /* one key row widened to fp32 for the transposing pack, when K is stored as half or bfloat16 */
     int *lo, *hi;
     int64_t *alo, *ahi; /* absolute visible key range per row */
 } attn_scratch;
@@ -73,8 +69,7 @@ static size_t attn_scratch_size(const attn_job *j)
         return 0;
     parts[5] = parts[6] = parts[7] = parts[8] = j->rows_max; /* m, l, lo, hi */
     parts[9] = parts[10] = 2 * j->rows_max;                  /* alo, ahi: int64 */
-    if (j->kvt != ATTN_F32 && attn_mul_overflow(j->bkvp, j->d, &parts[11]))
-        return 0;
+    parts[11] = j->kvt != ATTN_F32 ? j->d : 0; /* kr: one widened key row for the transposing pack */
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         size_t p = attn_round16(parts[i]);
         if (p < parts[i] || __builtin_add_overflow(total, p, &total))
@@ -99,7 +94,7 @@ static attn_scratch attn_scratch_carve(const attn_job *j, float *base)
     sc.hi = (int *)ATTN_TAKE(j->rows_max);
     sc.alo = (int64_t *)ATTN_TAKE(2 * j->rows_max);
     sc.ahi = (int64_t *)ATTN_TAKE(2 * j->rows_max);
-    sc.kr = ATTN_TAKE(j->kvt != ATTN_F32 ? j->bkvp * j->d : 0);
+    sc.kr = ATTN_TAKE(j->kvt != ATTN_F32 ? j->d : 0);
 #undef ATTN_TAKE
     return sc;
 }
@@ -160,22 +155,20 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
         const float *base = j->packed + ((b * j->kv_heads + kvh) * j->ntiles + t0 / j->bkv) * j->tile_floats;
         a->kt = base;
         a->vp = base + j->d * j->bkvp;
+        a->kdt = a->vdt = ATTN_F32;
         return;
     }
-    /* A block alone with its KV head (decode): read whole-vector fp32 rows in place rather than copy them; stored
-     * half or bfloat16 rows are widened into scratch rows once per tile. */
-    const int k_rows = j->d % ATTN_PAD == 0, v_rows = j->dv == j->dvp && j->kvt == ATTN_F32;
+    /* A block alone with its KV head (decode): read whole-vector rows in place, as stored (the kernels widen half
+     * and bfloat16 in registers), rather than copy them. */
+    const int k_rows = j->d % ATTN_PAD == 0, v_rows = j->dv == j->dvp;
     a->kt = k_rows ? NULL : sc->kt;
-    if (!k_rows) {
-        attn_pack_tile(j, sc->kt, NULL, sc->kr, b, kvh, t0, a->nk, a->nkp);
-    } else if (j->kvt == ATTN_F32) {
+    a->kdt = a->vdt = ATTN_F32;
+    if (k_rows) {
         a->kr = attn_kv_row(j, j->k, &j->ks, b, kvh, t0);
         a->ldk = j->ks.s;
+        a->kdt = j->kvt;
     } else {
-        for (size_t t = 0; t < a->nk; t++)
-            attn_kv_widen(j, sc->kr + t * j->d, attn_kv_row(j, j->k, &j->ks, b, kvh, t0 + t), j->d);
-        a->kr = sc->kr;
-        a->ldk = j->d;
+        attn_pack_tile(j, sc->kt, NULL, sc->kr, b, kvh, t0, a->nk, a->nkp);
     }
     a->vp = NULL;
     if (!with_v)
@@ -183,6 +176,7 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
     if (v_rows) {
         a->vp = attn_kv_row(j, j->v, &j->vs, b, kvh, t0);
         a->ldv = j->vs.s;
+        a->vdt = j->kvt;
         return;
     }
     a->vp = sc->vp;
@@ -393,13 +387,13 @@ static int attn_count_overflows(size_t a, size_t b, size_t c, size_t d)
 attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const float *k, const float *v,
                       float *out, float *probs)
 {
-    return attn_sdpa_kv(ctx, d, q, k, v, ATTN_F32, out, probs);
+    return attn_sdpa_kv(ctx, d, q, k, v, ATTN_F32, 0, out, probs);
 }
 
 attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const void *k, const void *v,
-                         attn_dtype kvt, float *out, float *probs)
+                         attn_dtype kvt, size_t kv_head_stride, float *out, float *probs)
 {
-    if (!ctx || !d || !q || !k || !v || !out || (unsigned)kvt > ATTN_BF16)
+    if (!ctx || !d || !q || !k || !v || !out || (unsigned)kvt > ATTN_BF16 || (kv_head_stride && d->batch != 1))
         return ATTN_EINVAL;
     const size_t hk = d->n_kv_heads ? d->n_kv_heads : d->n_heads, dv = d->v_dim ? d->v_dim : d->head_dim;
     if (!d->batch || !d->n_heads || !d->q_len || !d->kv_len || !d->head_dim || !hk || d->n_heads % hk)
@@ -427,6 +421,10 @@ attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const flo
     j.qs = attn_layout_strides(d->layout, j.heads, j.q_len, j.d);
     j.ks = attn_layout_strides(d->layout, hk, j.kv_len, j.d);
     j.vs = attn_layout_strides(d->layout, hk, j.kv_len, dv);
+    if (kv_head_stride) {
+        j.ks = (attn_strides){0, kv_head_stride * j.d, j.d};
+        j.vs = (attn_strides){0, kv_head_stride * dv, dv};
+    }
     j.os = attn_layout_strides(d->layout, j.heads, j.q_len, dv);
     /* block_q counts rows of a block, the heads of a GQA group included. */
     j.nq = (size_t)ctx->block_q / j.group;

@@ -18,6 +18,16 @@ static ATTN_DECL_SCORES(attn_scores_f32_scalar)
     }
 }
 
+/* Element i of a row stored as t. */
+static inline float attn_ld(const void *p, size_t i, attn_dtype t)
+{
+    if (t == ATTN_F16)
+        return attn_f16_to_f32(((const uint16_t *)p)[i]);
+    if (t == ATTN_BF16)
+        return attn_bf16_to_f32(((const uint16_t *)p)[i]);
+    return ((const float *)p)[i];
+}
+
 static ATTN_DECL_SCORES(attn_scores_rows_f32_scalar)
 {
     for (size_t r = 0; r < a->rows; r++) {
@@ -27,7 +37,7 @@ static ATTN_DECL_SCORES(attn_scores_rows_f32_scalar)
             float t = 0.0f;
             if (j < a->nk)
                 for (size_t c = 0; c < a->d; c++)
-                    t += q[c] * a->kr[j * a->ldk + c];
+                    t += q[c] * attn_ld(a->kr, j * a->ldk + c, a->kdt);
             s[j] = t;
         }
     }
@@ -70,9 +80,9 @@ static ATTN_DECL_PV(attn_pv_f32_scalar)
         const float *p = a->s + r * a->nkp;
         float *o = a->o + r * a->dvp;
         for (int j = a->lo[r]; j < a->hi[r]; j++) {
-            const float pj = p[j], *v = a->vp + (size_t)j * a->ldv;
+            const float pj = p[j];
             for (size_t c = 0; c < a->dvp; c++)
-                o[c] += pj * v[c];
+                o[c] += pj * attn_ld(a->vp, (size_t)j * a->ldv + c, a->vdt);
         }
     }
 }

@@ -22,11 +22,13 @@ typedef struct attn_tile_args {
     const float *kt;   /* keys transposed in panels of ATTN_PAD keys: key j, dim c at
                           kt[(j / ATTN_PAD) * d * ATTN_PAD + c * ATTN_PAD + j % ATTN_PAD], keys nk..nkp-1 zero,
                           so a micro-kernel streams each panel contiguously; NULL: keys are rows kr */
-    const float *kr;   /* when kt is NULL: key j at kr + j*ldk (d a multiple of ATTN_PAD), used in place */
+    const void *kr;    /* when kt is NULL: key j at element j*ldk of kr (d a multiple of ATTN_PAD), used in place,
+                          elements of type kdt */
     size_t ldk;
-    const float *vp;   /* value j at vp + j*ldv: dvp columns, those from dv on zero (or absent when dv == dvp);
-                          NULL when only scores are wanted */
+    const void *vp;    /* value j at element j*ldv of vp: dvp columns, those from dv on zero (or absent when
+                          dv == dvp), elements of type vdt; NULL when only scores are wanted */
     size_t ldv;
+    attn_dtype kdt, vdt; /* ATTN_F32 for anything the engine packed; a KV cache's type for rows read in place */
     const int *lo, *hi; /* per row: keys [lo, hi) of the tile are visible (0 <= lo, hi <= nk; lo >= hi: none) */
     float *s;          /* scratch [rows][nkp]: scores, then probabilities */
     float *m, *l;      /* per row: running maximum and running sum of exp(score - m) */

@@ -19,6 +19,13 @@
 /* exp(x - m) as 2^((x - m) log2 e): SLEEF's base-2 exp costs 0.8 cycles a float on Zen 4 AVX-512 against 1.0 for
  * its expf (1.8 against 2.0 on AVX2), both within 1 ULP. x - m is formed first, so equal scores still give exactly
  * 2^0 = 1; the multiply's rounding moves p by at most |x - m| * 6e-8 relative, under 3e-8 absolute. */
+/* VW elements from element i of a row stored as KT (0 fp32, 1 half, 2 bfloat16; a constant after inlining), widened
+ * to fp32 in registers: a KV cache's half rows are read from memory at half the bytes and never copied. */
+#define ATTN_LDKV(KT, base, i)                                                                                     \
+    ((KT) == ATTN_F16    ? V_CVT_F16((const uint16_t *)(base) + (i))                                               \
+     : (KT) == ATTN_BF16 ? V_CVT_BF16((const uint16_t *)(base) + (i))                                              \
+                         : V_LOADU((const float *)(base) + (i)))
+
 #define ATTN_EXPM(x, m) V_EXP2(V_MUL(V_SUB((x), (m)), V_BCAST(1.44269504088896341f)))
 #define ATTN_CAT_(a, b) a##b
 #define ATTN_CAT(a, b) ATTN_CAT_(a, b)
@@ -118,8 +125,10 @@ static ATTN_DECL_SCORES(ATTN_FN(scores))
 }
 
 /* s[r0..r0+RB)[j0..j0+JB) from key rows: vectors run along d, one horizontal sum per score. */
-ATTN_INLINE void attn_sr_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int JB)
+ATTN_INLINE void attn_sr_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int JB,
+                               const attn_dtype KT)
 {
+    const size_t vsz = a->vdt == ATTN_F32 ? sizeof(float) : sizeof(uint16_t);
     V acc[SR_RB][SR_JB];
 #pragma GCC unroll 16
     for (int r = 0; r < RB; r++)
@@ -130,10 +139,10 @@ ATTN_INLINE void attn_sr_micro(const attn_tile_args *a, size_t r0, size_t j0, co
         V k[SR_JB];
 #pragma GCC unroll 16
         for (int t = 0; t < JB; t++) {
-            k[t] = V_LOADU(a->kr + (j0 + t) * a->ldk + c);
+            k[t] = ATTN_LDKV(KT, a->kr, (j0 + t) * a->ldk + c);
             /* Start the value row's stream now, beside the key stream: P.V finds it in cache. */
             if (a->vp && c < a->dvp)
-                __builtin_prefetch(a->vp + (j0 + t) * a->ldv + c, 0, 2);
+                __builtin_prefetch((const char *)a->vp + ((j0 + t) * a->ldv + c) * vsz, 0, 2);
         }
 #pragma GCC unroll 16
         for (int r = 0; r < RB; r++) {
@@ -150,25 +159,35 @@ ATTN_INLINE void attn_sr_micro(const attn_tile_args *a, size_t r0, size_t j0, co
             a->s[(r0 + r) * a->nkp + j0 + t] = V_HSUM(acc[r][t]);
 }
 
-ATTN_INLINE void attn_sr_rows(const attn_tile_args *a, size_t r0, const int RB)
+ATTN_INLINE void attn_sr_rows(const attn_tile_args *a, size_t r0, const int RB, const attn_dtype KT)
 {
     size_t j0 = 0;
     for (; j0 + SR_JB <= a->nk; j0 += SR_JB)
-        attn_sr_micro(a, r0, j0, RB, SR_JB);
+        attn_sr_micro(a, r0, j0, RB, SR_JB, KT);
     for (; j0 < a->nk; j0++)
-        attn_sr_micro(a, r0, j0, RB, 1);
+        attn_sr_micro(a, r0, j0, RB, 1, KT);
     for (int r = 0; r < RB; r++)
         memset(a->s + (r0 + r) * a->nkp + a->nk, 0, (a->nkp - a->nk) * sizeof(float));
 }
 
-static ATTN_DECL_SCORES(ATTN_FN(scores_rows))
+ATTN_INLINE void attn_sr_all(const attn_tile_args *a, const attn_dtype KT)
 {
     size_t r0 = 0;
     for (; r0 + SR_RB <= a->rows; r0 += SR_RB)
-        attn_sr_rows(a, r0, SR_RB);
-#define ATTN_SR_TAIL(RB) attn_sr_rows(a, r0, RB)
+        attn_sr_rows(a, r0, SR_RB, KT);
+#define ATTN_SR_TAIL(RB) attn_sr_rows(a, r0, RB, KT)
     ATTN_TAIL(a->rows - r0, SR_RB, ATTN_SR_TAIL)
 #undef ATTN_SR_TAIL
+}
+
+static ATTN_DECL_SCORES(ATTN_FN(scores_rows))
+{
+    if (a->kdt == ATTN_F16)
+        attn_sr_all(a, ATTN_F16);
+    else if (a->kdt == ATTN_BF16)
+        attn_sr_all(a, ATTN_BF16);
+    else
+        attn_sr_all(a, ATTN_F32);
 }
 
 static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
@@ -232,7 +251,7 @@ static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
 
 /* o[r0..r0+RB)[c0..c0+NV*VW) += sum_{j in [jlo, jhi)} s[r][j] * v[j] */
 ATTN_INLINE void attn_pv_micro(const attn_tile_args *a, size_t r0, size_t c0, size_t jlo, size_t jhi, const int RB,
-                               const int NV)
+                               const int NV, const attn_dtype KT)
 {
     V acc[PV_RBMAX][PV_NVMAX];
 #pragma GCC unroll 16
@@ -242,11 +261,10 @@ ATTN_INLINE void attn_pv_micro(const attn_tile_args *a, size_t r0, size_t c0, si
             acc[r][v] = V_LOAD(a->o + (r0 + r) * a->dvp + c0 + v * VW);
     const float *p = a->s + r0 * a->nkp;
     for (size_t j = jlo; j < jhi; j++) {
-        const float *vr = a->vp + j * a->ldv + c0;
         V b[PV_NVMAX];
 #pragma GCC unroll 16
         for (int v = 0; v < NV; v++)
-            b[v] = V_LOADU(vr + v * VW);
+            b[v] = ATTN_LDKV(KT, a->vp, j * a->ldv + c0 + (size_t)v * VW);
 #pragma GCC unroll 16
         for (int r = 0; r < RB; r++) {
             const V x = V_BCAST(p[r * a->nkp + j]);
@@ -263,20 +281,20 @@ ATTN_INLINE void attn_pv_micro(const attn_tile_args *a, size_t r0, size_t c0, si
 }
 
 ATTN_INLINE void attn_pv_rows(const attn_tile_args *a, size_t r0, size_t jlo, size_t jhi, const int RB,
-                              const int NV)
+                              const int NV, const attn_dtype KT)
 {
     if (jlo >= jhi)
         return;
     size_t c0 = 0;
     for (; c0 + NV * VW <= a->dvp; c0 += NV * VW)
-        attn_pv_micro(a, r0, c0, jlo, jhi, RB, NV);
+        attn_pv_micro(a, r0, c0, jlo, jhi, RB, NV, KT);
     for (; c0 < a->dvp; c0 += VW)
-        attn_pv_micro(a, r0, c0, jlo, jhi, RB, 1);
+        attn_pv_micro(a, r0, c0, jlo, jhi, RB, 1, KT);
 }
 
 /* Rows r0..r0+RB: the keys every one of them sees go through the blocked kernel; each row's ragged ends (causal
  * and window boundaries) go row by row, so no row ever reads a key it cannot see. */
-ATTN_INLINE void attn_pv_group(const attn_tile_args *a, size_t r0, const int RB, const int NV)
+ATTN_INLINE void attn_pv_group(const attn_tile_args *a, size_t r0, const int RB, const int NV, const attn_dtype KT)
 {
     int clo = a->lo[r0], chi = a->hi[r0];
     for (int r = 1; r < RB; r++) {
@@ -285,34 +303,54 @@ ATTN_INLINE void attn_pv_group(const attn_tile_args *a, size_t r0, const int RB,
     }
     if (clo >= chi) {
         for (int r = 0; r < RB; r++)
-            attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)a->hi[r0 + r], 1, NV);
+            attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)a->hi[r0 + r], 1, NV, KT);
         return;
     }
-    attn_pv_rows(a, r0, (size_t)clo, (size_t)chi, RB, NV);
+    attn_pv_rows(a, r0, (size_t)clo, (size_t)chi, RB, NV, KT);
     for (int r = 0; r < RB; r++) {
-        attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)clo, 1, NV);
-        attn_pv_rows(a, r0 + r, (size_t)chi, (size_t)a->hi[r0 + r], 1, NV);
+        attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)clo, 1, NV, KT);
+        attn_pv_rows(a, r0 + r, (size_t)chi, (size_t)a->hi[r0 + r], 1, NV, KT);
     }
+}
+
+/* Decode-sized blocks: V comes from memory once per tile, so the row groups are wide (PVD_NV vectors cover a whole
+ * row of up to 128 values) and each V row is read in one piece rather than in column strips. */
+ATTN_INLINE void attn_pv_few(const attn_tile_args *a, const attn_dtype KT)
+{
+    size_t r0 = 0;
+    for (; r0 + PVD_RB <= a->rows; r0 += PVD_RB)
+        attn_pv_group(a, r0, PVD_RB, PVD_NV, KT);
+#define ATTN_PVD_TAIL(RB) attn_pv_group(a, r0, RB, PVD_NV, KT)
+    ATTN_TAIL(a->rows - r0, PVD_RB, ATTN_PVD_TAIL)
+#undef ATTN_PVD_TAIL
+}
+
+ATTN_INLINE void attn_pv_many(const attn_tile_args *a, const attn_dtype KT)
+{
+    size_t r0 = 0;
+    for (; r0 + PV_RB <= a->rows; r0 += PV_RB)
+        attn_pv_group(a, r0, PV_RB, PV_NV, KT);
+#define ATTN_PV_TAIL(RB) attn_pv_group(a, r0, RB, PV_NV, KT)
+    ATTN_TAIL(a->rows - r0, PV_RB, ATTN_PV_TAIL)
+#undef ATTN_PV_TAIL
+}
+
+ATTN_INLINE void attn_pv_typed(const attn_tile_args *a, const attn_dtype KT)
+{
+    if (a->rows <= ATTN_FEW_ROWS)
+        attn_pv_few(a, KT);
+    else
+        attn_pv_many(a, KT);
 }
 
 static ATTN_DECL_PV(ATTN_FN(pv))
 {
-    size_t r0 = 0;
-    if (a->rows <= ATTN_FEW_ROWS) {
-        /* Decode: V comes from memory once per tile, so the row groups are wide (PVD_NV vectors cover a whole
-         * row of up to 128 values) and each V row is read in one piece rather than in column strips. */
-        for (; r0 + PVD_RB <= a->rows; r0 += PVD_RB)
-            attn_pv_group(a, r0, PVD_RB, PVD_NV);
-#define ATTN_PVD_TAIL(RB) attn_pv_group(a, r0, RB, PVD_NV)
-        ATTN_TAIL(a->rows - r0, PVD_RB, ATTN_PVD_TAIL)
-#undef ATTN_PVD_TAIL
-        return;
-    }
-    for (; r0 + PV_RB <= a->rows; r0 += PV_RB)
-        attn_pv_group(a, r0, PV_RB, PV_NV);
-#define ATTN_PV_TAIL(RB) attn_pv_group(a, r0, RB, PV_NV)
-    ATTN_TAIL(a->rows - r0, PV_RB, ATTN_PV_TAIL)
-#undef ATTN_PV_TAIL
+    if (a->vdt == ATTN_F16)
+        attn_pv_typed(a, ATTN_F16);
+    else if (a->vdt == ATTN_BF16)
+        attn_pv_typed(a, ATTN_BF16);
+    else
+        attn_pv_typed(a, ATTN_F32);
 }
 
 static ATTN_DECL_PROBS(ATTN_FN(probs))

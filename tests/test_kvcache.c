@@ -24,6 +24,7 @@ Test(kvcache, decode_vs_reference, .timeout = 240)
         { 2, 2, 17, 100, 5, ATTN_MASK_CAUSAL },   /* head_dim not a vector multiple: the transposing pack */
         { 4, 1, 32, 1030, 3, ATTN_MASK_NONE },
         { 2, 4, 64, 400, 200, ATTN_MASK_CAUSAL }, /* a prompt through the cache: K/V packed once per call */
+        { 2, 4, 64, 300, 16, ATTN_MASK_CAUSAL },  /* 64 rows, one block: stored rows in place, prefill blocking */
     };
     attn_isa isas[4];
     const int n = tc_isas(isas);
