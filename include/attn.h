@@ -129,7 +129,8 @@ attn_status attn_self_attention(const attn_ctx *ctx, const attn_layer *w, const 
 /* Storage type of a KV cache. Values are rounded to nearest even when appended; all arithmetic is fp32. */
 typedef enum attn_dtype { ATTN_F32 = 0, ATTN_F16 = 1, ATTN_BF16 = 2 } attn_dtype;
 
-/* The keys and values of one sequence, for decoding: [capacity][n_kv_heads][head_dim] of each, as dtype.
+/* The keys and values of one sequence, for decoding: capacity positions of n_kv_heads x head_dim values each, as
+ * dtype (decode reads half and bfloat16 at half the bytes of fp32 and widens them in registers).
  * Not shared between concurrent writers: an append must not overlap any other call on the same cache, while
  * attn_decode calls on one cache may run concurrently. Caches of 2 MiB and more ask the OS for huge pages. */
 typedef struct attn_kv_cache attn_kv_cache;
