@@ -1,10 +1,11 @@
 /* The KV cache and attn_decode, on every ISA and storage type: decode against the float64 reference computed on K/V
  * rounded to the storage type by an independent conversion (the compiler's _Float16 for half, frexp/nearbyint for
  * bfloat16), chunked appends, all-or-nothing capacity errors, reset, argument errors, and bitwise thread-count
- * independence. */
+ * independence, and 8 threads sharing one context giving the serial results bit for bit. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,4 +182,85 @@ Test(kvcache, decode_thread_independent, .timeout = 240)
     }
     free(k);
     free(v);
+}
+
+/* A server: 8 threads share one context, each serving its own sequences (prefill, then decode steps) with caches
+ * of every dtype; every output must equal, bit for bit, the same calls made serially. */
+#define SRV_THREADS 8
+#define SRV_STEPS 24
+#define SRV_HK 2
+#define SRV_H 4
+#define SRV_D 32
+#define SRV_PROMPT 40
+
+typedef struct srv_job {
+    const attn_ctx *ctx;
+    unsigned id;
+    float *outs; /* [SRV_STEPS][SRV_H][SRV_D] */
+    int status;
+} srv_job;
+
+static void *srv_run(void *arg)
+{
+    srv_job *job = arg;
+    const size_t row = SRV_HK * SRV_D, len = SRV_PROMPT + SRV_STEPS;
+    float *k = malloc(len * row * sizeof *k), *v = malloc(len * row * sizeof *v);
+    float *q = malloc(SRV_PROMPT * SRV_H * SRV_D * sizeof *q), *pout = malloc(SRV_PROMPT * SRV_H * SRV_D * sizeof *q);
+    attn_kv_cache *c = NULL;
+    job->status = !k || !v || !q || !pout;
+    tc_rng r;
+    tc_rng_init(&r, tc_mix(tc_seed(), 1000 + job->id));
+    for (size_t i = 0; !job->status && i < len * row; i++) {
+        k[i] = tc_rng_float(&r, -2, 2);
+        v[i] = tc_rng_float(&r, -1, 1);
+    }
+    for (size_t i = 0; !job->status && i < SRV_PROMPT * SRV_H * SRV_D; i++)
+        q[i] = tc_rng_float(&r, -1, 1);
+    if (!job->status)
+        job->status = attn_kv_cache_create(&c, SRV_HK, SRV_D, len, dtypes[job->id % 3]);
+    if (!job->status)
+        job->status = attn_kv_cache_append(c, k, v, SRV_PROMPT);
+    if (!job->status)
+        job->status = attn_decode(job->ctx, c, q, SRV_PROMPT, SRV_H, ATTN_MASK_CAUSAL, pout);
+    for (size_t t = 0; t < SRV_STEPS && !job->status; t++) {
+        job->status = attn_kv_cache_append(c, k + (SRV_PROMPT + t) * row, v + (SRV_PROMPT + t) * row, 1);
+        if (!job->status) /* the step's query: the prompt's output for position t, so the chain depends on all */
+            job->status = attn_decode(job->ctx, c, pout + t * SRV_H * SRV_D, 1, SRV_H, ATTN_MASK_CAUSAL,
+                                      job->outs + t * SRV_H * SRV_D);
+    }
+    attn_kv_cache_destroy(c);
+    free(k);
+    free(v);
+    free(q);
+    free(pout);
+    return NULL;
+}
+
+Test(kvcache, concurrent_callers_match_serial, .timeout = 240)
+{
+    attn_ctx *ctx = NULL;
+    cr_assert_eq(tc_ctx_create(&ctx, ATTN_ISA_AUTO, 1, 0, 0), ATTN_OK);
+    const size_t n = SRV_STEPS * SRV_H * SRV_D;
+    for (int round = 0; round < 4; round++) {
+        srv_job serial[SRV_THREADS], par[SRV_THREADS];
+        pthread_t th[SRV_THREADS];
+        for (unsigned i = 0; i < SRV_THREADS; i++) {
+            serial[i] = (srv_job){ ctx, i + 8u * (unsigned)round, malloc(n * sizeof(float)), 0 };
+            par[i] = (srv_job){ ctx, i + 8u * (unsigned)round, malloc(n * sizeof(float)), 0 };
+            srv_run(&serial[i]);
+            cr_assert_eq(serial[i].status, 0);
+        }
+        for (unsigned i = 0; i < SRV_THREADS; i++)
+            cr_assert_eq(pthread_create(&th[i], NULL, srv_run, &par[i]), 0);
+        for (unsigned i = 0; i < SRV_THREADS; i++) {
+            cr_assert_eq(pthread_join(th[i], NULL), 0);
+            cr_assert_eq(par[i].status, 0, "thread %u: status %d", i, par[i].status);
+            cr_assert(memcmp(serial[i].outs, par[i].outs, n * sizeof(float)) == 0,
+                      "ATTN_TEST_SEED=%llu thread %u (dtype %s): concurrent results differ from serial ones",
+                      (unsigned long long)tc_seed(), i, dtype_names[par[i].id % 3]);
+            free(serial[i].outs);
+            free(par[i].outs);
+        }
+    }
+    attn_ctx_destroy(ctx);
 }
