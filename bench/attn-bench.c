@@ -258,6 +258,20 @@ static int split_list(char *s, char **tok, int max)
     }
 }
 
+/* Copies a comma-list flag value into buf and splits it; a value too long or not a list is a usage error that
+ * names the flag and what it expects. */
+#define LIST_BUF 1024
+static int split_arg(const char *flag, const char *arg, char *buf, char **tok, const char *expected)
+{
+    if (strlen(arg) >= LIST_BUF)
+        usage_error("%s: list too long", flag);
+    strcpy(buf, arg);
+    int n = split_list(buf, tok, MAX_LIST);
+    if (n < 0)
+        usage_error("%s '%s': expected %s", flag, arg, expected);
+    return n;
+}
+
 static int mul_ok(size_t a, size_t b, size_t *out)
 {
     if (a && b > SIZE_MAX / a)
@@ -286,13 +300,8 @@ static void add_shape(const bench_shape *s, const char *flag)
 
 static void parse_shapes(const char *flag, const char *arg)
 {
-    char buf[1024], *tok[MAX_LIST];
-    if (strlen(arg) >= sizeof buf)
-        usage_error("%s: list too long", flag);
-    strcpy(buf, arg);
-    int n = split_list(buf, tok, MAX_LIST);
-    if (n < 0)
-        usage_error("%s '%s': expected a comma list of seed,P1,P2,P3,D1,D2 or all", flag, arg);
+    char buf[LIST_BUF], *tok[MAX_LIST];
+    int n = split_arg(flag, arg, buf, tok, "a comma list of seed,P1,P2,P3,D1,D2 or all");
     for (int i = 0; i < n; i++) {
         if (!strcasecmp(tok[i], "all")) {
             for (size_t j = 0; j < N_NAMED; j++)
@@ -358,13 +367,8 @@ static const attn_isa concrete_isas[] = {ATTN_ISA_SCALAR, ATTN_ISA_AVX2, ATTN_IS
 
 static void parse_isa(const char *flag, const char *arg)
 {
-    char buf[256], *tok[MAX_LIST];
-    if (strlen(arg) >= sizeof buf)
-        usage_error("%s: list too long", flag);
-    strcpy(buf, arg);
-    int n = split_list(buf, tok, MAX_LIST);
-    if (n < 0)
-        usage_error("%s '%s': expected auto, all, or a comma list of scalar,avx2,avx512,neon", flag, arg);
+    char buf[LIST_BUF], *tok[MAX_LIST];
+    int n = split_arg(flag, arg, buf, tok, "auto, all, or a comma list of scalar,avx2,avx512,neon");
     opt.n_isa_req = 0;
     for (int i = 0; i < n; i++) {
         if (!strcasecmp(tok[i], "all")) {
@@ -383,13 +387,9 @@ static void parse_isa(const char *flag, const char *arg)
 
 static void parse_threads(const char *flag, const char *arg)
 {
-    char buf[512], *tok[MAX_LIST];
-    if (strlen(arg) >= sizeof buf)
-        usage_error("%s: list too long", flag);
-    strcpy(buf, arg);
-    int n = split_list(buf, tok, MAX_LIST);
-    if (n < 0)
-        usage_error("%s '%s': expected a comma list of thread counts (1..%d) or max", flag, arg, MAX_THREADS);
+    char buf[LIST_BUF], *tok[MAX_LIST], what[128];
+    snprintf(what, sizeof what, "a comma list of thread counts (1..%d) or max", MAX_THREADS);
+    int n = split_arg(flag, arg, buf, tok, what);
     opt.n_threads_req = 0;
     for (int i = 0; i < n; i++) {
         uint64_t v = 0;
@@ -401,13 +401,8 @@ static void parse_threads(const char *flag, const char *arg)
 
 static void parse_dtypes(const char *flag, const char *arg)
 {
-    char buf[256], *tok[MAX_LIST];
-    if (strlen(arg) >= sizeof buf)
-        usage_error("%s: list too long", flag);
-    strcpy(buf, arg);
-    int n = split_list(buf, tok, MAX_LIST);
-    if (n < 0)
-        usage_error("%s '%s': expected f32, f16 or bf16 (or a comma list)", flag, arg);
+    char buf[LIST_BUF], *tok[MAX_LIST];
+    int n = split_arg(flag, arg, buf, tok, "f32, f16 or bf16 (or a comma list)");
     opt.n_dtypes = 0;
     for (int i = 0; i < n; i++) {
         attn_dtype t;
