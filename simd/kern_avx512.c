@@ -17,7 +17,7 @@
 #define V_ADD(a, b) _mm512_add_ps((a), (b))
 #define V_SUB(a, b) _mm512_sub_ps((a), (b))
 #define V_MAX(a, b) _mm512_max_ps((a), (b))
-#define V_EXP2(x) Sleef_exp2f16_u10avx512f(x)
+#define V_EXP(x) Sleef_expf16_u10avx512f(x)
 #define V_HMAX(x) _mm512_reduce_max_ps(x)
 #define V_HSUM(x) _mm512_reduce_add_ps(x)
 #define V_IOTA() _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)

@@ -16,7 +16,7 @@
 #define V_ADD(a, b) vaddq_f32((a), (b))
 #define V_SUB(a, b) vsubq_f32((a), (b))
 #define V_MAX(a, b) vmaxq_f32((a), (b))
-#define V_EXP2(x) Sleef_exp2f4_u10advsimd(x)
+#define V_EXP(x) Sleef_expf4_u10advsimd(x)
 #define V_HMAX(x) vmaxvq_f32(x)
 #define V_HSUM(x) vaddvq_f32(x)
 static inline float32x4_t attn_iota_neon(void)

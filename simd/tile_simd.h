@@ -3,11 +3,11 @@
  * another ISA). Register blocking: SC_RB query rows x SC_NV vectors of keys for scores, PV_RB rows x PV_NV vectors
  * of output columns for P.V, so each K or V load feeds several FMAs.
  *
- * Needs: V, VW, M, V_ZERO(), V_LOAD(p) (aligned), V_LOADU(p), V_STORE(p, x), V_STOREU(p, x), V_BCAST(f), V_FMA(a, b, c) = a*b+c,
- * V_MUL, V_SUB, V_MAX, V_ADD, V_EXP2(x) (2^x), V_HMAX(x), V_HSUM(x), V_IOTA(), V_INRANGE(idx, lo, hi) -> M,
- * V_SEL(m, a, b) (a where m), V_CVT_F16(p) and V_CVT_BF16(p) (VW stored halves at p, widened); the blockings SC_RB x SC_NV (scores), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of
- * decode-sized blocks), SR_RB x SR_JB (scores_rows); ATTN_SFX (the ISA suffix of every name) and
- * ATTN_KERNELS_ISA. */
+ * Needs: V, VW, M, V_ZERO(), V_LOAD(p) (aligned), V_LOADU(p), V_STORE(p, x), V_STOREU(p, x), V_BCAST(f),
+ * V_FMA(a, b, c) = a*b+c, V_MUL, V_SUB, V_MAX, V_ADD, V_EXP(x), V_HMAX(x), V_HSUM(x), V_IOTA(),
+ * V_INRANGE(idx, lo, hi) -> M, V_SEL(m, a, b) (a where m), V_CVT_F16(p) and V_CVT_BF16(p) (VW stored halves at p,
+ * widened); the blockings SC_RB x SC_NV (scores), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of decode-sized
+ * blocks), SR_RB x SR_JB (scores_rows); ATTN_SFX (the ISA suffix of every name) and ATTN_KERNELS_ISA. */
 #include <math.h>
 #include <string.h>
 
@@ -16,9 +16,6 @@
 
 #define ATTN_INLINE static inline __attribute__((always_inline))
 
-/* exp(x - m) as 2^((x - m) log2 e): SLEEF's base-2 exp costs 0.8 cycles a float on Zen 4 AVX-512 against 1.0 for
- * its expf (1.8 against 2.0 on AVX2), both within 1 ULP. x - m is formed first, so equal scores still give exactly
- * 2^0 = 1; the multiply's rounding moves p by at most |x - m| * 6e-8 relative, under 3e-8 absolute. */
 /* VW elements from element i of a row stored as KT (0 fp32, 1 half, 2 bfloat16; a constant after inlining), widened
  * to fp32 in registers: a KV cache's half rows are read from memory at half the bytes and never copied. */
 #define ATTN_LDKV(KT, base, i)                                                                                     \
@@ -26,7 +23,8 @@
      : (KT) == ATTN_BF16 ? V_CVT_BF16((const uint16_t *)(base) + (i))                                              \
                          : V_LOADU((const float *)(base) + (i)))
 
-#define ATTN_EXPM(x, m) V_EXP2(V_MUL(V_SUB((x), (m)), V_BCAST(1.44269504088896341f)))
+/* exp(x - m) with SLEEF's ISA-suffixed expf (DESIGN.md §2). */
+#define ATTN_EXPM(x, m) V_EXP(V_SUB((x), (m)))
 #define ATTN_CAT_(a, b) a##b
 #define ATTN_CAT(a, b) ATTN_CAT_(a, b)
 #define ATTN_FN(op) ATTN_CAT(attn_##op##_f32_, ATTN_SFX) /* attn_scores_f32_avx2, ... */
