@@ -311,34 +311,25 @@ ATTN_INLINE void attn_pv_group(const attn_tile_args *a, size_t r0, const int RB,
     }
 }
 
-/* Decode-sized blocks: V comes from memory once per tile, so the row groups are wide (PVD_NV vectors cover a whole
- * row of up to 128 values) and each V row is read in one piece rather than in column strips. */
-ATTN_INLINE void attn_pv_few(const attn_tile_args *a, const attn_dtype KT)
+/* Every row group of RB rows, then the tail, over column chunks of NV vectors. */
+ATTN_INLINE void attn_pv_blocked(const attn_tile_args *a, const int RB, const int NV, const attn_dtype KT)
 {
     size_t r0 = 0;
-    for (; r0 + PVD_RB <= a->rows; r0 += PVD_RB)
-        attn_pv_group(a, r0, PVD_RB, PVD_NV, KT);
-#define ATTN_PVD_TAIL(RB) attn_pv_group(a, r0, RB, PVD_NV, KT)
-    ATTN_TAIL(a->rows - r0, PVD_RB, ATTN_PVD_TAIL)
-#undef ATTN_PVD_TAIL
-}
-
-ATTN_INLINE void attn_pv_many(const attn_tile_args *a, const attn_dtype KT)
-{
-    size_t r0 = 0;
-    for (; r0 + PV_RB <= a->rows; r0 += PV_RB)
-        attn_pv_group(a, r0, PV_RB, PV_NV, KT);
-#define ATTN_PV_TAIL(RB) attn_pv_group(a, r0, RB, PV_NV, KT)
-    ATTN_TAIL(a->rows - r0, PV_RB, ATTN_PV_TAIL)
+    for (; r0 + (size_t)RB <= a->rows; r0 += (size_t)RB)
+        attn_pv_group(a, r0, RB, NV, KT);
+#define ATTN_PV_TAIL(R) attn_pv_group(a, r0, R, NV, KT)
+    ATTN_TAIL(a->rows - r0, RB, ATTN_PV_TAIL)
 #undef ATTN_PV_TAIL
 }
 
+/* Decode-sized blocks: V comes from memory once per tile, so the row groups are wide (PVD_NV vectors cover a whole
+ * row of up to 128 values) and each V row is read in one piece rather than in column strips. */
 ATTN_INLINE void attn_pv_typed(const attn_tile_args *a, const attn_dtype KT)
 {
     if (a->rows <= ATTN_FEW_ROWS)
-        attn_pv_few(a, KT);
+        attn_pv_blocked(a, PVD_RB, PVD_NV, KT);
     else
-        attn_pv_many(a, KT);
+        attn_pv_blocked(a, PV_RB, PV_NV, KT);
 }
 
 static ATTN_DECL_PV(ATTN_FN(pv))
