@@ -118,6 +118,15 @@ static void attn_kv_widen(const attn_job *j, float *dst, const void *src, size_t
         memcpy(dst, src, n * sizeof(float));
 }
 
+/* Values [t0, t0+nk) of one KV head as fp32 rows of dvp, zero from column dv on. */
+static void attn_pack_v(const attn_job *j, float *vp, size_t b, size_t kvh, size_t t0, size_t nk)
+{
+    for (size_t t = 0; t < nk; t++) {
+        attn_kv_widen(j, vp + t * j->dvp, attn_kv_row(j, j->v, &j->vs, b, kvh, t0 + t), j->dv);
+        memset(vp + t * j->dvp + j->dv, 0, (j->dvp - j->dv) * sizeof(float));
+    }
+}
+
 /* Packs keys [t0, t0+nk) of one KV head: kt in panels (see attn_tile_args.kt, zero keys up to nkp) and vp[j][c]
  * (zero columns from dv up to dvp). row: d floats of scratch for widening a stored key row. */
 static void attn_pack_tile(const attn_job *j, float *kt, float *vp, float *row, size_t b, size_t kvh, size_t t0,
@@ -135,16 +144,12 @@ static void attn_pack_tile(const attn_job *j, float *kt, float *vp, float *row, 
         for (size_t c = 0; c < j->d; c++)
             dst[c * ATTN_PAD] = k[c];
     }
-    if (!vp)
-        return;
-    for (size_t t = 0; t < nk; t++) {
-        attn_kv_widen(j, vp + t * j->dvp, attn_kv_row(j, j->v, &j->vs, b, kvh, t0 + t), j->dv);
-        memset(vp + t * j->dvp + j->dv, 0, (j->dvp - j->dv) * sizeof(float));
-    }
+    if (vp)
+        attn_pack_v(j, vp, b, kvh, t0, nk);
 }
 
-/* Points a at the packed tile starting at key t0 (a multiple of bkv): the call's shared packing when there is one,
- * else this thread's scratch, packed now. */
+/* Points a at the tile starting at key t0 (a multiple of bkv): the call's shared packing when there is one, else
+ * the stored rows in place where whole vectors allow, else this thread's scratch, packed now. */
 static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_args *a, size_t b, size_t kvh,
                          size_t t0, int with_v)
 {
@@ -180,10 +185,7 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
         return;
     }
     a->vp = sc->vp;
-    for (size_t t = 0; t < a->nk; t++) {
-        attn_kv_widen(j, sc->vp + t * j->dvp, attn_kv_row(j, j->v, &j->vs, b, kvh, t0 + t), j->dv);
-        memset(sc->vp + t * j->dvp + j->dv, 0, (j->dvp - j->dv) * sizeof(float));
-    }
+    attn_pack_v(j, sc->vp, b, kvh, t0, a->nk);
 }
 
 /* Per-row visible range inside tile [t0, t0+nk). */

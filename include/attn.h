@@ -52,8 +52,9 @@ int attn_isa_supported(attn_isa isa);
 typedef struct attn_config {
     int num_threads; /* threads per call, >= 1; 0: ATTN_NUM_THREADS, else omp_get_max_threads() */
     attn_isa isa;    /* kernel set; AUTO: ATTN_ISA, else the best this CPU supports */
-    int block_q;     /* query positions per work block, 1..4096; 0: ATTN_BLOCK_Q, else the tuned default */
-    int block_kv;    /* keys per tile, 1..4096 (rounded up to the vector width); 0: ATTN_BLOCK_KV, else default */
+    int block_q;     /* query rows per work block, 1..4096, the heads of a GQA group folded in (positions per block:
+                        block_q / group, at least 1); 0: ATTN_BLOCK_Q, else the tuned default (256) */
+    int block_kv;    /* keys per tile, 1..4096; 0: ATTN_BLOCK_KV, else the tuned default (256) */
 } attn_config;
 
 /* An execution context: the chosen kernel table, thread count and tile sizes. Immutable after creation, so one
