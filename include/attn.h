@@ -122,10 +122,77 @@ typedef struct attn_layer {
 } attn_layer;
 
 /* y = MultiheadAttention(x) for x: [n_tokens][d_model]; y: [n_tokens][d_model] (or [n_tokens][n_heads*head_dim]
- * when wo is NULL); probs: NULL or [n_heads][n_tokens][n_tokens].
- * Not built yet in this version: validates its arguments, then returns ATTN_ENOTSUP. */
+ * when wo is NULL); probs: NULL or [n_heads][n_tokens][n_tokens], the softmax weights of every head (0 where masked).
+ * q = x wq^T + bq, k = x wk^T + bk, v = x wv^T + bv; per head h (reading KV head h / (n_heads / n_kv_heads))
+ * softmax(q_h k^T / sqrt(head_dim) + mask) v; y = concat(heads) wo^T + bo. Equals
+ * torch.nn.MultiheadAttention(batch_first=True) with in_proj_weight = cat(wq, wk, wv), in_proj_bias = cat(bq, bk, bv),
+ * out_proj = (wo, bo) and average_attn_weights=False, up to float rounding (GQA: wk/wv rows repeated per group).
+ * The projections run on the context's register-blocked GEMM kernels and threads.
+ * ATTN_EINVAL: NULL ctx/w/x/y/wq/wk/wv, a zero size, n_kv_heads not dividing n_heads, a bad mask, or y/probs
+ * overlapping x or the weights; ATTN_ERANGE: a size overflows; ATTN_ENOMEM. x and the weights are never written. */
 attn_status attn_self_attention(const attn_ctx *ctx, const attn_layer *w, const float *x, size_t n_tokens,
-                        attn_mask mask, float *y, float *probs);
+                                attn_mask mask, float *y, float *probs);
+
+/* ---- .safetensors files (the format PyTorch and model hubs use) -----------------------------------------------
+ * An 8-byte little-endian header length N, N bytes of JSON {"name": {"dtype", "shape", "data_offsets": [b, e]},
+ * "__metadata__": {string: string}}, then the data. attn_st_open memory-maps the file and checks the whole header
+ * (parsed with cJSON) before returning: N within the file and at most 100 MiB, a JSON object, known dtypes,
+ * non-negative integral shapes whose byte size equals e - b, offsets inside the data, tensors neither overlapping
+ * nor leaving holes, no duplicate names. Anything else is ATTN_EINVAL with a one-line reason in err. */
+typedef struct attn_st attn_st;
+
+/* What the header says about one tensor. dtype is the header's string ("F32", "F16", "BF16", "I64", ...). */
+typedef struct attn_st_tensor {
+    const char *name;
+    const char *dtype;
+    size_t ndim;          /* 0..8 (a 0-d tensor holds one element) */
+    size_t shape[8];
+    size_t numel;         /* product of shape */
+} attn_st_tensor;
+
+/* Opens path read-only. err: NULL, or a buffer of errlen bytes that receives a NUL-terminated one-line reason on
+ * failure. ATTN_EINVAL: NULL out/path, a file that cannot be opened or is not valid safetensors; ATTN_ENOMEM.
+ * *out is set only on ATTN_OK; close it with attn_st_close. */
+attn_status attn_st_open(attn_st **out, const char *path, char *err, size_t errlen);
+/* The same for a file already in memory; data (size bytes) is not copied and must outlive the handle. */
+attn_status attn_st_open_memory(attn_st **out, const void *data, size_t size, char *err, size_t errlen);
+/* Unmaps and frees; NULL is fine. Names and dtype strings from this handle die with it. */
+void attn_st_close(attn_st *f);
+/* Number of tensors (0 for NULL). */
+size_t attn_st_count(const attn_st *f);
+/* The i-th tensor in data-offset order. ATTN_EINVAL: NULL, i out of range. */
+attn_status attn_st_tensor_at(const attn_st *f, size_t i, attn_st_tensor *info);
+/* The tensor called name. ATTN_EINVAL: NULL arguments or no such tensor. */
+attn_status attn_st_find(const attn_st *f, const char *name, attn_st_tensor *info);
+/* Converts tensor name (F32, F16 or BF16) to fp32 into dst, which holds exactly n == numel floats.
+ * ATTN_EINVAL: NULL, no such tensor, n != numel; ATTN_ENOTSUP: another dtype. */
+attn_status attn_st_read_f32(const attn_st *f, const char *name, float *dst, size_t n);
+/* The __metadata__ string for key, or NULL (no such key, NULL arguments). */
+const char *attn_st_metadata(const attn_st *f, const char *key);
+
+/* Tensor names of one layer in a safetensors file. Either wq, wk, wv (separate projections) or in_proj_weight
+ * (PyTorch MultiheadAttention's cat(wq, wk, wv)) must be set; in_proj_bias likewise replaces bq, bk, bv. Any other
+ * NULL name means "absent" (for wo: y is the concatenated heads). */
+typedef struct attn_layer_names {
+    const char *wq, *wk, *wv, *wo;
+    const char *bq, *bk, *bv, *bo;
+    const char *in_proj_weight, *in_proj_bias;
+} attn_layer_names;
+
+/* A layer whose weights were loaded (converted to fp32) from a file; layer points into data. */
+typedef struct attn_layer_weights {
+    attn_layer layer;
+    float *data;
+} attn_layer_weights;
+
+/* Loads one layer: d_model and head_dim come from the tensors' shapes, n_heads (>= 1) and n_kv_heads (0: n_heads)
+ * from the caller, and every shape is checked against them. ATTN_EINVAL (with a reason in err): NULL arguments, a
+ * missing tensor, a shape that does not fit; ATTN_ENOTSUP: a dtype other than F32/F16/BF16; ATTN_ENOMEM.
+ * On failure *out is zeroed; on success free it with attn_layer_weights_free. */
+attn_status attn_layer_load_safetensors(attn_layer_weights *out, const attn_st *f, const attn_layer_names *names,
+                                        size_t n_heads, size_t n_kv_heads, char *err, size_t errlen);
+/* Frees what attn_layer_load_safetensors allocated and zeroes *w; NULL or a zeroed struct is fine. */
+void attn_layer_weights_free(attn_layer_weights *w);
 
 /* Storage type of a KV cache. Values are rounded to nearest even when appended; all arithmetic is fp32. */
 typedef enum attn_dtype { ATTN_F32 = 0, ATTN_F16 = 1, ATTN_BF16 = 2 } attn_dtype;
