@@ -110,6 +110,14 @@ typedef struct attn_sdpa_desc {
 attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const float *k, const float *v,
               float *out, float *probs);
 
+/* y = x w^T + b, PyTorch nn.Linear: x [n_tokens][in_features], w [out_features][in_features], b NULL or
+ * [out_features], y [n_tokens][out_features]. w is packed per call into the column panels of the context's
+ * register-blocked GEMM kernel; rows and column blocks are spread over the context's threads. Results are bitwise
+ * the same for any thread count. ATTN_EINVAL: NULL ctx/x/w/y, a zero size, y overlapping x, w or b;
+ * ATTN_ERANGE: a size overflows; ATTN_ENOMEM. */
+attn_status attn_linear(const attn_ctx *ctx, const float *x, size_t n_tokens, size_t in_features, const float *w,
+                        const float *b, size_t out_features, float *y);
+
 /* One self-attention layer's weights, in PyTorch nn.Linear layout [out_features][in_features]. */
 typedef struct attn_layer {
     size_t d_model, n_heads;

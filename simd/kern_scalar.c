@@ -117,6 +117,18 @@ static ATTN_DECL_CVT(attn_cvt_bf16_scalar)
         dst[i] = attn_bf16_to_f32(src[i]);
 }
 
+static ATTN_DECL_GEMM(attn_gemm_f32_scalar)
+{
+    for (size_t r = 0; r < g->rows; r++)
+        for (size_t j = 0; j < g->nc; j++) {
+            const float *b = g->bp + j / ATTN_PAD * g->k * ATTN_PAD + j % ATTN_PAD;
+            float t = g->bias ? g->bias[j] : 0.0f;
+            for (size_t i = 0; i < g->k; i++)
+                t += g->a[r * g->lda + i] * b[i * ATTN_PAD];
+            g->c[r * g->ldc + j] = t;
+        }
+}
+
 const attn_kernels attn_kernels_scalar = {
     .isa = ATTN_ISA_SCALAR,
     .scores = attn_scores_f32_scalar,
@@ -127,4 +139,5 @@ const attn_kernels attn_kernels_scalar = {
     .scale = attn_scale_f32_scalar,
     .cvt_f16 = attn_cvt_f16_scalar,
     .cvt_bf16 = attn_cvt_bf16_scalar,
+    .gemm = attn_gemm_f32_scalar,
 };

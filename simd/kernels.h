@@ -35,6 +35,20 @@ typedef struct attn_tile_args {
     float *o;          /* [rows][dvp]: running unnormalised output */
 } attn_tile_args;
 
+/* One block of a matrix product c = a b + bias, the layer's projections (b is a weight matrix, packed once). */
+typedef struct attn_gemm_args {
+    size_t rows, k;     /* rows of a and c; the reduction length */
+    size_t nc;          /* columns of c written (the block's first nc); 1 <= nc <= ncp */
+    size_t ncp;         /* packed columns in the block, a multiple of ATTN_PAD */
+    const float *a;     /* row r, index i at a[r * lda + i] (no alignment needed) */
+    size_t lda;
+    const float *bp;    /* b packed like attn_tile_args.kt: column j, index i at
+                           bp[(j / ATTN_PAD) * k * ATTN_PAD + i * ATTN_PAD + j % ATTN_PAD], 64-byte aligned */
+    const float *bias;  /* NULL, or [ncp] 64-byte aligned (zero beyond nc) */
+    float *c;           /* row r, column j at c[r * ldc + j] (no alignment needed); only columns < nc are written */
+    size_t ldc;
+} attn_gemm_args;
+
 /* One signature per kernel kind, shared by every ISA so that prototypes cannot drift apart. */
 #define ATTN_DECL_SCORES(name) void name(const attn_tile_args *a)
 #define ATTN_DECL_SOFTMAX(name) void name(const attn_tile_args *a)
@@ -42,6 +56,7 @@ typedef struct attn_tile_args {
 #define ATTN_DECL_PROBS(name) void name(const attn_tile_args *a, float *dst, size_t ld)
 #define ATTN_DECL_SCALE(name) void name(float *dst, const float *src, size_t n, float f)
 #define ATTN_DECL_CVT(name) void name(float *dst, const uint16_t *src, size_t n)
+#define ATTN_DECL_GEMM(name) void name(const attn_gemm_args *g)
 
 typedef struct attn_kernels {
     attn_isa isa;
@@ -67,6 +82,8 @@ typedef struct attn_kernels {
     /* dst[i] = src[i] widened from IEEE half / bfloat16 to fp32 (exact) for i < n: a KV cache's stored rows. */
     ATTN_DECL_CVT((*cvt_f16));
     ATTN_DECL_CVT((*cvt_bf16));
+    /* c[r][j] = bias[j] + sum_i a[r][i] * b[i][j] for r < rows, j < nc: one column block of a projection. */
+    ATTN_DECL_GEMM((*gemm));
 } attn_kernels;
 
 /* CPU features, detected once (pthread_once). */

@@ -390,6 +390,71 @@ static ATTN_DECL_CVT(ATTN_FN(cvt_bf16))
         dst[i] = attn_bf16_to_f32(src[i]);
 }
 
+/* c[r0..r0+RB)[j0..j0+NV*VW) = bias + a . bp over the whole reduction: the scores micro-kernel's blocking, with the
+ * accumulators seeded from the bias and stored once. Columns at or past nc go through a buffer and are dropped. */
+ATTN_INLINE void attn_gemm_micro(const attn_gemm_args *g, size_t r0, size_t j0, const int RB, const int NV)
+{
+    V acc[SC_RB][SC_NV];
+    const float *bp[SC_NV];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; v++) {
+        const size_t j = j0 + (size_t)v * VW;
+        const V b0 = g->bias ? V_LOAD(g->bias + j) : V_ZERO();
+#pragma GCC unroll 16
+        for (int r = 0; r < RB; r++)
+            acc[r][v] = b0;
+        bp[v] = g->bp + j / ATTN_PAD * g->k * ATTN_PAD + j % ATTN_PAD;
+    }
+    const float *x = g->a + r0 * g->lda;
+    for (size_t i = 0; i < g->k; i++) {
+        V b[SC_NV];
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; v++)
+            b[v] = V_LOAD(bp[v] + i * ATTN_PAD);
+#pragma GCC unroll 16
+        for (int r = 0; r < RB; r++) {
+            const V xv = V_BCAST(x[r * g->lda + i]);
+#pragma GCC unroll 16
+            for (int v = 0; v < NV; v++)
+                acc[r][v] = V_FMA(xv, b[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; r++)
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; v++) {
+            const size_t j = j0 + (size_t)v * VW;
+            float *c = g->c + (r0 + r) * g->ldc + j;
+            if (j + VW <= g->nc) {
+                V_STOREU(c, acc[r][v]);
+            } else if (j < g->nc) {
+                float t[VW] __attribute__((aligned(64)));
+                V_STORE(t, acc[r][v]);
+                memcpy(c, t, (g->nc - j) * sizeof *c);
+            }
+        }
+}
+
+/* Every row group of one column slice, so the slice's packed panels stay in L1/L2 while the rows go by. */
+ATTN_INLINE void attn_gemm_cols(const attn_gemm_args *g, size_t j0, const int NV)
+{
+    size_t r0 = 0;
+    for (; r0 + SC_RB <= g->rows; r0 += SC_RB)
+        attn_gemm_micro(g, r0, j0, SC_RB, NV);
+#define ATTN_GEMM_TAIL(RB) attn_gemm_micro(g, r0, j0, RB, NV)
+    ATTN_TAIL(g->rows - r0, SC_RB, ATTN_GEMM_TAIL)
+#undef ATTN_GEMM_TAIL
+}
+
+static ATTN_DECL_GEMM(ATTN_FN(gemm))
+{
+    size_t j0 = 0;
+    for (; j0 + SC_NV * VW <= g->ncp; j0 += SC_NV * VW)
+        attn_gemm_cols(g, j0, SC_NV);
+    for (; j0 < g->ncp; j0 += VW)
+        attn_gemm_cols(g, j0, 1);
+}
+
 const attn_kernels ATTN_CAT(attn_kernels_, ATTN_SFX) = {
     .isa = ATTN_KERNELS_ISA,
     .scores = ATTN_FN(scores),
@@ -400,4 +465,5 @@ const attn_kernels ATTN_CAT(attn_kernels_, ATTN_SFX) = {
     .scale = ATTN_FN(scale),
     .cvt_f16 = ATTN_FN(cvt_f16),
     .cvt_bf16 = ATTN_FN(cvt_bf16),
+    .gemm = ATTN_FN(gemm),
 };
