@@ -51,17 +51,24 @@ typedef struct bench_shape {
     char name[64];
     size_t h, hkv, q, kv, d;
     int causal;
+    size_t dm; /* > 0: a whole self-attention layer of d_model dm over q = kv tokens (head_dim d = dm / h) */
 } bench_shape;
 
 static const bench_shape named_shapes[] = {
-    {"seed", 1, 1, 3, 3, 4, 0},
-    {"P1", 8, 8, 512, 512, 64, 0},
-    {"P2", 8, 8, 2048, 2048, 128, 0},
-    {"P3", 8, 8, 2048, 2048, 128, 1},
-    {"D1", 32, 8, 1, 4096, 128, 1},
-    {"D2", 32, 8, 1, 32768, 128, 1},
+    {"seed", 1, 1, 3, 3, 4, 0, 0},
+    {"P1", 8, 8, 512, 512, 64, 0, 0},
+    {"P2", 8, 8, 2048, 2048, 128, 0, 0},
+    {"P3", 8, 8, 2048, 2048, 128, 1, 0},
+    {"D1", 32, 8, 1, 4096, 128, 1, 0},
+    {"D2", 32, 8, 1, 32768, 128, 1, 0},
 };
 #define N_NAMED (sizeof named_shapes / sizeof named_shapes[0])
+
+/* Layer shapes (issue 4): not in the default set, asked for by name or with --layer. */
+static const bench_shape layer_shapes[] = {
+    {"L1", 16, 16, 2048, 2048, 64, 0, 1024},
+};
+#define N_LAYER (sizeof layer_shapes / sizeof layer_shapes[0])
 
 static struct {
     bench_shape shapes[MAX_LIST];
@@ -91,7 +98,7 @@ static void short_usage(FILE *f)
     fprintf(f,
             "usage: %s [--shapes LIST] [--shape H,HKV,Q,KV,D[,causal]]... [--isa auto|all|LIST]\n"
             "       [--threads LIST|max] [--reps N] [--warmup N] [--max-seconds S] [--kv-dtype f32|f16|bf16]\n"
-            "       [--block-q N] [--block-kv N] [--csv FILE|-] [--json FILE|-] [--peak-ms MS] [--bw-mib N]\n"
+            "       [--layer N,DM,H[,HKV][,causal]]... [--block-q N] [--block-kv N] [--csv FILE|-] [--json FILE|-] [--peak-ms MS] [--bw-mib N]\n"
             "       [--bw-passes N] [--probe-ms MS] [--seed N] [--quiet] [--help] [--version]\n",
             prog);
 }
@@ -113,6 +120,14 @@ static void help(void)
         "                         P3    heads 8/8   q 2048  kv 2048   d 128  causal",
         "                         D1    heads 32/8  q 1     kv 4096   d 128  causal (decode, GQA, K+V in L3)",
         "                         D2    heads 32/8  q 1     kv 32768  d 128  causal (decode, GQA, K+V in DRAM)",
+        "                       L1 (not in the default set): a self-attention layer, 2048 tokens, d_model",
+        "                         1024, 16 heads of 64 (issue 4's projection target); see --layer.",
+        "  --layer N,DM,H[,HKV][,causal|none]",
+        "                       a custom layer shape (repeatable): tokens, d_model, heads (must divide DM), KV",
+        "                       heads (must divide H; default H), mask. Each layer shape gives two rows:",
+        "                       NAME/proj, the four projection GEMMs through attn_linear (FLOPs",
+        "                       2*N*DM*(2*H*hd + 2*HKV*hd)), and NAME/layer, the whole attn_self_attention",
+        "                       (those FLOPs plus the attention's). Named L_nN_dmDM_hH/HKV[_causal].",
         "  --shape H,HKV,Q,KV,D[,causal|none]",
         "                       a custom shape (repeatable): query heads, KV heads (must divide H), q_len,",
         "                       kv_len, head_dim, mask (default none; 1/0 also accepted). Named in the output",
@@ -301,7 +316,7 @@ static void add_shape(const bench_shape *s, const char *flag)
 static void parse_shapes(const char *flag, const char *arg)
 {
     char buf[LIST_BUF], *tok[MAX_LIST];
-    int n = split_arg(flag, arg, buf, tok, "a comma list of seed,P1,P2,P3,D1,D2 or all");
+    int n = split_arg(flag, arg, buf, tok, "a comma list of seed,P1,P2,P3,D1,D2,L1 or all");
     for (int i = 0; i < n; i++) {
         if (!strcasecmp(tok[i], "all")) {
             for (size_t j = 0; j < N_NAMED; j++)
@@ -311,9 +326,15 @@ static void parse_shapes(const char *flag, const char *arg)
         size_t j = 0;
         while (j < N_NAMED && strcasecmp(tok[i], named_shapes[j].name))
             j++;
-        if (j == N_NAMED)
-            usage_error("%s: unknown shape '%s' (known: seed, P1, P2, P3, D1, D2, all)", flag, tok[i]);
-        add_shape(&named_shapes[j], flag);
+        if (j < N_NAMED) {
+            add_shape(&named_shapes[j], flag);
+            continue;
+        }
+        for (j = 0; j < N_LAYER && strcasecmp(tok[i], layer_shapes[j].name); j++)
+            ;
+        if (j == N_LAYER)
+            usage_error("%s: unknown shape '%s' (known: seed, P1, P2, P3, D1, D2, L1, all)", flag, tok[i]);
+        add_shape(&layer_shapes[j], flag);
     }
 }
 
@@ -335,6 +356,7 @@ static void parse_custom_shape(const char *flag, const char *arg)
     bench_shape s;
     s.h = v[0], s.hkv = v[1], s.q = v[2], s.kv = v[3], s.d = v[4];
     s.causal = 0;
+    s.dm = 0;
     if (n == 6) {
         if (!strcasecmp(tok[5], "causal") || !strcmp(tok[5], "1"))
             s.causal = 1;
@@ -347,6 +369,55 @@ static void parse_custom_shape(const char *flag, const char *arg)
         usage_error("%s '%s': buffers too large for this machine's size_t", flag, arg);
     snprintf(s.name, sizeof s.name, "h%zu/%zu_q%zu_kv%zu_d%zu%s", s.h, s.hkv, s.q, s.kv, s.d,
              s.causal ? "_causal" : "");
+    add_shape(&s, flag);
+}
+
+/* Bytes of the largest buffer a layer shape needs (x, y, the weights, probs are not requested); 0 on overflow. */
+static size_t layer_bytes(const bench_shape *s)
+{
+    size_t x, w, t;
+    if (!mul_ok(s->q, s->dm, &x) || !mul_ok(s->h, s->d, &t) || !mul_ok(t, s->dm, &w))
+        return 0;
+    size_t m = x > w ? x : w;
+    return m > SIZE_MAX / 4 - 64 ? 0 : m * 4;
+}
+
+static void parse_layer_shape(const char *flag, const char *arg)
+{
+    char buf[256], *tok[8];
+    if (strlen(arg) >= sizeof buf)
+        usage_error("%s: value too long", flag);
+    strcpy(buf, arg);
+    int n = split_list(buf, tok, 8);
+    if (n < 3 || n > 5)
+        usage_error("%s '%s': expected N,DM,H[,HKV][,causal|none]", flag, arg);
+    uint64_t v[4] = {0, 0, 0, 0};
+    static const char *what[4] = {"N (tokens)", "DM (d_model)", "H (heads)", "HKV (KV heads)"};
+    int causal = 0, nnum = n;
+    if (n >= 4 && (!strcasecmp(tok[n - 1], "causal") || !strcasecmp(tok[n - 1], "none"))) {
+        causal = !strcasecmp(tok[n - 1], "causal");
+        nnum = n - 1;
+    }
+    if (nnum < 3 || nnum > 4)
+        usage_error("%s '%s': expected N,DM,H[,HKV][,causal|none]", flag, arg);
+    for (int i = 0; i < nnum; i++)
+        if (!parse_u64(tok[i], 1, (uint64_t)1 << 31, &v[i]))
+            usage_error("%s '%s': %s must be an integer in 1..2^31, got '%s'", flag, arg, what[i], tok[i]);
+    bench_shape s;
+    memset(&s, 0, sizeof s);
+    s.q = s.kv = v[0];
+    s.dm = v[1];
+    s.h = v[2];
+    s.hkv = nnum == 4 ? v[3] : v[2];
+    s.causal = causal;
+    if (s.dm % s.h)
+        usage_error("%s '%s': H (%zu) must divide DM (%zu)", flag, arg, s.h, s.dm);
+    if (s.h % s.hkv)
+        usage_error("%s '%s': HKV (%zu) must divide H (%zu)", flag, arg, s.hkv, s.h);
+    s.d = s.dm / s.h;
+    if (!layer_bytes(&s))
+        usage_error("%s '%s': buffers too large for this machine's size_t", flag, arg);
+    snprintf(s.name, sizeof s.name, "L_n%zu_dm%zu_h%zu/%zu%s", s.q, s.dm, s.h, s.hkv, s.causal ? "_causal" : "");
     add_shape(&s, flag);
 }
 
@@ -473,7 +544,7 @@ static void parse_args(int argc, char **argv)
         static const char *const known[] = {"--shapes", "--shape", "--isa", "--threads", "--reps", "--warmup",
                                             "--max-seconds", "--kv-dtype", "--block-q", "--block-kv", "--csv",
                                             "--json", "--peak-ms", "--bw-mib", "--bw-passes", "--probe-ms",
-                                            "--seed"};
+                                            "--seed", "--layer"};
         size_t k = 0;
         while (k < sizeof known / sizeof known[0] && strcmp(name, known[k]))
             k++;
@@ -490,6 +561,8 @@ static void parse_args(int argc, char **argv)
         double d;
         if (!strcmp(name, "--shapes"))
             parse_shapes(name, val);
+        else if (!strcmp(name, "--layer"))
+            parse_layer_shape(name, val);
         else if (!strcmp(name, "--shape"))
             parse_custom_shape(name, val);
         else if (!strcmp(name, "--isa"))
@@ -1090,10 +1163,27 @@ typedef struct job {
     const float *q, *k, *v;
     float *out;
     const attn_kv_cache *cache;  /* non-f32 decode */
+    int mode;                    /* layer shapes: 1 the four projections (attn_linear), 2 attn_self_attention */
+    const attn_layer *layer;
+    const float *x;
+    float *pq, *pk, *pv, *y;     /* mode 1: projection outputs */
 } job;
 
 static attn_status call_once(const job *j)
 {
+    if (j->mode) {
+        const attn_layer *w = j->layer;
+        const size_t n = j->s->q, qw = w->n_heads * w->head_dim, kw = w->n_kv_heads * w->head_dim;
+        attn_mask mask = j->s->causal ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE;
+        if (j->mode == 2)
+            return attn_self_attention(j->ctx, w, j->x, n, mask, j->y, NULL);
+        attn_status st;
+        if ((st = attn_linear(j->ctx, j->x, n, w->d_model, w->wq, w->bq, qw, j->pq)) != ATTN_OK ||
+            (st = attn_linear(j->ctx, j->x, n, w->d_model, w->wk, w->bk, kw, j->pk)) != ATTN_OK ||
+            (st = attn_linear(j->ctx, j->x, n, w->d_model, w->wv, w->bv, kw, j->pv)) != ATTN_OK)
+            return st;
+        return attn_linear(j->ctx, j->pq, n, qw, w->wo, w->bo, w->d_model, j->y);
+    }
     if (j->cache)
         return attn_decode(j->ctx, j->cache, j->q, j->s->q, j->s->h, j->s->causal ? ATTN_MASK_CAUSAL
                                                                                  : ATTN_MASK_NONE,
@@ -1293,6 +1383,109 @@ static void emit_row(const row *r)
         fprintf(json_f, ", \"timeshared\": %s}", r->timeshared ? "true" : "false");
         fflush(json_f);
     }
+}
+
+/* Probes around one row and fills its time-sharing fields. */
+static void probe_row(int T, probe_result *pb, row *r, int before)
+{
+    if (opt.probe_ms <= 0)
+        return;
+    if (before) {
+        run_probe(T, pb);
+        return;
+    }
+    probe_result pa;
+    run_probe(T, &pa);
+    r->probed = 1;
+    r->desched = pb->max_frac > pa.max_frac ? pb->max_frac : pa.max_frac;
+    r->corun = pb->corun < pa.corun ? pb->corun : pa.corun;
+    r->timeshared = pb->shared || pa.shared;
+}
+
+/* A layer shape's two rows per ISA and thread count: NAME/proj, the four projections through attn_linear (Q, K, V
+ * from x, the output projection from a [N][H*hd] input), and NAME/layer, the whole attn_self_attention. Weights and
+ * inputs uniform in [-1, 1) scaled by 1/sqrt(fan_in), biases included. Returns 1 if anything failed. */
+static int run_layer_shape(const bench_shape *s, const attn_isa *isas, int n_isa, const int *threads, int n_thr,
+                           attn_ctx *ctxs[MAX_LIST][MAX_LIST], const double *machine_peak, int have_peak,
+                           int *row_no, int n_rows, int *any_shared)
+{
+    const size_t n = s->q, dm = s->dm, qw = s->h * s->d, kw = s->hkv * s->d;
+    float *x = alloc64(n * dm * 4), *wq = alloc64(qw * dm * 4), *wk = alloc64(kw * dm * 4),
+          *wv = alloc64(kw * dm * 4), *wo = alloc64(dm * qw * 4), *b = alloc64((qw + 2 * kw + dm) * 4),
+          *pq = alloc64(n * qw * 4), *pk = alloc64(n * kw * 4), *pv = alloc64(n * kw * 4), *y = alloc64(n * dm * 4);
+    int failed = 0;
+    if (!x || !wq || !wk || !wv || !wo || !b || !pq || !pk || !pv || !y) {
+        progress_clear();
+        fprintf(stderr, "%s: shape %s: out of memory; skipped\n", prog, s->name);
+        failed = 1;
+        *row_no += 2 * n_isa * n_thr;
+        goto done;
+    }
+    progress_minor("%s: filling inputs", s->name);
+    fill_uniform(x, n * dm, opt.seed * 8 + 0);
+    fill_uniform(wq, qw * dm, opt.seed * 8 + 1);
+    fill_uniform(wk, kw * dm, opt.seed * 8 + 2);
+    fill_uniform(wv, kw * dm, opt.seed * 8 + 3);
+    fill_uniform(wo, dm * qw, opt.seed * 8 + 4);
+    fill_uniform(b, qw + 2 * kw + dm, opt.seed * 8 + 5);
+    {
+        const float fd = 1.0f / sqrtf((float)dm), fq = 1.0f / sqrtf((float)qw);
+        for (size_t i = 0; i < qw * dm; i++)
+            wq[i] *= fd, wo[i] *= fq;
+        for (size_t i = 0; i < kw * dm; i++)
+            wk[i] *= fd, wv[i] *= fd;
+    }
+    const attn_layer w = {dm, s->h, s->hkv, s->d, wq, wk, wv, wo, b, b + qw, b + qw + kw, b + qw + 2 * kw};
+    bench_shape attn_part = *s; /* the attention inside the layer, for its FLOPs */
+    const double proj_flops = 2.0 * (double)n * (double)dm * (double)(2 * qw + 2 * kw);
+    const double layer_flops = proj_flops + 4.0 * (double)s->h * (double)s->d * unmasked_pairs(&attn_part);
+    for (int mode = 1; mode <= 2; mode++) {
+        char name[80];
+        snprintf(name, sizeof name, "%s/%s", s->name, mode == 1 ? "proj" : "layer");
+        for (int ii = 0; ii < n_isa; ii++)
+            for (int ti = 0; ti < n_thr; ti++) {
+                const int T = threads[ti];
+                char label[160];
+                snprintf(label, sizeof label, "[%d/%d] %s %s T=%d", ++*row_no, n_rows, name,
+                         attn_isa_name(isas[ii]), T);
+                progress("%s", label);
+                job j;
+                memset(&j, 0, sizeof j);
+                j.s = s, j.ctx = ctxs[ii][ti], j.dtype = ATTN_F32, j.mode = mode, j.layer = &w, j.x = x;
+                j.pq = pq, j.pk = pk, j.pv = pv, j.y = y;
+                row r;
+                memset(&r, 0, sizeof r);
+                probe_result pb;
+                probe_row(T, &pb, &r, 1);
+                timing tm;
+                attn_status st = time_job(&j, label, &tm);
+                if (st != ATTN_OK) {
+                    progress_clear();
+                    fprintf(stderr, "%s: shape %s, --isa %s, --threads %d: %s: %s\n", prog, name,
+                            attn_isa_name(isas[ii]), T, mode == 1 ? "attn_linear" : "attn_self_attention",
+                            attn_strerror(st));
+                    failed = 1;
+                    continue;
+                }
+                probe_row(T, &pb, &r, 0);
+                *any_shared |= r.timeshared;
+                r.shape = name;
+                r.isa = attn_isa_name(isas[ii]);
+                r.dtype = "f32";
+                r.threads = T;
+                r.reps = tm.reps;
+                r.median_ms = tm.median_s * 1e3;
+                r.best_ms = tm.best_s * 1e3;
+                r.gflops = (mode == 1 ? proj_flops : layer_flops) / tm.median_s / 1e9;
+                r.has_peak = have_peak && machine_peak[ti] > 0;
+                r.peak = machine_peak[ti];
+                r.peak_pct = r.has_peak ? 100 * r.gflops / r.peak : 0;
+                emit_row(&r);
+            }
+    }
+done:
+    free(x), free(wq), free(wk), free(wv), free(wo), free(b), free(pq), free(pk), free(pv), free(y);
+    return failed;
 }
 
 static void cpu_model(char *buf, size_t n)
@@ -1533,7 +1726,7 @@ int main(int argc, char **argv)
     }
     int n_rows = 0;
     for (int s = 0; s < opt.n_shapes; s++)
-        n_rows += (opt.shapes[s].q <= DECODE_MAX_Q ? opt.n_dtypes : 1) * n_isa * n_thr;
+        n_rows += (opt.shapes[s].dm ? 2 : opt.shapes[s].q <= DECODE_MAX_Q ? opt.n_dtypes : 1) * n_isa * n_thr;
     print_table_header();
     fflush(hout);
 
@@ -1541,6 +1734,12 @@ int main(int argc, char **argv)
     int dtype_skipped[3] = {0, 0, 0};
     for (int si = 0; si < opt.n_shapes; si++) {
         const bench_shape *s = &opt.shapes[si];
+        if (s->dm) {
+            int r = run_layer_shape(s, isas, n_isa, threads, n_thr, ctxs, machine_peak, have_peak, &row_no,
+                                    n_rows, &any_shared);
+            failed |= r;
+            continue;
+        }
         int decode = s->q <= DECODE_MAX_Q;
         size_t qn = s->h * s->q * s->d, kn = s->hkv * s->kv * s->d;
         float *q = alloc64(qn * 4), *k = alloc64(kn * 4), *v = alloc64(kn * 4), *out = alloc64(qn * 4);
@@ -1601,7 +1800,7 @@ int main(int argc, char **argv)
                     snprintf(label, sizeof label, "[%d/%d] %s %s T=%d %s", ++row_no, n_rows, s->name,
                              attn_isa_name(isas[ii]), T, dtype_name(dt));
                     progress("%s", label);
-                    job j = {s, ctxs[ii][ti], dt, q, k, v, out, cache};
+                    job j = {.s = s, .ctx = ctxs[ii][ti], .dtype = dt, .q = q, .k = k, .v = v, .out = out, .cache = cache};
                     row r;
                     memset(&r, 0, sizeof r);
                     probe_result pb, pa;
