@@ -144,59 +144,77 @@ attn_status attn_self_attention(const attn_ctx *ctx, const attn_layer *w, const 
 /* ---- .safetensors files (the format PyTorch and model hubs use) -----------------------------------------------
  * An 8-byte little-endian header length N, N bytes of JSON {"name": {"dtype", "shape", "data_offsets": [b, e]},
  * "__metadata__": {string: string}}, then the data. attn_st_open memory-maps the file and checks the whole header
- * (parsed with cJSON) before returning: N within the file and at most 100 MiB, a JSON object, known dtypes,
- * non-negative integral shapes whose byte size equals e - b, offsets inside the data, tensors neither overlapping
- * nor leaving holes, no duplicate names. Anything else is ATTN_EINVAL with a one-line reason in err. */
+ * (parsed with jansson) before returning: N within the file and at most 100 MiB; the header UTF-8 without NUL bytes,
+ * starting with '{', one JSON object followed only by whitespace (padding), no duplicate keys anywhere and no \u0000
+ * escape; each tensor entry an object with "dtype" (BOOL U8 I8 F8_E5M2 F8_E4M3 I16 U16 F16 BF16 I32 U32 F32 F64 I64
+ * U64), "shape" (0..8 non-negative integers) and "data_offsets" (two integers, b <= e <= the data size) whose byte
+ * size numel * elemsize equals e - b (other keys are ignored); tensors tiling the data area exactly (sorted by
+ * offset, each begins where the one before ended and the last ends at the end of the file: no overlap, no hole, no
+ * trailing bytes; 0-byte tensors may sit at any boundary); "__metadata__" values strings. Reals (1.0, 1e300) are
+ * not integers. Anything else is ATTN_EINVAL with a one-line reason (naming the tensor
+ * where there is one) in err. A handle is immutable after opening: any number of threads may read it at once. */
 typedef struct attn_st attn_st;
 
-/* What the header says about one tensor. dtype is the header's string ("F32", "F16", "BF16", "I64", ...). */
+/* What the header says about one tensor. dtype is the header's string ("F32", "F16", "BF16", "I64", ...). name and
+ * dtype live as long as the handle. */
 typedef struct attn_st_tensor {
     const char *name;
     const char *dtype;
     size_t ndim;          /* 0..8 (a 0-d tensor holds one element) */
-    size_t shape[8];
+    size_t shape[8];      /* shape[ndim..7] are 0 */
     size_t numel;         /* product of shape */
 } attn_st_tensor;
 
-/* Opens path read-only. err: NULL, or a buffer of errlen bytes that receives a NUL-terminated one-line reason on
- * failure. ATTN_EINVAL: NULL out/path, a file that cannot be opened or is not valid safetensors; ATTN_ENOMEM.
- * *out is set only on ATTN_OK; close it with attn_st_close. */
+/* Opens path read-only and maps it (MAP_PRIVATE; a file truncated while mapped makes reads fault, as with any
+ * mapping). err: NULL, or a buffer of errlen bytes that receives a NUL-terminated one-line reason on failure.
+ * ATTN_EINVAL: NULL out/path, a missing or unreadable file, a directory or other non-regular file, a file shorter
+ * than 8 bytes, a file that is not valid safetensors; ATTN_ENOMEM. *out is set only on ATTN_OK; close it with
+ * attn_st_close. Nothing is ever printed. */
 attn_status attn_st_open(attn_st **out, const char *path, char *err, size_t errlen);
-/* The same for a file already in memory; data (size bytes) is not copied and must outlive the handle. */
+/* The same for a file already in memory; data (size bytes, any alignment) is not copied and must outlive the
+ * handle. */
 attn_status attn_st_open_memory(attn_st **out, const void *data, size_t size, char *err, size_t errlen);
-/* Unmaps and frees; NULL is fine. Names and dtype strings from this handle die with it. */
+/* Unmaps and frees; NULL is fine. Names, dtype and metadata strings from this handle die with it. */
 void attn_st_close(attn_st *f);
 /* Number of tensors (0 for NULL). */
 size_t attn_st_count(const attn_st *f);
-/* The i-th tensor in data-offset order. ATTN_EINVAL: NULL, i out of range. */
+/* The i-th tensor in data-offset order (0-byte tensors before a tensor that starts at the same offset, ties by
+ * name). ATTN_EINVAL: NULL, i out of range. */
 attn_status attn_st_tensor_at(const attn_st *f, size_t i, attn_st_tensor *info);
-/* The tensor called name. ATTN_EINVAL: NULL arguments or no such tensor. */
+/* The tensor called name (exact, case-sensitive; O(log n)). ATTN_EINVAL: NULL arguments or no such tensor. */
 attn_status attn_st_find(const attn_st *f, const char *name, attn_st_tensor *info);
-/* Converts tensor name (F32, F16 or BF16) to fp32 into dst, which holds exactly n == numel floats.
- * ATTN_EINVAL: NULL, no such tensor, n != numel; ATTN_ENOTSUP: another dtype. */
+/* Converts tensor name (F32, F16 or BF16) to fp32 into dst, which holds exactly n == numel floats; dst may be NULL
+ * when n is 0. The file's data is little-endian and may be unaligned, on any host; F16 and BF16 widen exactly.
+ * ATTN_EINVAL: NULL, no such tensor, n != numel; ATTN_ENOTSUP: another dtype. dst is untouched on error. */
 attn_status attn_st_read_f32(const attn_st *f, const char *name, float *dst, size_t n);
-/* The __metadata__ string for key, or NULL (no such key, NULL arguments). */
+/* The __metadata__ string for key (it lives as long as the handle), or NULL (no such key, NULL arguments). */
 const char *attn_st_metadata(const attn_st *f, const char *key);
 
 /* Tensor names of one layer in a safetensors file. Either wq, wk, wv (separate projections) or in_proj_weight
- * (PyTorch MultiheadAttention's cat(wq, wk, wv)) must be set; in_proj_bias likewise replaces bq, bk, bv. Any other
- * NULL name means "absent" (for wo: y is the concatenated heads). */
+ * (PyTorch MultiheadAttention's cat(wq, wk, wv)) must be set, not both; in_proj_bias likewise replaces bq, bk, bv
+ * (naming it with any of them is ATTN_EINVAL). Any other NULL name means "absent" (for wo: y is the concatenated
+ * heads). */
 typedef struct attn_layer_names {
     const char *wq, *wk, *wv, *wo;
     const char *bq, *bk, *bv, *bo;
     const char *in_proj_weight, *in_proj_bias;
 } attn_layer_names;
 
-/* A layer whose weights were loaded (converted to fp32) from a file; layer points into data. */
+/* A layer whose weights were loaded (converted to fp32) from a file; layer points into data, one allocation in
+ * which each array starts 64-byte aligned. It does not refer to the attn_st handle, which may be closed. */
 typedef struct attn_layer_weights {
     attn_layer layer;
     float *data;
 } attn_layer_weights;
 
 /* Loads one layer: d_model and head_dim come from the tensors' shapes, n_heads (>= 1) and n_kv_heads (0: n_heads)
- * from the caller, and every shape is checked against them. ATTN_EINVAL (with a reason in err): NULL arguments, a
- * missing tensor, a shape that does not fit; ATTN_ENOTSUP: a dtype other than F32/F16/BF16; ATTN_ENOMEM.
- * On failure *out is zeroed; on success free it with attn_layer_weights_free. */
+ * from the caller, and every shape is checked against them: wq [n_heads*head_dim][d_model] (head_dim = rows /
+ * n_heads, exactly) or in_proj_weight [(n_heads + 2*n_kv_heads)*head_dim][d_model], wk and wv
+ * [n_kv_heads*head_dim][d_model], wo [d_model][n_heads*head_dim], biases 1-D of their projection's rows. Each
+ * tensor may be F32, F16 or BF16. layer.n_kv_heads is set to the resolved count (never 0). ATTN_EINVAL (with a
+ * reason in err): NULL arguments, n_heads 0 or not a multiple of n_kv_heads, a missing tensor, a shape that does
+ * not fit; ATTN_ENOTSUP: a dtype other than F32/F16/BF16; ATTN_ENOMEM. On failure *out is zeroed and nothing is
+ * allocated; on success free it with attn_layer_weights_free. */
 attn_status attn_layer_load_safetensors(attn_layer_weights *out, const attn_st *f, const attn_layer_names *names,
                                         size_t n_heads, size_t n_kv_heads, char *err, size_t errlen);
 /* Frees what attn_layer_load_safetensors allocated and zeroes *w; NULL or a zeroed struct is fine. */
