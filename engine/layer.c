@@ -149,6 +149,11 @@ attn_status attn_self_attention(const attn_ctx *ctx, const attn_layer *w, const 
         (probs && (attn_mul_overflow(n_tokens, n_tokens, &np) || attn_mul_overflow(np, h, &np))))
         return ATTN_ERANGE;
     ny = w->wo ? nx : nq;
+    /* Byte counts too: every array below is addressed (and compared for overlap) in bytes. */
+    const size_t counts[] = {nx, nq, nk, nwq, nwk, nwo, np};
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++)
+        if (counts[i] > SIZE_MAX / sizeof(float) - ATTN_PAD)
+            return ATTN_ERANGE;
     /* Outputs must not overlap the input or any weight (they are written while those are still being read). */
     const void *const in[] = {x, w->wq, w->wk, w->wv, w->wo, w->bq, w->bk, w->bv, w->bo};
     const size_t inn[] = {nx, nwq, nwk, nwk, nwo, qw, kw, kw, dm};

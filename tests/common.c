@@ -691,3 +691,229 @@ done:
     tc_problem_free(&p);
     return bad;
 }
+
+/* ---- the self-attention layer ---- */
+
+size_t tc_layer_width(const attn_layer *w)
+{
+    return w->wo ? w->d_model : w->n_heads * w->head_dim;
+}
+
+void tc_layer_sizes(const attn_layer *w, size_t sizes[8])
+{
+    const size_t hk = w->n_kv_heads ? w->n_kv_heads : w->n_heads;
+    const size_t qw = w->n_heads * w->head_dim, kw = hk * w->head_dim, dm = w->d_model;
+    const float *const p[8] = { w->wq, w->wk, w->wv, w->wo, w->bq, w->bk, w->bv, w->bo };
+    const size_t n[8] = { qw * dm, kw * dm, kw * dm, dm * qw, qw, kw, kw, dm };
+    for (int i = 0; i < 8; i++)
+        sizes[i] = p[i] ? n[i] : 0;
+}
+
+/* out[r][j] = b[j] + sum_i x[r][i] w[j][i] in double; b may be NULL. */
+static void ref_linear(const float *x, size_t rows, size_t k, const float *w, const float *b, size_t n, double *out)
+{
+    for (size_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < n; j++) {
+            double t = b ? (double)b[j] : 0.0;
+            for (size_t i = 0; i < k; i++)
+                t += (double)x[r * k + i] * (double)w[j * k + i];
+            out[r * n + j] = t;
+        }
+}
+
+int tc_ref_layer(const attn_layer *w, const float *x, size_t n, attn_mask mask, double *y, double *probs)
+{
+    const size_t h = w->n_heads, hk = w->n_kv_heads ? w->n_kv_heads : h, hd = w->head_dim, dm = w->d_model;
+    const size_t qw = h * hd, kw = hk * hd, group = h / hk;
+    double *q = malloc(n * qw * sizeof *q), *k = malloc(n * kw * sizeof *k), *v = malloc(n * kw * sizeof *v);
+    double *o = malloc(n * qw * sizeof *o), *s = malloc(n * sizeof *s);
+    int bad = -1;
+    if (!q || !k || !v || !o || !s)
+        goto done;
+    ref_linear(x, n, dm, w->wq, w->bq, qw, q);
+    ref_linear(x, n, dm, w->wk, w->bk, kw, k);
+    ref_linear(x, n, dm, w->wv, w->bv, kw, v);
+    const double scale = 1.0 / sqrt((double)hd);
+    for (size_t hh = 0; hh < h; hh++) {
+        const size_t g = hh / group; /* the KV head this query head reads */
+        for (size_t i = 0; i < n; i++) {
+            const size_t seen = mask == ATTN_MASK_CAUSAL ? i + 1 : n;
+            double mx = -INFINITY, sum = 0.0;
+            for (size_t j = 0; j < seen; j++) {
+                double t = 0.0;
+                for (size_t c = 0; c < hd; c++)
+                    t += q[i * qw + hh * hd + c] * k[j * kw + g * hd + c];
+                s[j] = t * scale;
+                mx = s[j] > mx ? s[j] : mx;
+            }
+            for (size_t j = 0; j < seen; j++)
+                sum += (s[j] = exp(s[j] - mx));
+            for (size_t j = 0; j < n; j++) {
+                const double pj = j < seen ? s[j] / sum : 0.0;
+                if (probs)
+                    probs[(hh * n + i) * n + j] = pj;
+                s[j] = pj;
+            }
+            for (size_t c = 0; c < hd; c++) {
+                double t = 0.0;
+                for (size_t j = 0; j < seen; j++)
+                    t += s[j] * v[j * kw + g * hd + c];
+                o[i * qw + hh * hd + c] = t;
+            }
+        }
+    }
+    if (w->wo) {
+        for (size_t r = 0; r < n; r++)
+            for (size_t j = 0; j < dm; j++) {
+                double t = w->bo ? (double)w->bo[j] : 0.0;
+                for (size_t c = 0; c < qw; c++)
+                    t += o[r * qw + c] * (double)w->wo[j * qw + c];
+                y[r * dm + j] = t;
+            }
+    } else {
+        memcpy(y, o, n * qw * sizeof *y);
+    }
+    bad = 0;
+done:
+    free(q), free(k), free(v), free(o), free(s);
+    return bad;
+}
+
+static int layer_fail(char *msg, size_t len, const attn_ctx *ctx, const attn_layer *w, size_t n, attn_mask mask,
+                      const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+static int layer_fail(char *msg, size_t len, const attn_ctx *ctx, const attn_layer *w, size_t n, attn_mask mask,
+                      const char *fmt, ...)
+{
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    snprintf(msg, len, "%s, %d threads, layer n=%zu d_model=%zu h=%zu/%zu hd=%zu%s%s%s: %s (seed %" PRIu64 ")",
+             attn_isa_name(attn_ctx_isa(ctx)), attn_ctx_threads(ctx), n, w->d_model, w->n_heads,
+             w->n_kv_heads ? w->n_kv_heads : w->n_heads, w->head_dim, w->wo ? "" : " no-wo",
+             w->bq || w->bk || w->bv || w->bo ? " bias" : "", mask == ATTN_MASK_CAUSAL ? " causal" : "", what,
+             tc_seed());
+    return 1;
+}
+
+int tc_check_layer(const attn_ctx *ctx, const attn_layer *w, const float *x, size_t n, attn_mask mask,
+                   int want_probs, const double *ref_y, const double *ref_probs, double tol, tc_layer_stats *st,
+                   char *msg, size_t len)
+{
+    const size_t width = tc_layer_width(w), h = w->n_heads, ny = n * width, np = h * n * n;
+    const float *const in[9] = { x, w->wq, w->wk, w->wv, w->wo, w->bq, w->bk, w->bv, w->bo };
+    size_t inn[9];
+    tc_layer_sizes(w, inn + 1);
+    inn[0] = n * w->d_model;
+    float *copy[9] = { 0 };
+    tc_buf y = { 0 }, probs = { 0 };
+    int bad = 0;
+    for (int i = 0; i < 9; i++)
+        if (in[i] && !(copy[i] = copy_floats(in[i], inn[i])))
+            bad = 1;
+    if (bad || tc_buf_alloc(&y, ny) || (want_probs && tc_buf_alloc(&probs, np))) {
+        bad = layer_fail(msg, len, ctx, w, n, mask, "test out of memory");
+        goto done;
+    }
+    attn_status s = attn_self_attention(ctx, w, x, n, mask, y.p, want_probs ? probs.p : NULL);
+    if (s != ATTN_OK) {
+        bad = layer_fail(msg, len, ctx, w, n, mask, "attn_self_attention returned %d (%s)", (int)s,
+                         attn_strerror(s));
+        goto done;
+    }
+    if (!tc_buf_guards_ok(&y)) {
+        bad = layer_fail(msg, len, ctx, w, n, mask, "write outside y[0..%zu)", ny);
+        goto done;
+    }
+    if (want_probs && !tc_buf_guards_ok(&probs)) {
+        bad = layer_fail(msg, len, ctx, w, n, mask, "write outside probs[0..%zu)", np);
+        goto done;
+    }
+    for (int i = 0; i < 9; i++)
+        if (in[i] && memcmp(copy[i], in[i], inn[i] * sizeof(float))) {
+            static const char *const names[9] = { "x", "wq", "wk", "wv", "wo", "bq", "bk", "bv", "bo" };
+            bad = layer_fail(msg, len, ctx, w, n, mask, "input %s was written", names[i]);
+            goto done;
+        }
+    double max_ref = 0.0, ey = 0.0, ep = 0.0, er = 0.0;
+    size_t wy = 0, wp = 0;
+    for (size_t i = 0; i < ny; i++) {
+        const double e = fabs((double)y.p[i] - ref_y[i]);
+        max_ref = fabs(ref_y[i]) > max_ref ? fabs(ref_y[i]) : max_ref;
+        if (!(e <= ey)) { /* NaN (a forgotten element) sticks */
+            ey = e;
+            wy = i;
+            if (isnan(e))
+                break;
+        }
+    }
+    const double norm = max_ref > 1.0 ? max_ref : 1.0;
+    if (!(ey <= tol * norm)) {
+        bad = layer_fail(msg, len, ctx, w, n, mask, "y[%zu][%zu] = %.9g, reference %.9g: error %.3g > %.3g",
+                         wy / width, wy % width, (double)y.p[wy], ref_y[wy], ey, tol * norm);
+        goto done;
+    }
+    for (size_t hh = 0; want_probs && hh < h; hh++)
+        for (size_t i = 0; i < n; i++) {
+            const float *pr = probs.p + (hh * n + i) * n;
+            const double *rp = ref_probs + (hh * n + i) * n;
+            const size_t seen = mask == ATTN_MASK_CAUSAL ? i + 1 : n;
+            double sum = 0.0;
+            for (size_t j = 0; j < n; j++) {
+                if (j >= seen) {
+                    if (pr[j] != 0.0f) {
+                        bad = layer_fail(msg, len, ctx, w, n, mask, "probs[h=%zu i=%zu j=%zu] = %g for a masked key",
+                                         hh, i, j, (double)pr[j]);
+                        goto done;
+                    }
+                    continue;
+                }
+                sum += pr[j];
+                const double e = fabs((double)pr[j] - rp[j]);
+                if (!(e <= ep) && !isnan(ep)) { /* NaN sticks */
+                    ep = e;
+                    wp = (hh * n + i) * n + j;
+                }
+            }
+            const double e = fabs(sum - 1.0);
+            if (!(e <= TC_ROWSUM_TOL)) {
+                bad = layer_fail(msg, len, ctx, w, n, mask, "probs row h=%zu i=%zu sums to %.9g", hh, i, sum);
+                goto done;
+            }
+            er = e > er ? e : er;
+        }
+    if (!(ep <= tol)) {
+        bad = layer_fail(msg, len, ctx, w, n, mask, "probs[h=%zu i=%zu j=%zu] = %.9g, reference %.9g: error %.3g > %.3g",
+                         wp / (n * n), wp / n % n, wp % n, (double)probs.p[wp], ref_probs[wp], ep, tol);
+        goto done;
+    }
+    if (st) {
+        st->cases++;
+        st->err_y = ey / norm > st->err_y ? ey / norm : st->err_y;
+        st->err_probs = ep > st->err_probs ? ep : st->err_probs;
+        st->err_rowsum = er > st->err_rowsum ? er : st->err_rowsum;
+    }
+done:
+    for (int i = 0; i < 9; i++)
+        free(copy[i]);
+    if (y.base)
+        tc_buf_free(&y);
+    if (probs.base)
+        tc_buf_free(&probs);
+    return bad;
+}
+
+void tc_layer_stats_merge(tc_layer_stats *into, const tc_layer_stats *from)
+{
+    into->cases += from->cases;
+    into->err_y = from->err_y > into->err_y ? from->err_y : into->err_y;
+    into->err_probs = from->err_probs > into->err_probs ? from->err_probs : into->err_probs;
+    into->err_rowsum = from->err_rowsum > into->err_rowsum ? from->err_rowsum : into->err_rowsum;
+}
+
+void tc_layer_stats_str(attn_isa isa, const tc_layer_stats *st, char *buf, size_t len)
+{
+    snprintf(buf, len, "%-6s: %4lu cases, max err y %.2e probs %.2e rowsum %.2e", attn_isa_name(isa), st->cases,
+             st->err_y, st->err_probs, st->err_rowsum);
+}

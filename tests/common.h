@@ -160,4 +160,42 @@ void tc_stats_str(attn_isa isa, const tc_stats *st, char *buf, size_t len);
         cr_assert(!tc_bad_, "%s", tc_msg_);                                                                 \
     } while (0)
 
+/* ---- the self-attention layer ---- */
+
+/* Max error allowed on attn_self_attention's y, relative to max(1, max|ref y|), and on its probs. The fp32 layer
+ * rounds in three projections, the scores, the softmax and the weighted sums; on the shapes tested (reductions up
+ * to 384 long) every ISA stays below ~2e-6 of the output's scale and ~1e-6 on probs (torch's own fp32 result is
+ * off by ~3e-7 on its fixtures), so 1e-5 leaves 5x room while a wrong index, head or bias is off by ~1e-1. */
+#define TC_LAYER_TOL 1e-5
+
+/* Columns of the layer's y: d_model with an output projection, else n_heads * head_dim. */
+size_t tc_layer_width(const attn_layer *w);
+/* Floats of each weight (in attn_layer's field order wq, wk, wv, wo, bq, bk, bv, bo; 0 for a NULL one). */
+void tc_layer_sizes(const attn_layer *w, size_t sizes[8]);
+
+/* attn.h's formula for attn_self_attention in float64 (products and sums in double from the fp32 inputs):
+ * y [n][tc_layer_width(w)], probs NULL or [n_heads][n][n] with exact 0 where masked. 0 on success, -1 if out of
+ * memory. */
+int tc_ref_layer(const attn_layer *w, const float *x, size_t n, attn_mask mask, double *y, double *probs);
+
+typedef struct tc_layer_stats {
+    unsigned long cases;
+    double err_y;      /* max |y - ref| / max(1, max|ref|) */
+    double err_probs;  /* max |probs - ref| */
+    double err_rowsum; /* max |sum of a probs row - 1| */
+} tc_layer_stats;
+
+/* Runs attn_self_attention on ctx with y (and probs when want_probs) in NaN-poisoned, guarded buffers and checks:
+ * status OK, guards intact, x and the weights unchanged, y within tol * max(1, max|ref_y|) of ref_y, probs within
+ * tol of ref_probs (ref_probs is only read when want_probs), every probs row summing to 1 within TC_ROWSUM_TOL and
+ * masked probs exactly 0. ref_y/ref_probs: tc_ref_layer's output or another reference (torch's) widened to double.
+ * Returns 0 on pass, else 1 with the reason in msg. Adds to st when st is not NULL. */
+int tc_check_layer(const attn_ctx *ctx, const attn_layer *w, const float *x, size_t n, attn_mask mask,
+                   int want_probs, const double *ref_y, const double *ref_probs, double tol, tc_layer_stats *st,
+                   char *msg, size_t len);
+
+void tc_layer_stats_merge(tc_layer_stats *into, const tc_layer_stats *from);
+/* "avx2  :   12 cases, max err y 1.2e-07 probs 3.0e-08 rowsum 1.1e-07" */
+void tc_layer_stats_str(attn_isa isa, const tc_layer_stats *st, char *buf, size_t len);
+
 #endif

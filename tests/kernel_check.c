@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "mha_fixtures.h"
 
 static const size_t dims[] = { 1, 3, 17, 64 };
 static const size_t lens[] = { 1, 5, 16, 17, 100 };
@@ -40,6 +41,60 @@ static void make_case(uint64_t seed, size_t c, attn_sdpa_desc *d, int32_t valid[
     }
     *want_probs = (int)tc_rng_below(&r, 2);
 }
+
+/* attn_self_attention on every torch.nn.MultiheadAttention fixture (tests/mha_fixtures.h), with probs and without,
+ * on each ISA: the projection GEMM and the whole layer of each kernel set, NEON included under qemu. Adds one pass
+ * or failure per (ISA, fixture, probs) to *passed / *failed. */
+static void check_mha_fixtures(const attn_isa *isas, int n_isa, int threads, unsigned long *passed,
+                               unsigned long *failed)
+{
+    for (int ii = 0; ii < n_isa; ii++) {
+        attn_ctx *ctx = NULL;
+        if (tc_ctx_create(&ctx, isas[ii], threads, 0, 0) != ATTN_OK) {
+            printf("FAIL %s: attn_ctx_create for the layer fixtures\n", attn_isa_name(isas[ii]));
+            (*failed)++;
+            continue;
+        }
+        tc_layer_stats st = { 0 };
+        unsigned long isa_failed = 0;
+        for (size_t fi = 0; fi < MHA_N_FIXTURES; fi++) {
+            const mha_fixture *f = &mha_fixtures[fi];
+            attn_layer w;
+            memset(&w, 0, sizeof w);
+            w.d_model = f->d_model;
+            w.n_heads = f->n_heads;
+            w.n_kv_heads = f->n_kv_heads;
+            w.head_dim = f->head_dim;
+            w.wq = f->wq, w.wk = f->wk, w.wv = f->wv, w.wo = f->wo;
+            w.bq = f->bq, w.bk = f->bk, w.bv = f->bv, w.bo = f->bo;
+            const size_t ny = f->n_tokens * f->d_model, np = f->n_heads * f->n_tokens * f->n_tokens;
+            double *ry = malloc(ny * sizeof *ry), *rp = malloc(np * sizeof *rp);
+            for (size_t i = 0; ry && rp && i < ny; i++)
+                ry[i] = f->y[i];
+            for (size_t i = 0; ry && rp && i < np; i++)
+                rp[i] = f->probs[i];
+            for (int probs = 1; probs >= 0; probs--) {
+                char msg[1024];
+                if (!ry || !rp) {
+                    snprintf(msg, sizeof msg, "out of memory");
+                } else if (!tc_check_layer(ctx, &w, f->x, f->n_tokens, f->mask, probs, ry, rp, TC_LAYER_TOL, &st,
+                                           msg, sizeof msg)) {
+                    (*passed)++;
+                    continue;
+                }
+                printf("FAIL torch fixture %s%s: %s\n", f->name, probs ? " (probs)" : "", msg);
+                isa_failed++;
+            }
+            free(ry);
+            free(rp);
+        }
+        printf("%-6s: %zu torch MultiheadAttention fixtures, max err y %.2e probs %.2e rowsum %.2e, %lu failed\n",
+               attn_isa_name(isas[ii]), (size_t)MHA_N_FIXTURES, st.err_y, st.err_probs, st.err_rowsum, isa_failed);
+        *failed += isa_failed;
+        attn_ctx_destroy(ctx);
+    }
+}
+
 
 int main(void)
 {
@@ -119,6 +174,7 @@ int main(void)
         printf("%-6s: decode through f32/f16/bf16 caches, max err out %.2e\n", attn_isa_name(isas[ii]), worst);
         attn_ctx_destroy(ctx);
     }
+    check_mha_fixtures(isas, n_isa, threads, &passed, &failed);
     printf("kernel-check: %lu passed, %lu failed\n", passed, failed);
     return failed ? 1 : 0;
 }
