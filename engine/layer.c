@@ -75,6 +75,7 @@ static void attn_linear_packed(const attn_ctx *ctx, const float *x, size_t m, si
     const size_t ncb = (np + ATTN_GEMM_NB - 1) / ATTN_GEMM_NB, nrc = (m + ATTN_GEMM_MB - 1) / ATTN_GEMM_MB;
     const size_t tiles = ncb * nrc;
     const int nt = attn_threads(ctx, tiles);
+    (void)nt; /* read only by the OpenMP pragma */
     attn_pack_w(pack, biasp, w, bias, n, k, attn_threads(ctx, np / ATTN_PAD));
     const attn_kernels *kern = ctx->kern;
     /* Column block outer: a thread's consecutive tiles share one packed slice. */

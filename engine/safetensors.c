@@ -271,12 +271,16 @@ static attn_status attn_st_parse(attn_st *f, const unsigned char *base, size_t s
     f->data = hdr + hn;
     f->data_size = size - 8 - hn;
 
-    /* jansson reports its errors per call (thread-safe), refuses duplicate keys, \u0000 in strings and anything
-     * but whitespace after the object, and tells an allocation failure from bad JSON. */
+    /* jansson reports its errors per call (thread-safe) and refuses duplicate keys, \u0000 in strings and anything
+     * but whitespace after the object. Running out of memory inside it mostly comes back as an error without
+     * text (or, in 2.14, the out-of-memory code); both are ATTN_ENOMEM. (Its lexer also ignores a failed growth of
+     * its token buffer, which can shorten a string: the name, dtype and tiling checks below then refuse the file,
+     * or a lookup by the expected name fails.) */
     json_error_t jerr;
+    memset(&jerr, 0, sizeof jerr); /* not every failure path inside jansson fills it */
     json_t *root = json_loadb((const char *)hdr, hn, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        if (json_error_code(&jerr) == json_error_out_of_memory)
+        if (json_error_code(&jerr) == json_error_out_of_memory || jerr.text[0] == '\0')
             return attn_st_fail(err, errlen, ATTN_ENOMEM, "safetensors: out of memory");
         return attn_st_fail(err, errlen, ATTN_EINVAL, "safetensors: the header is not valid JSON (byte %d: %s)",
                             jerr.position, attn_st_quote(jerr.text).s);

@@ -43,6 +43,7 @@ typedef struct attn_job {
     size_t nq, rows_max, bkv, bkvp; /* query positions per block, rows per block, keys per tile */
     size_t scratch_floats;          /* per thread */
     float *packed;                  /* NULL, or every K/V tile packed once per call: [batch][kv_heads][tile] */
+    int k_in_place;                 /* read K rows where they are stored (one query block per KV head: decode) */
     size_t ntiles, tile_floats;
     size_t chunk, nchunks;          /* split-KV: keys per chunk (a multiple of bkv) and chunks; nchunks 1: off */
     float *part;                    /* split-KV partial results, part_floats per (batch, KV head, chunk) */
@@ -164,8 +165,10 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
         return;
     }
     /* A block alone with its KV head (decode): read whole-vector rows in place, as stored (the kernels widen half
-     * and bfloat16 in registers), rather than copy them. */
-    const int k_rows = j->d % ATTN_PAD == 0, v_rows = j->dv == j->dvp;
+     * and bfloat16 in registers), rather than copy them. Several blocks that lost the shared packing to a failed
+     * allocation still transpose K, so that their sums run in the same order as with it (same bits). V rows are
+     * summed in the same order from either place. */
+    const int k_rows = j->k_in_place && j->d % ATTN_PAD == 0, v_rows = j->dv == j->dvp;
     a->kt = k_rows ? NULL : sc->kt;
     a->kdt = a->vdt = ATTN_F32;
     if (k_rows) {
@@ -439,6 +442,7 @@ attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const flo
         return ATTN_ERANGE;
 
     const size_t nqb = (j.q_len + j.nq - 1) / j.nq, per_qb = j.batch * hk;
+    j.k_in_place = nqb == 1;
     /* Split-KV: when one block holds all the queries of a KV head (decode), its keys are cut into chunks of a
      * fixed size, so that a few KV heads still feed every thread; the chunks' partial results are merged in chunk
      * order. The cut depends on the shape and block_kv only, never on the thread count. */

@@ -105,8 +105,13 @@ typedef struct attn_sdpa_desc {
  * q: [batch, n_heads, q_len, head_dim] (or BSHD), k: [.., n_kv_heads, kv_len, head_dim], v: [.., kv_len, v_dim],
  * out: like q with v_dim columns. probs: NULL, or [batch][n_heads][q_len][kv_len] (always this layout) that
  * receives the softmax weights, 0 for masked entries. A query row that sees no key gets all-zero output and
- * probs. Inputs are never written; out/probs must not overlap the inputs. Non-finite inputs affect only the
- * output rows whose scores read them. Results are bitwise identical for any thread count (for one ISA). */
+ * probs. Inputs are never written; out/probs must not overlap the inputs. Non-finite inputs: a NaN or infinity
+ * in query row (b, h, i) can change only output and probs row (b, h, i); one in key or value row j of KV head g of
+ * batch b can change only the rows (b, h, i) with h / (n_heads / n_kv_heads) == g that see key j (their output rows,
+ * and for a key their probs rows; probs never read V). Every other row is bitwise what it is without it. Huge
+ * finite scores (1e30) give exact one-hot probabilities, never NaN. The caller's MXCSR / FPCR (flush-to-zero) is
+ * never changed; subnormal inputs are computed as such. Results are bitwise identical for any thread count (for
+ * one ISA) and whether or not the optional packing workspace could be allocated. */
 attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const float *k, const float *v,
               float *out, float *probs);
 
@@ -168,8 +173,10 @@ typedef struct attn_st_tensor {
 /* Opens path read-only and maps it (MAP_PRIVATE; a file truncated while mapped makes reads fault, as with any
  * mapping). err: NULL, or a buffer of errlen bytes that receives a NUL-terminated one-line reason on failure.
  * ATTN_EINVAL: NULL out/path, a missing or unreadable file, a directory or other non-regular file, a file shorter
- * than 8 bytes, a file that is not valid safetensors; ATTN_ENOMEM. *out is set only on ATTN_OK; close it with
- * attn_st_close. Nothing is ever printed. */
+ * than 8 bytes, a file that is not valid safetensors; ATTN_ENOMEM (memory that runs out inside jansson 2.14 may
+ * instead come back as ATTN_EINVAL, since jansson reports some of its allocation failures as syntax errors, or, when
+ * its token buffer cannot grow, as a shortened name that a later lookup does not find). *out is set only on
+ * ATTN_OK; close it with attn_st_close. Nothing is ever printed. */
 attn_status attn_st_open(attn_st **out, const char *path, char *err, size_t errlen);
 /* The same for a file already in memory; data (size bytes, any alignment) is not copied and must outlive the
  * handle. */

@@ -198,4 +198,28 @@ void tc_layer_stats_merge(tc_layer_stats *into, const tc_layer_stats *from);
 /* "avx2  :   12 cases, max err y 1.2e-07 probs 3.0e-08 rowsum 1.1e-07" */
 void tc_layer_stats_str(attn_isa isa, const tc_layer_stats *st, char *buf, size_t len);
 
+/* ==== robustness checks (issue 6): fault-check, concurrency-check, long-check, test_edges.c ==================== */
+
+/* tc_isas filtered by the ATTN_ISA environment variable: unset, empty or "auto" gives tc_isas(); a concrete name
+ * gives just that ISA when this CPU runs it (else none). kernel-check-env (tests/checks.mk) is kernel_check.c built
+ * with tc_isas redirected here, so that ATTN_ISA=scalar keeps valgrind on the scalar kernels. */
+int tc_isas_env(attn_isa out[4]);
+
+/* The caller's floating-point control state: MXCSR's control bits (DAZ, exception masks, rounding, FTZ; the sticky
+ * exception flags are left out, arithmetic sets them) on x86-64, FPCR on AArch64, 0 elsewhere. */
+uint32_t tc_fp_control(void);
+/* Sets the flush-to-zero and denormals-are-zero controls (x86-64: MXCSR FTZ and DAZ; AArch64: FPCR.FZ and FZ16) on
+ * when on is 1, off when 0; returns 0, or -1 where the architecture has no such controls known here or the setting
+ * does not stick (valgrind ignores MXCSR.FTZ/DAZ). */
+int tc_fp_set_flush(int on);
+
+/* With FTZ/DAZ (FPCR.FZ) off and then on, calls every computing entry point on ctx (attn_sdpa with probs through the
+ * packed, per-block and split-KV paths, KV cache append and attn_decode in F32/F16/BF16, attn_linear,
+ * attn_self_attention) and checks that the calling thread's control state is the same after each call as before.
+ * Then, with flushing off, checks denormal inputs (V rows of subnormals, K and Q of subnormals, a scale that makes
+ * scores subnormal) against the float64 reference, relative to the size of the reference row so that a flush to
+ * zero shows. Restores the caller's state. Where flushing cannot be turned on (valgrind), only the "off" pass
+ * runs. Returns 0 on pass, else 1 with the reason in msg. Fork-free. */
+int tc_fp_env_check(const attn_ctx *ctx, char *msg, size_t len);
+
 #endif

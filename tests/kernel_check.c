@@ -95,6 +95,32 @@ static void check_mha_fixtures(const attn_isa *isas, int n_isa, int threads, uns
     }
 }
 
+/* ---- robustness checks (issue 6): the caller's FP control state and subnormal inputs, per ISA ----------------
+ * tc_fp_env_check (tests/common.c) on every ISA: no call changes the calling thread's MXCSR (FTZ/DAZ set and clear)
+ * or, on AArch64 (NEON under qemu included), FPCR; subnormal inputs match the float64 reference. One pass or
+ * failure per ISA. */
+static void check_fp_env(const attn_isa *isas, int n_isa, int threads, unsigned long *passed, unsigned long *failed)
+{
+    for (int ii = 0; ii < n_isa; ii++) {
+        attn_ctx *ctx = NULL;
+        char msg[1024];
+        if (tc_ctx_create(&ctx, isas[ii], threads, 0, 0) != ATTN_OK) {
+            printf("FAIL %s: attn_ctx_create for the FP environment check\n", attn_isa_name(isas[ii]));
+            (*failed)++;
+            continue;
+        }
+        if (tc_fp_env_check(ctx, msg, sizeof msg)) {
+            printf("FAIL %s FP environment / subnormals: %s\n", attn_isa_name(isas[ii]), msg);
+            (*failed)++;
+        } else {
+            printf("%-6s: FP control state (0x%08x) kept, flushing off and on, subnormal inputs as the reference\n",
+                   attn_isa_name(isas[ii]), (unsigned)tc_fp_control());
+            (*passed)++;
+        }
+        attn_ctx_destroy(ctx);
+    }
+}
+/* ---- end of the robustness checks' block ---- */
 
 int main(void)
 {
@@ -175,6 +201,7 @@ int main(void)
         attn_ctx_destroy(ctx);
     }
     check_mha_fixtures(isas, n_isa, threads, &passed, &failed);
+    check_fp_env(isas, n_isa, threads, &passed, &failed); /* robustness checks (issue 6) */
     printf("kernel-check: %lu passed, %lu failed\n", passed, failed);
     return failed ? 1 : 0;
 }
