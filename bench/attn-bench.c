@@ -1721,7 +1721,7 @@ int main(int argc, char **argv)
 
     /* ---- the rows ---- */
     for (int s = 0; s < opt.n_shapes; s++) {
-        int l = (int)strlen(opt.shapes[s].name);
+        int l = (int)strlen(opt.shapes[s].name) + (opt.shapes[s].dm ? 6 : 0); /* "/layer" */
         name_w = l > name_w ? l : name_w;
     }
     int n_rows = 0;
