@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "attn.h"
+#include "flags.h"
 
 #define MAX_TOKENS 512
 #define MAX_DIM 4096 /* d_model and heads */
@@ -134,34 +135,6 @@ static int nomem(void)
 }
 
 /* ---- flags --------------------------------------------------------------------------------------------------- */
-
-/* "--flag V" or "--flag=V": the value, or NULL with *i unchanged when the argument is not this flag. */
-static const char *flag_value(int argc, char **argv, int *i, const char *name, int *missing)
-{
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0)
-        return NULL;
-    if (argv[*i][n] == '=')
-        return argv[*i] + n + 1;
-    if (argv[*i][n] != '\0')
-        return NULL;
-    if (*i + 1 >= argc) {
-        *missing = 1;
-        return NULL;
-    }
-    return argv[++*i];
-}
-
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long x = strtol(s, &end, 10);
-    if (errno || end == s || *end || x < lo || x > hi)
-        return -1;
-    *out = x;
-    return 0;
-}
 
 /* Fills d->opt and d->sentence. 0, -1 for --help (printed), or 2 with the error printed. */
 static int parse_args(int argc, char **argv, demo *d)

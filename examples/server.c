@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "attn.h"
+#include "flags.h"
 
 typedef struct options {
     long workers, requests, heads, kv_heads, head_dim, prompt, tokens, threads_per_call;
@@ -273,34 +274,6 @@ static double percentile(const double *x, size_t n, double p)
 {
     size_t rank = (size_t)ceil(p / 100.0 * (double)n);
     return x[rank ? rank - 1 : 0];
-}
-
-/* "--flag V" or "--flag=V": the value, or NULL with *i unchanged when the argument is not this flag. */
-static const char *flag_value(int argc, char **argv, int *i, const char *name, int *missing)
-{
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0)
-        return NULL;
-    if (argv[*i][n] == '=')
-        return argv[*i] + n + 1;
-    if (argv[*i][n] != '\0')
-        return NULL;
-    if (*i + 1 >= argc) {
-        *missing = 1;
-        return NULL;
-    }
-    return argv[++*i];
-}
-
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long x = strtol(s, &end, 10);
-    if (errno || end == s || *end || x < lo || x > hi)
-        return -1;
-    *out = x;
-    return 0;
 }
 
 static int parse_args(int argc, char **argv, options *o)
