@@ -606,8 +606,9 @@ float tc_stored(attn_dtype t, float x)
         if (isnan(x) || isinf(x) || x == 0.0f)
             return x;
         int e;
-        const double m = frexp((double)x, &e); /* x = m 2^e, 0.5 <= |m| < 1: bfloat16 keeps 8 significant bits */
-        return (float)ldexp(nearbyint(ldexp(m, 8)), e - 8);
+        (void)frexp((double)x, &e); /* x = m 2^e, 0.5 <= |m| < 1: bfloat16 keeps 8 significant bits, */
+        const int q = e - 8 < -133 ? -133 : e - 8; /* down to its smallest subnormal step, 2^-133 */
+        return (float)ldexp(nearbyint(ldexp((double)x, -q)), q);
     }
     return x;
 }
