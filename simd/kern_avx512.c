@@ -35,6 +35,9 @@
 #define PV_NV 4
 #define PVD_RB 2 /* decode P.V: 2 rows x 8 zmm: a whole 128-value V row per load pass */
 #define PVD_NV 8
+#define PVH_RB 4 /* decode P.V from a half/bfloat16 cache: 4 rows x 4 zmm, so each V row is widened once (2 x 8
+                  * widened it once per pair of rows): D1/D2 f16 and bf16 4-5% faster */
+#define PVH_NV 4
 #define SR_RB 4 /* decode: 4 query rows x 1 key row; several interleaved key rows measured slower (their short
                   * row streams defeat the hardware prefetcher) */
 #define SR_JB 1

@@ -253,8 +253,14 @@ static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
 
 /* Blocks of at most this many rows are decode-shaped (a GQA group of a few query positions). */
 #define ATTN_FEW_ROWS 8
+/* PVH_RB x PVH_NV: the decode blocking for V stored as half or bfloat16 (the ISA may set it; else PVD's). */
+#ifndef PVH_RB
+#define PVH_RB PVD_RB
+#define PVH_NV PVD_NV
+#endif
 #define PV_RBMAX (PV_RB > PVD_RB ? PV_RB : PVD_RB)
 #define PV_NVMAX (PV_NV > PVD_NV ? PV_NV : PVD_NV)
+_Static_assert(PVH_RB <= PV_RBMAX && PVH_NV <= PV_NVMAX, "PVH blocking larger than the P.V accumulators");
 
 /* o[r0..r0+RB)[c0..c0+NV*VW) += sum_{j in [jlo, jhi)} s[r][j] * v[j] */
 ATTN_INLINE void attn_pv_micro(const attn_tile_args *a, size_t r0, size_t c0, size_t jlo, size_t jhi, const int RB,
@@ -335,7 +341,9 @@ ATTN_INLINE void attn_pv_blocked(const attn_tile_args *a, const int RB, const in
  * row of up to 128 values) and each V row is read in one piece rather than in column strips. */
 ATTN_INLINE void attn_pv_typed(const attn_tile_args *a, const attn_dtype KT)
 {
-    if (a->rows <= ATTN_FEW_ROWS)
+    if (a->rows <= ATTN_FEW_ROWS && KT != ATTN_F32)
+        attn_pv_blocked(a, PVH_RB, PVH_NV, KT);
+    else if (a->rows <= ATTN_FEW_ROWS)
         attn_pv_blocked(a, PVD_RB, PVD_NV, KT);
     else
         attn_pv_blocked(a, PV_RB, PV_NV, KT);
