@@ -58,6 +58,18 @@ void *attn_alloc_aligned(size_t bytes)
 
 void attn_free_aligned(void *p) { free(p); }
 
+int attn_call_threads(const attn_ctx *ctx, size_t items)
+{
+    int nt = ctx->threads;
+#ifdef ATTN_HAVE_OPENMP
+    if (omp_in_parallel())
+        nt = 1;
+#else
+    nt = 1;
+#endif
+    return (size_t)nt > items ? (int)items : nt;
+}
+
 struct attn_ws {
     pthread_mutex_t lock;
     void *mem;

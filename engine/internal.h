@@ -49,6 +49,23 @@ attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const flo
 /* a * b into *r; 1 on overflow. */
 static inline int attn_mul_overflow(size_t a, size_t b, size_t *r) { return __builtin_mul_overflow(a, b, r); }
 
+/* x rounded up to whole vectors of the widest ISA. */
+static inline size_t attn_round16(size_t x) { return (x + ATTN_PAD - 1) / ATTN_PAD * ATTN_PAD; }
+
+/* Row t (d floats) into the 16-column panels of attn_tile_args.kt: element c at
+ * panels[(t / ATTN_PAD) * d * ATTN_PAD + c * ATTN_PAD + t % ATTN_PAD]. Keys for the score kernels, weight rows for
+ * the GEMM. */
+static inline void attn_panel_row(float *panels, const float *row, size_t d, size_t t)
+{
+    float *dst = panels + t / ATTN_PAD * d * ATTN_PAD + t % ATTN_PAD;
+    for (size_t c = 0; c < d; c++)
+        dst[c * ATTN_PAD] = row[c];
+}
+
+/* Threads for one call with items independent work items: the context's count, at most items, and 1 when the
+ * caller already runs an OpenMP team (no nested team, no oversubscription) or without OpenMP. */
+int attn_call_threads(const attn_ctx *ctx, size_t items);
+
 /* 64-byte aligned allocation for kernel scratch; free with attn_free_aligned. NULL on failure or bytes == 0. */
 void *attn_alloc_aligned(size_t bytes);
 void attn_free_aligned(void *p);

@@ -7,18 +7,12 @@
 #include <stdint.h>
 #include <string.h>
 
-#ifdef ATTN_HAVE_OPENMP
-#include <omp.h>
-#endif
-
 #include "internal.h"
 
 /* Columns per tile (every ISA's micro-kernel width divides it) and rows per tile (a multiple of every ISA's row
  * blocking 4, 6 and 8): a tile's packed weight slice, 64 columns x k, stays in L2 while its rows go by. */
 #define ATTN_GEMM_NB 64
 #define ATTN_GEMM_MB 192
-
-static size_t attn_round16(size_t x) { return (x + ATTN_PAD - 1) / ATTN_PAD * ATTN_PAD; }
 
 /* 1 if the byte ranges of n floats at p and m floats at q overlap (either may be NULL). */
 static int attn_overlaps(const void *p, size_t n, const void *q, size_t m)
@@ -27,18 +21,6 @@ static int attn_overlaps(const void *p, size_t n, const void *q, size_t m)
         return 0;
     const uintptr_t a = (uintptr_t)p, b = (uintptr_t)q;
     return a < b + m * sizeof(float) && b < a + n * sizeof(float);
-}
-
-static int attn_threads(const attn_ctx *ctx, size_t items)
-{
-    int nt = ctx->threads;
-#ifdef ATTN_HAVE_OPENMP
-    if (omp_in_parallel())
-        nt = 1;
-#else
-    nt = 1;
-#endif
-    return (size_t)nt > items ? (int)items : nt;
 }
 
 /* w [n][k] (nn.Linear layout) into panels of ATTN_PAD columns of w^T, zero past n; bias into [np] zero past n. */
@@ -54,11 +36,8 @@ static void attn_pack_w(float *bp, float *biasp, const float *w, const float *bi
         const size_t j0 = p * ATTN_PAD, nj = n - j0 < ATTN_PAD ? n - j0 : ATTN_PAD;
         if (nj < ATTN_PAD)
             memset(dst, 0, k * ATTN_PAD * sizeof *dst);
-        for (size_t jj = 0; jj < nj; jj++) {
-            const float *row = w + (j0 + jj) * k;
-            for (size_t i = 0; i < k; i++)
-                dst[i * ATTN_PAD + jj] = row[i];
-        }
+        for (size_t jj = 0; jj < nj; jj++)
+            attn_panel_row(dst, w + (j0 + jj) * k, k, jj);
     }
     if (biasp) {
         memset(biasp, 0, attn_round16(n) * sizeof *biasp);
@@ -74,9 +53,9 @@ static void attn_linear_packed(const attn_ctx *ctx, const float *x, size_t m, si
     float *biasp = bias ? pack + np * k : NULL;
     const size_t ncb = (np + ATTN_GEMM_NB - 1) / ATTN_GEMM_NB, nrc = (m + ATTN_GEMM_MB - 1) / ATTN_GEMM_MB;
     const size_t tiles = ncb * nrc;
-    const int nt = attn_threads(ctx, tiles);
+    const int nt = attn_call_threads(ctx, tiles);
     (void)nt; /* read only by the OpenMP pragma */
-    attn_pack_w(pack, biasp, w, bias, n, k, attn_threads(ctx, np / ATTN_PAD));
+    attn_pack_w(pack, biasp, w, bias, n, k, attn_call_threads(ctx, np / ATTN_PAD));
     const attn_kernels *kern = ctx->kern;
     /* Column block outer: a thread's consecutive tiles share one packed slice. */
 #ifdef ATTN_HAVE_OPENMP

@@ -50,8 +50,6 @@ typedef struct attn_job {
     size_t part_floats;
 } attn_job;
 
-static size_t attn_round16(size_t x) { return (x + ATTN_PAD - 1) / ATTN_PAD * ATTN_PAD; }
-
 /* Per-thread scratch, carved from one 64-byte aligned allocation; every piece a multiple of 16 floats. */
 typedef struct attn_scratch {
     float *q, *s, *kt, *vp, *o, *m, *l;
@@ -141,9 +139,7 @@ static void attn_pack_tile(const attn_job *j, float *kt, float *vp, float *row, 
         const float *k = src;
         if (j->kvt != ATTN_F32)
             attn_kv_widen(j, row, src, j->d), k = row;
-        float *dst = kt + t / ATTN_PAD * panel + t % ATTN_PAD;
-        for (size_t c = 0; c < j->d; c++)
-            dst[c * ATTN_PAD] = k[c];
+        attn_panel_row(kt, k, j->d, t);
     }
     if (vp)
         attn_pack_v(j, vp, b, kvh, t0, nk);
@@ -451,15 +447,7 @@ attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const flo
     size_t items;
     if (attn_mul_overflow(nqb * per_qb, j.nchunks, &items))
         return ATTN_ERANGE;
-    int nt = ctx->threads;
-#ifdef ATTN_HAVE_OPENMP
-    if (omp_in_parallel()) /* the caller already runs a team: no nested team, no oversubscription */
-        nt = 1;
-#else
-    nt = 1;
-#endif
-    if ((size_t)nt > items)
-        nt = (int)items;
+    const int nt = attn_call_threads(ctx, items);
     /* One workspace holds every thread's scratch, the split-KV partials and, when several query blocks read the
      * same KV head, its K/V tiles packed once for all of them (transposing K per block cost about a quarter of
      * the block's FMAs). Without memory for the packing, each block packs its own tiles. */

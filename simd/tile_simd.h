@@ -6,8 +6,8 @@
  * Needs: V, VW, M, V_ZERO(), V_LOAD(p) (aligned), V_LOADU(p), V_STORE(p, x), V_STOREU(p, x), V_BCAST(f),
  * V_FMA(a, b, c) = a*b+c, V_MUL, V_SUB, V_MAX, V_ADD, V_EXP(x), V_HMAX(x), V_HSUM(x), V_IOTA(),
  * V_INRANGE(idx, lo, hi) -> M, V_SEL(m, a, b) (a where m), V_CVT_F16(p) and V_CVT_BF16(p) (VW stored halves at p,
- * widened); the blockings SC_RB x SC_NV (scores), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of decode-sized
- * blocks), SR_RB x SR_JB (scores_rows); ATTN_SFX (the ISA suffix of every name) and ATTN_KERNELS_ISA. */
+ * widened); the blockings SC_RB x SC_NV (scores and the GEMM), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of
+ * decode-sized blocks; optionally PVH_RB x PVH_NV for half/bfloat16 V), SR_RB x SR_JB (scores_rows); ATTN_SFX (the ISA suffix of every name) and ATTN_KERNELS_ISA. */
 #include <math.h>
 #include <string.h>
 
