@@ -19,6 +19,20 @@ static inline float attn_hsum_avx2(__m256 x)
     return _mm_cvtss_f32(s);
 }
 
+/* Lane i of the result = the sum of the 8 lanes of a[i]. */
+static inline __m256 attn_hsums_avx2(const __m256 *a)
+{
+    __m256 t[4], u[2];
+#pragma GCC unroll 8
+    for (int i = 0; i < 4; i++) /* per 128-bit lane: a[2i], a[2i+1], a[2i], a[2i+1] */
+        t[i] = _mm256_add_ps(_mm256_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm256_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+#pragma GCC unroll 8
+    for (int i = 0; i < 2; i++) /* per 128-bit lane: a[4i] .. a[4i+3] */
+        u[i] = _mm256_add_ps(_mm256_shuffle_ps(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm256_shuffle_ps(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm256_add_ps(_mm256_permute2f128_ps(u[0], u[1], 0x20), _mm256_permute2f128_ps(u[0], u[1], 0x31));
+}
+
 #define V __m256
 #define VW 8
 #define M __m256
@@ -36,6 +50,7 @@ static inline float attn_hsum_avx2(__m256 x)
 #define V_EXP(x) Sleef_expf8_u10avx2(x)
 #define V_HMAX(x) attn_hmax_avx2(x)
 #define V_HSUM(x) attn_hsum_avx2(x)
+#define V_HSUMS(p) attn_hsums_avx2(p)
 #define V_IOTA() _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7)
 #define V_INRANGE(idx, lo, hi) \
     _mm256_and_ps(_mm256_cmp_ps((idx), (lo), _CMP_GE_OQ), _mm256_cmp_ps((idx), (hi), _CMP_LT_OQ))
@@ -51,9 +66,8 @@ static inline float attn_hsum_avx2(__m256 x)
 #define PV_NV 2
 #define PVD_RB 1 /* decode P.V: 1 row x 8 ymm: 64 values of a V row per pass, within 16 registers */
 #define PVD_NV 8
-#define SR_RB 4 /* decode: 4 query rows x 1 key row; several interleaved key rows measured slower (their short
-                  * row streams defeat the hardware prefetcher) */
-#define SR_JB 1
+#define SR_RB 4 /* decode scores: 4 query rows x 2 key rows = 8 accumulators, one V_HSUMS */
+#define SR_JB 2
 #define ATTN_SFX avx2
 #define ATTN_KERNELS_ISA ATTN_ISA_AVX2
 

@@ -3,6 +3,25 @@
 #include <immintrin.h>
 #include <sleef.h>
 
+/* Lane i of the result = the sum of the 16 lanes of a[i]: a transposing tree of 15 shuffle pairs and adds. */
+static inline __m512 attn_hsums_avx512(const __m512 *a)
+{
+    __m512 t[8], u[4], w[2];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) /* per 128-bit lane: a[2i], a[2i+1], a[2i], a[2i+1] */
+        t[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+#pragma GCC unroll 8
+    for (int i = 0; i < 4; i++) /* per 128-bit lane: a[4i] .. a[4i+3] */
+        u[i] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+#pragma GCC unroll 8
+    for (int i = 0; i < 2; i++) /* 128-bit lanes: a[8i..8i+3] twice, a[8i+4..8i+7] twice */
+        w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(w[0], w[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(w[0], w[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
 #define V __m512
 #define VW 16
 #define M __mmask16
@@ -20,6 +39,7 @@
 #define V_EXP(x) Sleef_expf16_u10avx512f(x)
 #define V_HMAX(x) _mm512_reduce_max_ps(x)
 #define V_HSUM(x) _mm512_reduce_add_ps(x)
+#define V_HSUMS(p) attn_hsums_avx512(p)
 #define V_IOTA() _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 #define V_INRANGE(idx, lo, hi) \
     (M)(_mm512_cmp_ps_mask((idx), (lo), _CMP_GE_OQ) & _mm512_cmp_ps_mask((idx), (hi), _CMP_LT_OQ))
@@ -38,9 +58,8 @@
 #define PVH_RB 4 /* decode P.V from a half/bfloat16 cache: 4 rows x 4 zmm, so each V row is widened once (2 x 8
                   * widened it once per pair of rows): D1/D2 f16 and bf16 4-5% faster */
 #define PVH_NV 4
-#define SR_RB 4 /* decode: 4 query rows x 1 key row; several interleaved key rows measured slower (their short
-                  * row streams defeat the hardware prefetcher) */
-#define SR_JB 1
+#define SR_RB 4 /* decode scores: 4 query rows x 4 key rows = 16 accumulators, one V_HSUMS */
+#define SR_JB 4
 #define ATTN_SFX avx512
 #define ATTN_KERNELS_ISA ATTN_ISA_AVX512
 

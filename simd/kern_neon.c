@@ -19,6 +19,8 @@
 #define V_EXP(x) Sleef_expf4_u10advsimd(x)
 #define V_HMAX(x) vmaxvq_f32(x)
 #define V_HSUM(x) vaddvq_f32(x)
+/* Lane i = the sum of p[i]: two levels of pairwise adds. */
+#define V_HSUMS(p) vpaddq_f32(vpaddq_f32((p)[0], (p)[1]), vpaddq_f32((p)[2], (p)[3]))
 static inline float32x4_t attn_iota_neon(void)
 {
     static const float i[4] = {0, 1, 2, 3};
@@ -37,9 +39,8 @@ static inline float32x4_t attn_iota_neon(void)
 #define PV_NV 4
 #define PVD_RB 2 /* decode P.V: 2 rows x 8 q-registers */
 #define PVD_NV 8
-#define SR_RB 4 /* decode: 4 query rows x 1 key row; several interleaved key rows measured slower (their short
-                  * row streams defeat the hardware prefetcher) */
-#define SR_JB 1
+#define SR_RB 4 /* decode scores: 4 query rows x 4 key rows = 16 accumulators, four V_HSUMS */
+#define SR_JB 4
 #define ATTN_SFX neon
 #define ATTN_KERNELS_ISA ATTN_ISA_NEON
 

@@ -4,7 +4,8 @@
  * of output columns for P.V, so each K or V load feeds several FMAs.
  *
  * Needs: V, VW, M, V_ZERO(), V_LOAD(p) (aligned), V_LOADU(p), V_STORE(p, x), V_STOREU(p, x), V_BCAST(f),
- * V_FMA(a, b, c) = a*b+c, V_MUL, V_SUB, V_MAX, V_ADD, V_EXP(x), V_HMAX(x), V_HSUM(x), V_IOTA(),
+ * V_FMA(a, b, c) = a*b+c, V_MUL, V_SUB, V_MAX, V_ADD, V_EXP(x), V_HMAX(x), V_HSUM(x), V_HSUMS(p) (lane i = the sum of
+ * vector p[i], for VW vectors), V_IOTA(),
  * V_INRANGE(idx, lo, hi) -> M, V_SEL(m, a, b) (a where m), V_CVT_F16(p) and V_CVT_BF16(p) (VW stored halves at p,
  * widened); the blockings SC_RB x SC_NV (scores and the GEMM), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of
  * decode-sized blocks; optionally PVH_RB x PVH_NV for half/bfloat16 V), SR_RB x SR_JB (scores_rows); ATTN_SFX (the ISA suffix of every name) and ATTN_KERNELS_ISA. */
@@ -125,64 +126,103 @@ static ATTN_DECL_SCORES(ATTN_FN(scores))
     }
 }
 
-/* s[r0..r0+RB)[j0..j0+JB) from key rows: vectors run along d, one horizontal sum per score. */
-ATTN_INLINE void attn_sr_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int JB,
-                               const attn_dtype KT)
+/* scores_rows: RB query rows x JB key rows per micro-kernel, vectors along d, one accumulator per score. The
+ * accumulators are summed VW at a time by V_HSUMS (a transposing reduction: about 3 shuffles and adds per score,
+ * where a horizontal sum per score took about 8 and a long dependency chain). SR_RB x SR_JB accumulators, a
+ * multiple of VW, make one full micro-kernel; fewer rows take proportionally more keys. */
+#define SR_NACC (SR_RB * SR_JB)
+_Static_assert(SR_NACC % VW == 0, "scores_rows accumulators must fill whole reductions");
+#define SR_JBF(RB) (SR_NACC / (RB)) /* keys per micro-kernel for RB rows */
+
+/* Prefetches rows j..j+n of base (ld elements apart, w elements of esz bytes each) into L2, a line at a time. */
+ATTN_INLINE void attn_pf_rows(const void *base, size_t j, size_t n, size_t ld, size_t w, size_t esz)
 {
-    const size_t vsz = a->vdt == ATTN_F32 ? sizeof(float) : sizeof(uint16_t);
+    for (size_t t = 0; t < n; t++) {
+        const char *p = (const char *)base + (j + t) * ld * esz;
+        for (size_t off = 0; off < w * esz; off += 64)
+            __builtin_prefetch(p + off, 0, 2);
+    }
+}
+
+/* s[r0..r0+RB)[j0..j0+JB) = q . k; PF: issue this key group's prefetches (the first row group of a tile), the
+ * keys kpf rows ahead. */
+ATTN_INLINE void attn_sr_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int JB,
+                               const attn_dtype KT, const int PF, size_t kpf)
+{
     const size_t ksz = KT == ATTN_F32 ? sizeof(float) : sizeof(uint16_t);
-    const size_t kpf = ATTN_KPF_BYTES / (a->ldk * ksz) + 1; /* keys a page ahead */
-    V acc[SR_RB][SR_JB];
-#pragma GCC unroll 16
-    for (int r = 0; r < RB; r++)
-#pragma GCC unroll 16
-        for (int t = 0; t < JB; t++)
-            acc[r][t] = V_ZERO();
+    if (PF) {
+        /* Start the value rows' stream now, beside the key stream: P.V finds them in cache. */
+        if (a->vp)
+            attn_pf_rows(a->vp, j0, (size_t)JB, a->ldv, a->dvp, a->vdt == ATTN_F32 ? sizeof(float) : sizeof(uint16_t));
+        /* And the key stream a page ahead: the hardware prefetchers stop at page boundaries, and without this each
+         * new page of keys started cold (D1/D2 measured 10-12% faster). */
+        const size_t jp = j0 + kpf;
+        if (jp < a->nk)
+            attn_pf_rows(a->kr, jp, a->nk - jp < (size_t)JB ? a->nk - jp : (size_t)JB, a->ldk, a->d, ksz);
+    }
+    const int NA = (RB * JB + VW - 1) / VW * VW; /* accumulators, zero-padded to whole reductions */
+    V acc[SR_NACC];
+#pragma GCC unroll 64
+    for (int i = 0; i < NA; i++)
+        acc[i] = V_ZERO();
     for (size_t c = 0; c < a->d; c += VW) {
-        V k[SR_JB];
-#pragma GCC unroll 16
-        for (int t = 0; t < JB; t++) {
+        V k[SR_NACC];
+#pragma GCC unroll 64
+        for (int t = 0; t < JB; t++)
             k[t] = ATTN_LDKV(KT, a->kr, (j0 + t) * a->ldk + c);
-            /* Start the value row's stream now, beside the key stream: P.V finds it in cache. */
-            if (a->vp && c < a->dvp)
-                __builtin_prefetch((const char *)a->vp + ((j0 + t) * a->ldv + c) * vsz, 0, 2);
-            /* And the key stream a page ahead: the hardware prefetchers stop at page boundaries, and without this
-             * each new page of keys started cold (D1/D2 measured 10-12% faster). */
-            if (j0 + t + kpf < a->nk)
-                __builtin_prefetch((const char *)a->kr + ((j0 + t + kpf) * a->ldk + c) * ksz, 0, 2);
-        }
 #pragma GCC unroll 16
         for (int r = 0; r < RB; r++) {
             const V x = V_LOAD(a->q + (r0 + r) * a->d + c);
-#pragma GCC unroll 16
+#pragma GCC unroll 64
             for (int t = 0; t < JB; t++)
-                acc[r][t] = V_FMA(x, k[t], acc[r][t]);
+                acc[r * JB + t] = V_FMA(x, k[t], acc[r * JB + t]);
         }
     }
+    float sum[SR_NACC] __attribute__((aligned(64)));
+#pragma GCC unroll 16
+    for (int i = 0; i < NA; i += VW)
+        V_STORE(sum + i, V_HSUMS(acc + i));
 #pragma GCC unroll 16
     for (int r = 0; r < RB; r++)
-#pragma GCC unroll 16
+#pragma GCC unroll 64
         for (int t = 0; t < JB; t++)
-            a->s[(r0 + r) * a->nkp + j0 + t] = V_HSUM(acc[r][t]);
+            a->s[(r0 + r) * a->nkp + j0 + t] = sum[r * JB + t];
 }
 
-ATTN_INLINE void attn_sr_rows(const attn_tile_args *a, size_t r0, const int RB, const attn_dtype KT)
+/* Rows r0..r0+RB against every key of the tile, JB keys at a time, then the leftover keys one by one. */
+ATTN_INLINE void attn_sr_rows(const attn_tile_args *a, size_t r0, const int RB, const int JB, const attn_dtype KT,
+                              const int PF)
 {
+    const size_t kpf = ATTN_KPF_BYTES / (a->ldk * (KT == ATTN_F32 ? sizeof(float) : sizeof(uint16_t))) + 1;
     size_t j0 = 0;
-    for (; j0 + SR_JB <= a->nk; j0 += SR_JB)
-        attn_sr_micro(a, r0, j0, RB, SR_JB, KT);
+    for (; j0 + (size_t)JB <= a->nk; j0 += (size_t)JB)
+        attn_sr_micro(a, r0, j0, RB, JB, KT, PF, kpf);
     for (; j0 < a->nk; j0++)
-        attn_sr_micro(a, r0, j0, RB, 1, KT);
+        attn_sr_micro(a, r0, j0, RB, 1, KT, PF, kpf);
     for (int r = 0; r < RB; r++)
         memset(a->s + (r0 + r) * a->nkp + a->nk, 0, (a->nkp - a->nk) * sizeof(float));
 }
 
+/* Up to SR_RB rows (a GQA group at one position: the usual decode block) in one pass over the keys, taking more
+ * keys per step when there are fewer rows; more rows go SR_RB at a time, the first group issuing the prefetches. */
 ATTN_INLINE void attn_sr_all(const attn_tile_args *a, const attn_dtype KT)
 {
+    if (a->rows <= SR_RB) {
+#define ATTN_SR_ONE(RB) attn_sr_rows(a, 0, RB, SR_JBF(RB), KT, 1)
+        if (a->rows == SR_RB)
+            ATTN_SR_ONE(SR_RB);
+        else
+            ATTN_TAIL(a->rows, SR_RB, ATTN_SR_ONE)
+#undef ATTN_SR_ONE
+        return;
+    }
     size_t r0 = 0;
     for (; r0 + SR_RB <= a->rows; r0 += SR_RB)
-        attn_sr_rows(a, r0, SR_RB, KT);
-#define ATTN_SR_TAIL(RB) attn_sr_rows(a, r0, RB, KT)
+        if (r0 == 0)
+            attn_sr_rows(a, r0, SR_RB, SR_JB, KT, 1);
+        else
+            attn_sr_rows(a, r0, SR_RB, SR_JB, KT, 0);
+#define ATTN_SR_TAIL(RB) attn_sr_rows(a, r0, RB, SR_JB, KT, 0)
     ATTN_TAIL(a->rows - r0, SR_RB, ATTN_SR_TAIL)
 #undef ATTN_SR_TAIL
 }
