@@ -44,6 +44,8 @@ typedef struct attn_job {
     size_t scratch_floats;          /* per thread */
     float *packed;                  /* NULL, or every K/V tile packed once per call: [batch][kv_heads][tile] */
     int k_in_place;                 /* read K rows where they are stored (one query block per KV head: decode) */
+    int v_in_place;                 /* the shared packing holds K only: V is fp32 rows of whole vectors, read where
+                                       they are stored (copying them cost P1-P3 2-4% of their time) */
     size_t ntiles, tile_floats;
     size_t chunk, nchunks;          /* split-KV: keys per chunk (a multiple of bkv) and chunks; nchunks 1: off */
     float *part;                    /* split-KV partial results, part_floats per (batch, KV head, chunk) */
@@ -158,6 +160,10 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
         a->kt = base;
         a->vp = base + j->d * j->bkvp;
         a->kdt = a->vdt = ATTN_F32;
+        if (j->v_in_place) {
+            a->vp = attn_kv_row(j, j->v, &j->vs, b, kvh, t0);
+            a->ldv = j->vs.s;
+        }
         return;
     }
     /* A block alone with its KV head (decode): read whole-vector rows in place, as stored (the kernels widen half
@@ -460,7 +466,8 @@ attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const flo
             return ATTN_ENOMEM;
     }
     j.ntiles = (j.kv_len + j.bkv - 1) / j.bkv;
-    j.tile_floats = attn_round16(j.bkvp * (j.d + j.dvp));
+    j.v_in_place = j.kvt == ATTN_F32 && j.dv == j.dvp;
+    j.tile_floats = attn_round16(j.bkvp * (j.d + (j.v_in_place ? 0 : j.dvp)));
     if (nqb > 1 && (j.tile_floats >= SIZE_MAX / 8 || attn_mul_overflow(per_qb, j.ntiles, &npack) ||
                     attn_mul_overflow(npack, j.tile_floats * sizeof(float), &pack_bytes)))
         pack_bytes = 0;
@@ -497,7 +504,7 @@ attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const flo
             for (size_t it = 0; it < npack; it++) {
                 const size_t t0 = it % j.ntiles * j.bkv, nk = j.kv_len - t0 < j.bkv ? j.kv_len - t0 : j.bkv;
                 float *kt = j.packed + it * j.tile_floats;
-                attn_pack_tile(&j, kt, kt + j.d * j.bkvp, sc.kr, it / j.ntiles / hk, it / j.ntiles % hk, t0, nk,
+                attn_pack_tile(&j, kt, j.v_in_place ? NULL : kt + j.d * j.bkvp, sc.kr, it / j.ntiles / hk, it / j.ntiles % hk, t0, nk,
                                attn_round16(nk));
             }
         }
