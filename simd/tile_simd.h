@@ -45,16 +45,11 @@
     default: break;                                                                                                \
     }
 
-/* Head dimensions per pass (the k of a GEMM): a micro-kernel's slice of the K panels, KC x NV vectors, then stays
- * in L1 while every row group goes by (at head_dim 128 a whole slice was 32 KiB, the size of L1). */
-#define ATTN_KC 64
-
 /* How far ahead of the key being read scores_rows prefetches (bytes; about one page). */
 #define ATTN_KPF_BYTES 4096
 
-/* s[r0..r0+RB)[j0..j0+NV*VW) (+)= q[.][c0..c1) . kt: the first pass stores, later ones accumulate. */
-ATTN_INLINE void attn_sc_micro(const attn_tile_args *a, size_t r0, size_t j0, size_t c0, size_t c1, const int RB,
-                               const int NV)
+/* s[r0..r0+RB)[j0..j0+NV*VW) = q . kt over the whole head_dim. */
+ATTN_INLINE void attn_sc_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int NV)
 {
     V acc[SC_RB][SC_NV];
     float *s = a->s + r0 * a->nkp + j0;
@@ -62,14 +57,14 @@ ATTN_INLINE void attn_sc_micro(const attn_tile_args *a, size_t r0, size_t j0, si
     for (int r = 0; r < RB; r++)
 #pragma GCC unroll 16
         for (int v = 0; v < NV; v++)
-            acc[r][v] = c0 ? V_LOAD(s + r * a->nkp + v * VW) : V_ZERO();
+            acc[r][v] = V_ZERO();
     const float *q = a->q + r0 * a->d, *kt[SC_NV];
 #pragma GCC unroll 16
     for (int v = 0; v < NV; v++) {
         const size_t j = j0 + (size_t)v * VW;
         kt[v] = a->kt + j / ATTN_PAD * a->d * ATTN_PAD + j % ATTN_PAD;
     }
-    for (size_t c = c0; c < c1; c++) {
+    for (size_t c = 0; c < a->d; c++) {
         V b[SC_NV];
 #pragma GCC unroll 16
         for (int v = 0; v < NV; v++)
@@ -99,31 +94,29 @@ ATTN_INLINE int attn_sc_unseen(const attn_tile_args *a, size_t r0, size_t j0, si
     return 1;
 }
 
-/* One slice of keys [j0, j0 + NV*VW) and head dims [c0, c1) for every row group that sees any of those keys. */
-ATTN_INLINE void attn_sc_cols(const attn_tile_args *a, size_t j0, size_t c0, size_t c1, const int NV)
+/* One row group against every slice of keys it sees: its queries stay in L1, each score is stored once, and the
+ * K panels stream from L2 (a 64-key slice is 32 KiB at head_dim 128). The other order (64-dim passes over a K
+ * slice kept in L1 while every row group went by, scores reloaded and summed) was P2 1-2%, P3 1% and AVX2 P2
+ * 2-3% slower (best of 4 interleaved 1-thread runs). */
+ATTN_INLINE void attn_sc_rows(const attn_tile_args *a, size_t r0, const int RB)
 {
-    const size_t j1 = j0 + (size_t)NV * VW;
-    size_t r0 = 0;
-    for (; r0 + SC_RB <= a->rows; r0 += SC_RB)
-        if (!attn_sc_unseen(a, r0, j0, j1, SC_RB))
-            attn_sc_micro(a, r0, j0, c0, c1, SC_RB, NV);
-#define ATTN_SC_TAIL(RB)                                                                                           \
-    if (!attn_sc_unseen(a, r0, j0, j1, RB))                                                                        \
-    attn_sc_micro(a, r0, j0, c0, c1, RB, NV)
-    ATTN_TAIL(a->rows - r0, SC_RB, ATTN_SC_TAIL)
-#undef ATTN_SC_TAIL
+    size_t j0 = 0;
+    for (; j0 + SC_NV * VW <= a->nkp; j0 += SC_NV * VW)
+        if (!attn_sc_unseen(a, r0, j0, j0 + SC_NV * VW, RB))
+            attn_sc_micro(a, r0, j0, RB, SC_NV);
+    for (; j0 < a->nkp; j0 += VW)
+        if (!attn_sc_unseen(a, r0, j0, j0 + VW, RB))
+            attn_sc_micro(a, r0, j0, RB, 1);
 }
 
 static ATTN_DECL_SCORES(ATTN_FN(scores))
 {
-    for (size_t c0 = 0; c0 < a->d; c0 += ATTN_KC) {
-        const size_t c1 = a->d - c0 < ATTN_KC ? a->d : c0 + ATTN_KC;
-        size_t j0 = 0;
-        for (; j0 + SC_NV * VW <= a->nkp; j0 += SC_NV * VW)
-            attn_sc_cols(a, j0, c0, c1, SC_NV);
-        for (; j0 < a->nkp; j0 += VW)
-            attn_sc_cols(a, j0, c0, c1, 1);
-    }
+    size_t r0 = 0;
+    for (; r0 + SC_RB <= a->rows; r0 += SC_RB)
+        attn_sc_rows(a, r0, SC_RB);
+#define ATTN_SC_TAIL(RB) attn_sc_rows(a, r0, RB)
+    ATTN_TAIL(a->rows - r0, SC_RB, ATTN_SC_TAIL)
+#undef ATTN_SC_TAIL
 }
 
 /* scores_rows: RB query rows x JB key rows per micro-kernel, vectors along d, one accumulator per score. The

@@ -1,6 +1,6 @@
 /* The edges of the engine's blocking, on every ISA: key counts around each tile size (block_kv) and around the
  * split-KV chunk (1024 keys rounded up to a multiple of block_kv), GQA groups folded into row blocks of odd sizes
- * (block_q), the 16-key K panels and the 64-wide head_dim passes of the score kernel, and bitwise thread-count
+ * (block_q), the 16-key K panels and head_dims that are not whole vectors (17, 80), and bitwise thread-count
  * independence of split-KV decode. */
 #define _POSIX_C_SOURCE 200809L
 
@@ -48,7 +48,7 @@ Test(tiles, lengths_around_tiles, .timeout = 240)
         const size_t lens[] = { b - 1, b, b + 1, 2 * b + 1 };
         for (size_t l = 0; l < 4; l++)
             for (int causal = 0; causal <= 1; causal++) {
-                /* Many query blocks share the KV head, so the packed-once path runs; d 80 takes two passes. */
+                /* Many query blocks share the KV head, so the packed-once path runs (V in place at d 80). */
                 attn_sdpa_desc d = shape(1, 2, 1, lens[l], lens[l], l % 2 ? 80 : 17,
                                          causal ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE);
                 check_blocked(&d, id++, 8, bkvs[i], (int)(l % 2), st);
