@@ -44,8 +44,10 @@ typedef struct attn_job {
     size_t scratch_floats;          /* per thread */
     float *packed;                  /* NULL, or every K/V tile packed once per call: [batch][kv_heads][tile] */
     int k_in_place;                 /* read K rows where they are stored (one query block per KV head: decode) */
-    int v_in_place;                 /* the shared packing holds K only: V is fp32 rows of whole vectors, read where
-                                       they are stored (copying them cost P1-P3 2-4% of their time) */
+    int v_in_place;                 /* the shared packing holds K only: V is contiguous fp32 rows of whole vectors,
+                                       read where they are stored (copying them cost P1-P3 2-4% of their time; rows
+                                       a multiple of 4 KiB apart, as BSHD gives, alias in L1: AVX2 P2 was 18%
+                                       slower reading those in place) */
     size_t ntiles, tile_floats;
     size_t chunk, nchunks;          /* split-KV: keys per chunk (a multiple of bkv) and chunks; nchunks 1: off */
     float *part;                    /* split-KV partial results, part_floats per (batch, KV head, chunk) */
@@ -466,7 +468,7 @@ attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const flo
             return ATTN_ENOMEM;
     }
     j.ntiles = (j.kv_len + j.bkv - 1) / j.bkv;
-    j.v_in_place = j.kvt == ATTN_F32 && j.dv == j.dvp;
+    j.v_in_place = j.kvt == ATTN_F32 && j.dv == j.dvp && j.vs.s == j.dv;
     j.tile_floats = attn_round16(j.bkvp * (j.d + (j.v_in_place ? 0 : j.dvp)));
     if (nqb > 1 && (j.tile_floats >= SIZE_MAX / 8 || attn_mul_overflow(per_qb, j.ntiles, &npack) ||
                     attn_mul_overflow(npack, j.tile_floats * sizeof(float), &pack_bytes)))
