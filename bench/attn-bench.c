@@ -108,7 +108,7 @@ static void help(void)
     /* One string per line: ISO C only promises 4095-character literals. */
     static const char *const text[] = {
         "",
-        "Times attention from libattn (attn_sdpa; attn_decode for a non-f32 KV cache) on the DESIGN.md shapes or",
+        "Times attention from libattn (attn_sdpa; attn_decode from a KV cache for decode shapes) on the DESIGN.md shapes or",
         "custom ones, for each ISA and thread count, against this machine's FMA peak and read bandwidth, both",
         "measured in the same run. All shapes: batch 1, fp32, BHSD layout, v_dim = head_dim.",
         "",
@@ -140,9 +140,9 @@ static void help(void)
         "  --threads LIST|max   thread counts, e.g. 1,2,4 or max (= omp_get_max_threads()); default 1,max,",
         "                       duplicates dropped. Each context is created with attn_config{num_threads=T}.",
         "  --kv-dtype f32|f16|bf16",
-        "                       KV storage for decode shapes (q_len <= 16); a comma list runs each. f32 runs",
-        "                       attn_sdpa; f16/bf16 fill an attn_kv_cache (create + append, untimed) and time",
-        "                       attn_decode. When the build lacks that dtype (ATTN_ENOTSUP) it prints",
+        "                       KV storage for decode shapes (q_len <= 16); a comma list runs each. Each fills",
+        "                       an attn_kv_cache of that dtype (create + append, untimed) and times",
+        "                       attn_decode, as a server would. When the build lacks that dtype (ATTN_ENOTSUP) it prints",
         "                       'skipped: kv-dtype f16 not supported by this build' and goes on (exit 0).",
         "                       Longer shapes always run f32 through attn_sdpa. Default f32.",
         "  --block-q N, --block-kv N",
@@ -1162,7 +1162,7 @@ typedef struct job {
     attn_dtype dtype;
     const float *q, *k, *v;
     float *out;
-    const attn_kv_cache *cache;  /* non-f32 decode */
+    const attn_kv_cache *cache;  /* decode shapes */
     int mode;                    /* layer shapes: 1 the four projections (attn_linear), 2 attn_self_attention */
     const attn_layer *layer;
     const float *x;
@@ -1763,7 +1763,7 @@ int main(int argc, char **argv)
         for (int di = 0; di < n_dt; di++) {
             attn_dtype dt = decode ? opt.dtypes[di] : ATTN_F32;
             attn_kv_cache *cache = NULL;
-            if (dt != ATTN_F32) {
+            if (decode) {
                 attn_status st = dtype_skipped[dt] ? ATTN_ENOTSUP
                                                    : attn_kv_cache_create(&cache, s->hkv, s->d, s->kv, dt);
                 const char *where = "attn_kv_cache_create";
