@@ -273,6 +273,12 @@ static void attn_rows_run(const attn_job *j, const attn_scratch *sc, const attn_
     for (int64_t t0 = attn_rows_tfirst(j, rw); t0 < rw->uhi; t0 += (int64_t)j->bkv) {
         attn_tile_at(j, sc, &a, rw->b, rw->kvh, (size_t)t0, 1);
         attn_tile_ranges(sc, rw->n, t0, (int64_t)a.nk);
+        const int64_t tn = t0 + (int64_t)j->bkv; /* key rows read in place: prefetch the next tile's during P.V */
+        a.kn = NULL;
+        if (!a.kt && tn < rw->uhi) {
+            a.kn = attn_kv_row(j, j->k, &j->ks, rw->b, rw->kvh, (size_t)tn);
+            a.knn = (size_t)(rw->uhi - tn) < j->bkv ? (size_t)(rw->uhi - tn) : j->bkv;
+        }
         (a.kt ? j->kern->scores : j->kern->scores_rows)(&a);
         j->kern->softmax(&a);
         j->kern->pv(&a);

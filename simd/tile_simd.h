@@ -295,7 +295,12 @@ ATTN_INLINE void attn_pv_micro(const attn_tile_args *a, size_t r0, size_t c0, si
         for (int v = 0; v < NV; v++)
             acc[r][v] = V_LOAD(a->o + (r0 + r) * a->dvp + c0 + v * VW);
     const float *p = a->s + r0 * a->nkp;
+    const int pf = a->kn && r0 == 0 && c0 == 0 && a->rows <= ATTN_FEW_ROWS; /* the first strip of a decode block */
+    const size_t ksz = a->kdt == ATTN_F32 ? sizeof(float) : sizeof(uint16_t);
     for (size_t j = jlo; j < jhi; j++) {
+        if (pf && j < a->knn)
+            for (size_t off = 0; off < a->d * ksz; off += 64)
+                __builtin_prefetch((const char *)a->kn + j * a->ldk * ksz + off, 0, 2);
         V b[PV_NVMAX];
 #pragma GCC unroll 16
         for (int v = 0; v < NV; v++)
