@@ -280,13 +280,18 @@ static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
 #define PVH_RB PVD_RB
 #define PVH_NV PVD_NV
 #endif
+/* PV_PF_NEXT: decode-sized P.V prefetches the next tile's key rows (the ISA may set it to 1 where it measured
+ * faster). */
+#ifndef PV_PF_NEXT
+#define PV_PF_NEXT 0
+#endif
 #define PV_RBMAX (PV_RB > PVD_RB ? PV_RB : PVD_RB)
 #define PV_NVMAX (PV_NV > PVD_NV ? PV_NV : PVD_NV)
 _Static_assert(PVH_RB <= PV_RBMAX && PVH_NV <= PV_NVMAX, "PVH blocking larger than the P.V accumulators");
 
 /* o[r0..r0+RB)[c0..c0+NV*VW) += sum_{j in [jlo, jhi)} s[r][j] * v[j] */
 ATTN_INLINE void attn_pv_micro(const attn_tile_args *a, size_t r0, size_t c0, size_t jlo, size_t jhi, const int RB,
-                               const int NV, const attn_dtype KT)
+                               const int NV, const attn_dtype KT, const int PF)
 {
     V acc[PV_RBMAX][PV_NVMAX];
 #pragma GCC unroll 16
@@ -295,7 +300,7 @@ ATTN_INLINE void attn_pv_micro(const attn_tile_args *a, size_t r0, size_t c0, si
         for (int v = 0; v < NV; v++)
             acc[r][v] = V_LOAD(a->o + (r0 + r) * a->dvp + c0 + v * VW);
     const float *p = a->s + r0 * a->nkp;
-    const int pf = a->kn && r0 == 0 && c0 == 0 && a->rows <= ATTN_FEW_ROWS; /* the first strip of a decode block */
+    const int pf = PF && a->kn && r0 == 0 && c0 == 0; /* the first strip of a decode-sized block */
     const size_t ksz = a->kdt == ATTN_F32 ? sizeof(float) : sizeof(uint16_t);
     for (size_t j = jlo; j < jhi; j++) {
         if (pf && j < a->knn)
@@ -321,20 +326,21 @@ ATTN_INLINE void attn_pv_micro(const attn_tile_args *a, size_t r0, size_t c0, si
 }
 
 ATTN_INLINE void attn_pv_rows(const attn_tile_args *a, size_t r0, size_t jlo, size_t jhi, const int RB,
-                              const int NV, const attn_dtype KT)
+                              const int NV, const attn_dtype KT, const int PF)
 {
     if (jlo >= jhi)
         return;
     size_t c0 = 0;
     for (; c0 + NV * VW <= a->dvp; c0 += NV * VW)
-        attn_pv_micro(a, r0, c0, jlo, jhi, RB, NV, KT);
+        attn_pv_micro(a, r0, c0, jlo, jhi, RB, NV, KT, PF);
     for (; c0 < a->dvp; c0 += VW)
-        attn_pv_micro(a, r0, c0, jlo, jhi, RB, 1, KT);
+        attn_pv_micro(a, r0, c0, jlo, jhi, RB, 1, KT, PF);
 }
 
 /* Rows r0..r0+RB: the keys every one of them sees go through the blocked kernel; each row's ragged ends (causal
  * and window boundaries) go row by row, so no row ever reads a key it cannot see. */
-ATTN_INLINE void attn_pv_group(const attn_tile_args *a, size_t r0, const int RB, const int NV, const attn_dtype KT)
+ATTN_INLINE void attn_pv_group(const attn_tile_args *a, size_t r0, const int RB, const int NV, const attn_dtype KT,
+                               const int PF)
 {
     int clo = a->lo[r0], chi = a->hi[r0];
     for (int r = 1; r < RB; r++) {
@@ -343,23 +349,24 @@ ATTN_INLINE void attn_pv_group(const attn_tile_args *a, size_t r0, const int RB,
     }
     if (clo >= chi) {
         for (int r = 0; r < RB; r++)
-            attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)a->hi[r0 + r], 1, NV, KT);
+            attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)a->hi[r0 + r], 1, NV, KT, PF);
         return;
     }
-    attn_pv_rows(a, r0, (size_t)clo, (size_t)chi, RB, NV, KT);
+    attn_pv_rows(a, r0, (size_t)clo, (size_t)chi, RB, NV, KT, PF);
     for (int r = 0; r < RB; r++) {
-        attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)clo, 1, NV, KT);
-        attn_pv_rows(a, r0 + r, (size_t)chi, (size_t)a->hi[r0 + r], 1, NV, KT);
+        attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)clo, 1, NV, KT, PF);
+        attn_pv_rows(a, r0 + r, (size_t)chi, (size_t)a->hi[r0 + r], 1, NV, KT, PF);
     }
 }
 
 /* Every row group of RB rows, then the tail, over column chunks of NV vectors. */
-ATTN_INLINE void attn_pv_blocked(const attn_tile_args *a, const int RB, const int NV, const attn_dtype KT)
+ATTN_INLINE void attn_pv_blocked(const attn_tile_args *a, const int RB, const int NV, const attn_dtype KT,
+                                 const int PF)
 {
     size_t r0 = 0;
     for (; r0 + (size_t)RB <= a->rows; r0 += (size_t)RB)
-        attn_pv_group(a, r0, RB, NV, KT);
-#define ATTN_PV_TAIL(R) attn_pv_group(a, r0, R, NV, KT)
+        attn_pv_group(a, r0, RB, NV, KT, PF);
+#define ATTN_PV_TAIL(R) attn_pv_group(a, r0, R, NV, KT, PF)
     ATTN_TAIL(a->rows - r0, RB, ATTN_PV_TAIL)
 #undef ATTN_PV_TAIL
 }
@@ -369,11 +376,11 @@ ATTN_INLINE void attn_pv_blocked(const attn_tile_args *a, const int RB, const in
 ATTN_INLINE void attn_pv_typed(const attn_tile_args *a, const attn_dtype KT)
 {
     if (a->rows <= ATTN_FEW_ROWS && KT != ATTN_F32)
-        attn_pv_blocked(a, PVH_RB, PVH_NV, KT);
+        attn_pv_blocked(a, PVH_RB, PVH_NV, KT, PV_PF_NEXT);
     else if (a->rows <= ATTN_FEW_ROWS)
-        attn_pv_blocked(a, PVD_RB, PVD_NV, KT);
+        attn_pv_blocked(a, PVD_RB, PVD_NV, KT, PV_PF_NEXT);
     else
-        attn_pv_blocked(a, PV_RB, PV_NV, KT);
+        attn_pv_blocked(a, PV_RB, PV_NV, KT, 0);
 }
 
 static ATTN_DECL_PV(ATTN_FN(pv))
