@@ -108,9 +108,9 @@ static void help(void)
     /* One string per line: ISO C only promises 4095-character literals. */
     static const char *const text[] = {
         "",
-        "Times attention from libattn (attn_sdpa; attn_decode from a KV cache for decode shapes) on the DESIGN.md shapes or",
-        "custom ones, for each ISA and thread count, against this machine's FMA peak and read bandwidth, both",
-        "measured in the same run. All shapes: batch 1, fp32, BHSD layout, v_dim = head_dim.",
+        "Times attention from libattn (attn_sdpa; attn_decode from a KV cache for decode shapes) on the DESIGN.md",
+        "shapes or custom ones, for each ISA and thread count, against this machine's FMA peak and read bandwidth,",
+        "both measured in the same run. All shapes: batch 1, fp32, BHSD layout, v_dim = head_dim.",
         "",
         "What to run:",
         "  --shapes LIST        named shapes, comma-separated, case-insensitive, or 'all' (the default set):",
@@ -142,8 +142,8 @@ static void help(void)
         "  --kv-dtype f32|f16|bf16",
         "                       KV storage for decode shapes (q_len <= 16); a comma list runs each. Each fills",
         "                       an attn_kv_cache of that dtype (create + append, untimed) and times",
-        "                       attn_decode, as a server would. When the build lacks that dtype (ATTN_ENOTSUP) it prints",
-        "                       'skipped: kv-dtype f16 not supported by this build' and goes on (exit 0).",
+        "                       attn_decode, as a server would. When the build lacks that dtype (ATTN_ENOTSUP)",
+        "                       it prints 'skipped: kv-dtype f16 not supported by this build' and goes on (exit 0).",
         "                       Longer shapes always run f32 through attn_sdpa. Default f32.",
         "  --block-q N, --block-kv N",
         "                       attn_config block_q / block_kv (1..4096); default 0 = ATTN_BLOCK_* or the",

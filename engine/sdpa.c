@@ -512,8 +512,8 @@ attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const flo
             for (size_t it = 0; it < npack; it++) {
                 const size_t t0 = it % j.ntiles * j.bkv, nk = j.kv_len - t0 < j.bkv ? j.kv_len - t0 : j.bkv;
                 float *kt = j.packed + it * j.tile_floats;
-                attn_pack_tile(&j, kt, j.v_in_place ? NULL : kt + j.d * j.bkvp, sc.kr, it / j.ntiles / hk, it / j.ntiles % hk, t0, nk,
-                               attn_round16(nk));
+                attn_pack_tile(&j, kt, j.v_in_place ? NULL : kt + j.d * j.bkvp, sc.kr, it / j.ntiles / hk,
+                               it / j.ntiles % hk, t0, nk, attn_round16(nk));
             }
         }
         if (j.nchunks == 1) {

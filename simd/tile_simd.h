@@ -8,7 +8,8 @@
  * vector p[i], for VW vectors), V_IOTA(),
  * V_INRANGE(idx, lo, hi) -> M, V_SEL(m, a, b) (a where m), V_CVT_F16(p) and V_CVT_BF16(p) (VW stored halves at p,
  * widened); the blockings SC_RB x SC_NV (scores and the GEMM), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of
- * decode-sized blocks; optionally PVH_RB x PVH_NV for half/bfloat16 V), SR_RB x SR_JB (scores_rows); ATTN_SFX (the ISA suffix of every name) and ATTN_KERNELS_ISA. */
+ * decode-sized blocks; optionally PVH_RB x PVH_NV for half/bfloat16 V), SR_RB x SR_JB (scores_rows); optionally
+ * PV_PF_NEXT (see below); ATTN_SFX (the ISA suffix of every name) and ATTN_KERNELS_ISA. */
 #include <math.h>
 #include <string.h>
 
