@@ -58,8 +58,6 @@ static inline __m512 attn_hsums_avx512(const __m512 *a)
 #define PVH_RB 4 /* decode P.V from a half/bfloat16 cache: 4 rows x 4 zmm, so each V row is widened once (2 x 8
                   * widened it once per pair of rows): D1/D2 f16 and bf16 4-5% faster */
 #define PVH_NV 4
-#define PV_PF_NEXT 1 /* decode P.V prefetches the next tile's keys: D2 f32 17.3-17.8 -> 13.3-14.2 ms (f16 equal);
-                      * on AVX2 it cost f16 D2 12% and left f32 within noise, so AVX2 does not */
 #define SR_RB 4 /* decode scores: 4 query rows x 4 key rows = 16 accumulators, one V_HSUMS */
 #define SR_JB 4
 #define ATTN_SFX avx512

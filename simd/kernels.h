@@ -25,9 +25,10 @@ typedef struct attn_tile_args {
     const void *kr;    /* when kt is NULL: key j at element j*ldk of kr (d a multiple of ATTN_PAD), used in place,
                           elements of type kdt */
     size_t ldk;
-    const void *kn;    /* NULL, or the next tile's key rows (like kr, knn of them): on ISAs that set PV_PF_NEXT,
-                          decode-sized P.V prefetches key row j of the next tile as it reads value row j, so memory
-                          keeps streaming during P.V */
+    const void *kn;    /* NULL, or the next tile's key rows (like kr, knn of them): scores_rows prefetches next key
+                          row j as it reads key row j, so memory streams while the cores compute */
+    const void *vn;    /* NULL, or the next tile's value rows (like vp, knn of them): decode-sized P.V prefetches
+                          next value row j as it reads value row j */
     size_t knn;
     const void *vp;    /* value j at element j*ldv of vp: dvp columns, those from dv on zero (or absent when
                           dv == dvp), elements of type vdt; NULL when only scores are wanted */

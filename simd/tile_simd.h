@@ -8,8 +8,8 @@
  * vector p[i], for VW vectors), V_IOTA(),
  * V_INRANGE(idx, lo, hi) -> M, V_SEL(m, a, b) (a where m), V_CVT_F16(p) and V_CVT_BF16(p) (VW stored halves at p,
  * widened); the blockings SC_RB x SC_NV (scores and the GEMM), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of
- * decode-sized blocks; optionally PVH_RB x PVH_NV for half/bfloat16 V), SR_RB x SR_JB (scores_rows); optionally
- * PV_PF_NEXT (see below); ATTN_SFX (the ISA suffix of every name) and ATTN_KERNELS_ISA. */
+ * decode-sized blocks; optionally PVH_RB x PVH_NV for half/bfloat16 V), SR_RB x SR_JB (scores_rows); ATTN_SFX
+ * (the ISA suffix of every name) and ATTN_KERNELS_ISA. */
 #include <math.h>
 #include <string.h>
 
@@ -45,9 +45,6 @@
     case 7: body(7 < (max) ? 7 : 1); break;                                                                        \
     default: break;                                                                                                \
     }
-
-/* How far ahead of the key being read scores_rows prefetches (bytes; about one page). */
-#define ATTN_KPF_BYTES 4096
 
 /* s[r0..r0+RB)[j0..j0+NV*VW) = q . kt over the whole head_dim. */
 ATTN_INLINE void attn_sc_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int NV)
@@ -128,39 +125,11 @@ static ATTN_DECL_SCORES(ATTN_FN(scores))
 _Static_assert(SR_NACC % VW == 0, "scores_rows accumulators must fill whole reductions");
 #define SR_JBF(RB) (SR_NACC / (RB)) /* keys per micro-kernel for RB rows */
 
-/* s[r0..r0+RB)[j0..j0+JB) = q . k; PF: issue this key group's prefetches (the first row group of a tile), the
- * keys kpf rows ahead. */
-ATTN_INLINE void attn_sr_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int JB,
-                               const attn_dtype KT, const int PF, size_t kpf)
+/* s[r0..r0+RB)[j0..j0+JB) from a micro-kernel's accumulators. */
+ATTN_INLINE void attn_sr_store(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int JB,
+                               const V *acc)
 {
-    /* One cache line of each stream per key and step: the value row being scored (P.V then finds it in cache) and
-     * the key row kpf ahead (the hardware prefetchers stop at page boundaries; D1/D2 measured 10-12% faster). K and
-     * V are stored as the same type. */
-    const size_t esz = KT == ATTN_F32 ? sizeof(float) : sizeof(uint16_t), line = 64 / esz;
-    const char *vpf = PF && a->vp ? (const char *)a->vp + j0 * a->ldv * esz : NULL;
-    const size_t kn = !PF || j0 + kpf >= a->nk ? 0 : a->nk - (j0 + kpf); /* keys ahead that exist */
-    const char *kpfp = kn ? (const char *)a->kr + (j0 + kpf) * a->ldk * esz : NULL;
-    const int NA = (RB * JB + VW - 1) / VW * VW; /* accumulators, zero-padded to whole reductions */
-    V acc[SR_NACC];
-#pragma GCC unroll 64
-    for (int i = 0; i < NA; i++)
-        acc[i] = V_ZERO();
-    /* One key row at a time, front to back: the hardware prefetchers follow each row's lines in order (reading
-     * the JB rows interleaved, a line of each in turn, made D1 f32 40% slower). */
-#pragma GCC unroll 64
-    for (int t = 0; t < JB; t++)
-        for (size_t c = 0; c < a->d; c += VW) {
-            const V k = ATTN_LDKV(KT, a->kr, (j0 + t) * a->ldk + c);
-            if (c % line == 0) {
-                if (vpf && c < a->dvp)
-                    __builtin_prefetch(vpf + ((size_t)t * a->ldv + c) * esz, 0, 2);
-                if ((size_t)t < kn)
-                    __builtin_prefetch(kpfp + ((size_t)t * a->ldk + c) * esz, 0, 2);
-            }
-#pragma GCC unroll 16
-            for (int r = 0; r < RB; r++)
-                acc[r * JB + t] = V_FMA(V_LOAD(a->q + (r0 + r) * a->d + c), k, acc[r * JB + t]);
-        }
+    const int NA = (RB * JB + VW - 1) / VW * VW;
     float sum[SR_NACC] __attribute__((aligned(64)));
 #pragma GCC unroll 16
     for (int i = 0; i < NA; i += VW)
@@ -172,16 +141,86 @@ ATTN_INLINE void attn_sr_micro(const attn_tile_args *a, size_t r0, size_t j0, co
             a->s[(r0 + r) * a->nkp + j0 + t] = sum[r * JB + t];
 }
 
+/* The JB keys' accumulators left for the next micro-kernel to reduce: pj = SIZE_MAX when there are none. */
+typedef struct attn_sr_pending {
+    V acc[SR_NACC];
+    size_t pj;
+} attn_sr_pending;
+
+/* s[r0..r0+RB)[j0..j0+JB) = q . k. PF: prefetch the next tile's key rows j0..j0+JB (the first row group of a tile
+ * does), one cache line per line read here. With pend (the interleaved order below), the accumulators are not
+ * reduced here but left in pend, and this micro-kernel reduces the previous one's halfway through its own loop:
+ * a reduction at the end of its own micro-kernel waited on the last FMAs and held up the next keys' FMAs (f16
+ * scores 42.5 -> 40.6 cycles per key of 4 rows from L2). */
+ATTN_INLINE void attn_sr_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int JB,
+                               const attn_dtype KT, const int PF, attn_sr_pending *pend)
+{
+    const size_t esz = KT == ATTN_F32 ? sizeof(float) : sizeof(uint16_t), line = 64 / esz;
+    const size_t kn = PF && a->kn && j0 < a->knn ? a->knn - j0 : 0; /* next-tile rows from j0 on that exist */
+    const char *knp = kn ? (const char *)a->kn + j0 * a->ldk * esz : NULL;
+    const int NA = (RB * JB + VW - 1) / VW * VW; /* accumulators, zero-padded to whole reductions */
+    V acc[SR_NACC];
+#pragma GCC unroll 64
+    for (int i = 0; i < NA; i++)
+        acc[i] = V_ZERO();
+    if (pend) {
+        /* The JB rows interleaved, one step of each in turn: each q vector is loaded once per step for JB keys
+         * (front to back loaded it once per key). Half and bfloat16 rows only: their JB rows share a few lines,
+         * while fp32 rows read this way lost the hardware prefetchers (D2 f32 6-10% slower). */
+        for (size_t c = 0; c < a->d; c += VW) {
+            if (c == a->d / VW / 2 * VW && pend->pj != SIZE_MAX)
+                attn_sr_store(a, r0, pend->pj, RB, JB, pend->acc);
+            if (c % line == 0)
+#pragma GCC unroll 64
+                for (int t = 0; t < JB; t++)
+                    if ((size_t)t < kn)
+                        __builtin_prefetch(knp + ((size_t)t * a->ldk + c) * esz, 0, 2);
+            V k[SR_NACC];
+#pragma GCC unroll 64
+            for (int t = 0; t < JB; t++)
+                k[t] = ATTN_LDKV(KT, a->kr, (j0 + t) * a->ldk + c);
+#pragma GCC unroll 16
+            for (int r = 0; r < RB; r++) {
+                const V x = V_LOAD(a->q + (r0 + r) * a->d + c);
+#pragma GCC unroll 64
+                for (int t = 0; t < JB; t++)
+                    acc[r * JB + t] = V_FMA(x, k[t], acc[r * JB + t]);
+            }
+        }
+#pragma GCC unroll 64
+        for (int i = 0; i < NA; i++)
+            pend->acc[i] = acc[i];
+        pend->pj = j0;
+        return;
+    }
+    /* One key row at a time, front to back: the hardware prefetchers follow each row's lines in order (reading
+     * fp32 rows interleaved, a line of each in turn, made D1 f32 40% slower). */
+#pragma GCC unroll 64
+    for (int t = 0; t < JB; t++)
+        for (size_t c = 0; c < a->d; c += VW) {
+            const V k = ATTN_LDKV(KT, a->kr, (j0 + t) * a->ldk + c);
+            if (c % line == 0 && (size_t)t < kn)
+                __builtin_prefetch(knp + ((size_t)t * a->ldk + c) * esz, 0, 2);
+#pragma GCC unroll 16
+            for (int r = 0; r < RB; r++)
+                acc[r * JB + t] = V_FMA(V_LOAD(a->q + (r0 + r) * a->d + c), k, acc[r * JB + t]);
+        }
+    attn_sr_store(a, r0, j0, RB, JB, acc);
+}
+
 /* Rows r0..r0+RB against every key of the tile, JB keys at a time, then the leftover keys one by one. */
 ATTN_INLINE void attn_sr_rows(const attn_tile_args *a, size_t r0, const int RB, const int JB, const attn_dtype KT,
                               const int PF)
 {
-    const size_t kpf = ATTN_KPF_BYTES / (a->ldk * (KT == ATTN_F32 ? sizeof(float) : sizeof(uint16_t))) + 1;
+    attn_sr_pending pend = {.pj = SIZE_MAX};
+    attn_sr_pending *pp = KT != ATTN_F32 ? &pend : NULL;
     size_t j0 = 0;
     for (; j0 + (size_t)JB <= a->nk; j0 += (size_t)JB)
-        attn_sr_micro(a, r0, j0, RB, JB, KT, PF, kpf);
+        attn_sr_micro(a, r0, j0, RB, JB, KT, PF, pp);
+    if (pend.pj != SIZE_MAX)
+        attn_sr_store(a, r0, pend.pj, RB, JB, pend.acc);
     for (; j0 < a->nk; j0++)
-        attn_sr_micro(a, r0, j0, RB, 1, KT, PF, kpf);
+        attn_sr_micro(a, r0, j0, RB, 1, KT, PF, NULL);
     for (int r = 0; r < RB; r++)
         memset(a->s + (r0 + r) * a->nkp + a->nk, 0, (a->nkp - a->nk) * sizeof(float));
 }
@@ -281,11 +320,6 @@ static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
 #define PVH_RB PVD_RB
 #define PVH_NV PVD_NV
 #endif
-/* PV_PF_NEXT: decode-sized P.V prefetches the next tile's key rows (the ISA may set it to 1 where it measured
- * faster). */
-#ifndef PV_PF_NEXT
-#define PV_PF_NEXT 0
-#endif
 #define PV_RBMAX (PV_RB > PVD_RB ? PV_RB : PVD_RB)
 #define PV_NVMAX (PV_NV > PVD_NV ? PV_NV : PVD_NV)
 _Static_assert(PVH_RB <= PV_RBMAX && PVH_NV <= PV_NVMAX, "PVH blocking larger than the P.V accumulators");
@@ -301,12 +335,28 @@ ATTN_INLINE void attn_pv_micro(const attn_tile_args *a, size_t r0, size_t c0, si
         for (int v = 0; v < NV; v++)
             acc[r][v] = V_LOAD(a->o + (r0 + r) * a->dvp + c0 + v * VW);
     const float *p = a->s + r0 * a->nkp;
-    const int pf = PF && a->kn && r0 == 0 && c0 == 0; /* the first strip of a decode-sized block */
-    const size_t ksz = a->kdt == ATTN_F32 ? sizeof(float) : sizeof(uint16_t);
+    /* PF (decode-sized blocks): each full row group and column strip prefetches its share of the lines of the next
+     * tile's value row j as it reads value row j, so the prefetches spread over the whole P.V. fp32 rows have each
+     * line issued twice, by two different calls: fp32 decode is bound by memory, the prefetches outrun it and some
+     * are dropped, and the second issue re-requests those (D2 f32 50.7 -> 45.5 ns per key and KV head; f16 lost
+     * 3% the same way). */
+    const size_t esz = KT == ATTN_F32 ? sizeof(float) : sizeof(uint16_t), strip = (size_t)NV * VW;
+    const size_t ngr = a->rows / (size_t)RB, nst = a->dvp / strip, nsl = ngr * nst;
+    const char *pfp = NULL;
+    size_t pfn = 0, pfj = jlo; /* pfn lines of next row j from pfp + j * ldv, for j < pfj */
+    if (PF && a->vn && r0 + (size_t)RB <= ngr * RB && c0 + strip <= nst * strip) {
+        const size_t sl = r0 / (size_t)RB * nst + c0 / strip, lines = (a->dvp * esz + 63) / 64;
+        const size_t copies = KT == ATTN_F32 ? 2 : 1, from = lines * copies * sl / nsl;
+        pfn = lines * copies * (sl + 1) / nsl - from;
+        pfn = pfn > lines - from % lines ? lines - from % lines : pfn; /* within the row */
+        pfp = (const char *)a->vn + from % lines * 64;
+        pfj = a->knn < jhi ? a->knn : jhi;
+    }
+    const size_t pfs = a->ldv * esz;
     for (size_t j = jlo; j < jhi; j++) {
-        if (pf && j < a->knn)
-            for (size_t off = 0; off < a->d * ksz; off += 64)
-                __builtin_prefetch((const char *)a->kn + j * a->ldk * ksz + off, 0, 2);
+        if (PF && j < pfj)
+            for (size_t l = 0; l < pfn; l++)
+                __builtin_prefetch(pfp + j * pfs + l * 64, 0, 2);
         V b[PV_NVMAX];
 #pragma GCC unroll 16
         for (int v = 0; v < NV; v++)
@@ -373,25 +423,36 @@ ATTN_INLINE void attn_pv_blocked(const attn_tile_args *a, const int RB, const in
 }
 
 /* Decode-sized blocks: V comes from memory once per tile, so the row groups are wide (PVD_NV vectors cover a whole
- * row of up to 128 values) and each V row is read in one piece rather than in column strips. */
-ATTN_INLINE void attn_pv_typed(const attn_tile_args *a, const attn_dtype KT)
-{
-    if (a->rows <= ATTN_FEW_ROWS && KT != ATTN_F32)
-        attn_pv_blocked(a, PVH_RB, PVH_NV, KT, PV_PF_NEXT);
-    else if (a->rows <= ATTN_FEW_ROWS)
-        attn_pv_blocked(a, PVD_RB, PVD_NV, KT, PV_PF_NEXT);
-    else
-        attn_pv_blocked(a, PV_RB, PV_NV, KT, 0);
-}
+ * row of up to 128 values) and each V row is read in one piece rather than in column strips. They are compiled as
+ * functions of their own, so that their prefetch arithmetic leaves the code of the larger blocks as it was (inlined
+ * together, prefill P2 ran 1.3% slower). */
+#define ATTN_PV_FEW(T, KT)                                                                                         \
+    static __attribute__((noinline)) void ATTN_FN(pv_few_##T)(const attn_tile_args *a)                             \
+    {                                                                                                              \
+        if (KT != ATTN_F32)                                                                                        \
+            attn_pv_blocked(a, PVH_RB, PVH_NV, KT, 1);                                                             \
+        else                                                                                                       \
+            attn_pv_blocked(a, PVD_RB, PVD_NV, KT, 1);                                                             \
+    }
+ATTN_PV_FEW(f32, ATTN_F32)
+ATTN_PV_FEW(f16, ATTN_F16)
+ATTN_PV_FEW(bf16, ATTN_BF16)
+#undef ATTN_PV_FEW
 
 static ATTN_DECL_PV(ATTN_FN(pv))
 {
-    if (a->vdt == ATTN_F16)
-        attn_pv_typed(a, ATTN_F16);
+    if (a->rows <= ATTN_FEW_ROWS && a->vdt == ATTN_F16)
+        ATTN_FN(pv_few_f16)(a);
+    else if (a->rows <= ATTN_FEW_ROWS && a->vdt == ATTN_BF16)
+        ATTN_FN(pv_few_bf16)(a);
+    else if (a->rows <= ATTN_FEW_ROWS)
+        ATTN_FN(pv_few_f32)(a);
+    else if (a->vdt == ATTN_F16)
+        attn_pv_blocked(a, PV_RB, PV_NV, ATTN_F16, 0);
     else if (a->vdt == ATTN_BF16)
-        attn_pv_typed(a, ATTN_BF16);
+        attn_pv_blocked(a, PV_RB, PV_NV, ATTN_BF16, 0);
     else
-        attn_pv_typed(a, ATTN_F32);
+        attn_pv_blocked(a, PV_RB, PV_NV, ATTN_F32, 0);
 }
 
 static ATTN_DECL_PROBS(ATTN_FN(probs))
