@@ -26,6 +26,10 @@ Test(kvcache, decode_vs_reference, .timeout = 240)
         { 4, 1, 32, 1030, 3, ATTN_MASK_NONE },
         { 2, 4, 64, 400, 200, ATTN_MASK_CAUSAL }, /* a prompt through the cache: K/V packed once per call */
         { 2, 4, 64, 300, 16, ATTN_MASK_CAUSAL },  /* 64 rows, one block: stored rows in place, prefill blocking */
+        /* 1 and 2 query rows per KV head (16 and 8 keys per score micro-kernel), an odd number of vectors per row,
+         * lengths that leave keys over after every micro-kernel and cross split-KV chunks */
+        { 3, 1, 48, 1100, 1, ATTN_MASK_CAUSAL },
+        { 2, 2, 80, 333, 1, ATTN_MASK_CAUSAL },
     };
     attn_isa isas[4];
     const int n = tc_isas(isas);
