@@ -286,12 +286,12 @@ static void attn_rows_run(const attn_job *j, const attn_scratch *sc, const attn_
         attn_tile_at(j, sc, &a, rw->b, rw->kvh, (size_t)t0, 1);
         attn_tile_ranges(sc, rw->n, t0, (int64_t)a.nk);
         /* Rows read in place (decode): the kernels prefetch the next tile's rows while they compute this one's
-         * (value rows too when they are read in place: whole vectors). */
+         * (value rows too when attn_tile_at reads them in place rather than packing them into sc->vp). */
         const int64_t tn = t0 + (int64_t)j->bkv;
         a.kn = a.vn = NULL;
         if (!a.kt && tn < rw->pf_end) {
             a.kn = attn_kv_row(j, j->k, &j->ks, rw->b, rw->kvh, (size_t)tn);
-            a.vn = j->dv == j->dvp ? attn_kv_row(j, j->v, &j->vs, rw->b, rw->kvh, (size_t)tn) : NULL;
+            a.vn = a.vp != sc->vp ? attn_kv_row(j, j->v, &j->vs, rw->b, rw->kvh, (size_t)tn) : NULL;
             a.knn = (size_t)(rw->pf_end - tn) < j->bkv ? (size_t)(rw->pf_end - tn) : j->bkv;
         }
         (a.kt ? j->kern->scores : j->kern->scores_rows)(&a);

@@ -341,9 +341,9 @@ ATTN_INLINE void attn_pv_micro(const attn_tile_args *a, size_t r0, size_t c0, si
      * are dropped, and the second issue re-requests those (D2 f32 50.7 -> 45.5 ns per key and KV head; f16 lost
      * 3% the same way). */
     const size_t esz = KT == ATTN_F32 ? sizeof(float) : sizeof(uint16_t), strip = (size_t)NV * VW;
-    const size_t ngr = a->rows / (size_t)RB, nst = a->dvp / strip, nsl = ngr * nst;
     const char *pfp = NULL;
     size_t pfn = 0, pfj = jlo; /* pfn lines of next row j from pfp + j * ldv, for j < pfj */
+    const size_t ngr = PF ? a->rows / (size_t)RB : 0, nst = PF ? a->dvp / strip : 0, nsl = ngr * nst;
     if (PF && a->vn && r0 + (size_t)RB <= ngr * RB && c0 + strip <= nst * strip) {
         const size_t sl = r0 / (size_t)RB * nst + c0 / strip, lines = (a->dvp * esz + 63) / 64;
         const size_t copies = KT == ATTN_F32 ? 2 : 1, from = lines * copies * sl / nsl;
