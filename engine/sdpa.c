@@ -374,36 +374,45 @@ static void attn_part_store(const attn_job *j, const attn_scratch *sc, const att
     }
 }
 
+/* o += x * w over n floats (a multiple of ATTN_PAD): a fixed-length inner loop, so that the baseline build
+ * vectorises it. */
+static void attn_axpy(float *restrict o, const float *restrict x, float w, size_t n)
+{
+    for (size_t k = 0; k < n; k += ATTN_PAD)
+        for (size_t i = 0; i < ATTN_PAD; i++)
+            o[k + i] += x[k + i] * w;
+}
+
 /* Merges the chunks of one (b, kvh) in chunk order (so the result does not depend on the thread count) into
- * sc's m, l, o, and marks rows that saw no key at all with alo = ahi = 0. */
+ * sc's m, l, o (fresh from attn_rows_setup), and marks rows that saw no key at all with alo = ahi = 0. Chunk by
+ * chunk, so that the partials (long gone from the caches) stream in order from memory; each element still sums
+ * its chunks in chunk order. sc->lo holds "row saw a key" meanwhile (the tile ranges are rebuilt before use). */
 static void attn_part_merge(const attn_job *j, const attn_scratch *sc, const attn_rows *rw, size_t bh)
 {
-    for (size_t r = 0; r < rw->n; r++) {
-        float mx = -INFINITY;
-        int seen = 0;
-        for (size_t c = 0; c < j->nchunks; c++) {
-            const float *p = attn_part(j, bh, c) + j->rows_max * j->dvp;
-            if (p[2 * j->rows_max + r] != 0.0f) {
-                seen = 1;
-                mx = p[r] > mx ? p[r] : mx;
+    const size_t n = rw->n, rm = j->rows_max;
+    for (size_t r = 0; r < n; r++)
+        sc->lo[r] = 0;
+    for (size_t c = 0; c < j->nchunks; c++) {
+        const float *p = attn_part(j, bh, c) + rm * j->dvp;
+        for (size_t r = 0; r < n; r++)
+            if (p[2 * rm + r] != 0.0f) {
+                sc->lo[r] = 1;
+                sc->m[r] = p[r] > sc->m[r] ? p[r] : sc->m[r];
             }
-        }
-        float l = 0.0f, *o = sc->o + r * j->dvp;
-        memset(o, 0, j->dvp * sizeof(float));
-        for (size_t c = 0; c < j->nchunks && seen; c++) {
-            const float *po = attn_part(j, bh, c), *p = po + j->rows_max * j->dvp;
-            if (p[2 * j->rows_max + r] == 0.0f)
-                continue;
-            const float w = expf(p[r] - mx);
-            l += p[j->rows_max + r] * w;
-            for (size_t k = 0; k < j->dv; k++)
-                o[k] += po[r * j->dvp + k] * w;
-        }
-        sc->m[r] = mx;
-        sc->l[r] = l;
-        if (!seen)
-            sc->alo[r] = sc->ahi[r] = 0;
     }
+    for (size_t c = 0; c < j->nchunks; c++) {
+        const float *po = attn_part(j, bh, c), *p = po + rm * j->dvp;
+        for (size_t r = 0; r < n; r++) {
+            if (p[2 * rm + r] == 0.0f)
+                continue;
+            const float w = expf(p[r] - sc->m[r]);
+            sc->l[r] += p[rm + r] * w;
+            attn_axpy(sc->o + r * j->dvp, po + r * j->dvp, w, j->dvp);
+        }
+    }
+    for (size_t r = 0; r < n; r++)
+        if (!sc->lo[r])
+            sc->alo[r] = sc->ahi[r] = 0;
 }
 
 /* Element count a*b*c*d, then bytes; 1 if either overflows size_t. */
