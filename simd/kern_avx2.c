@@ -70,6 +70,10 @@ static inline __m256 attn_hsums_avx2(const __m256 *a)
 #define PV_NV 4
 #define PVD_RB 1 /* decode P.V: 1 row x 8 ymm: 64 values of a V row per pass, within 16 registers */
 #define PVD_NV 8
+#define PVH_RB 4 /* decode P.V from a half/bfloat16 cache: 4 rows x 2 ymm, so each V row is widened once for the 4
+                  * rows (1 x 8 widened it once per row; bfloat16's widening is two shuffle-port instructions that
+                  * compete with the FMAs): P.V per key of 4 rows from L2, f16 48 -> 38 cycles, bf16 111 -> 40 */
+#define PVH_NV 2
 #define SR_RB 4 /* decode scores: 4 query rows x 2 key rows = 8 accumulators, one V_HSUMS */
 #define SR_JB 2
 #define ATTN_SFX avx2

@@ -320,9 +320,9 @@ static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
 #define PVH_RB PVD_RB
 #define PVH_NV PVD_NV
 #endif
-#define PV_RBMAX (PV_RB > PVD_RB ? PV_RB : PVD_RB)
-#define PV_NVMAX (PV_NV > PVD_NV ? PV_NV : PVD_NV)
-_Static_assert(PVH_RB <= PV_RBMAX && PVH_NV <= PV_NVMAX, "PVH blocking larger than the P.V accumulators");
+#define ATTN_MAX3(a, b, c) ((a) > (b) ? ((a) > (c) ? (a) : (c)) : ((b) > (c) ? (b) : (c)))
+#define PV_RBMAX ATTN_MAX3(PV_RB, PVD_RB, PVH_RB)
+#define PV_NVMAX ATTN_MAX3(PV_NV, PVD_NV, PVH_NV)
 
 /* o[r0..r0+RB)[c0..c0+NV*VW) += sum_{j in [jlo, jhi)} s[r][j] * v[j] */
 ATTN_INLINE void attn_pv_micro(const attn_tile_args *a, size_t r0, size_t c0, size_t jlo, size_t jhi, const int RB,
