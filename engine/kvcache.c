@@ -1,6 +1,6 @@
 /* The KV cache of one sequence, stored as fp32, IEEE half or bfloat16 (rounded to nearest even on append), and
- * attn_decode: the cache's last q_len positions attend to the whole cache through the attn_sdpa engine, which
- * widens stored rows to fp32 tile by tile (all arithmetic stays fp32). */
+ * attn_decode: the cache's last q_len positions attend to the whole cache through the attn_sdpa engine, whose
+ * kernels widen the stored keys and values to fp32 in registers (all arithmetic stays fp32). */
 #define _DEFAULT_SOURCE /* madvise */
 #include <stdlib.h>
 #include <string.h>
@@ -11,8 +11,14 @@
 
 struct attn_kv_cache {
     size_t n_kv_heads, head_dim, capacity, len;
+    size_t rows; /* capacity rounded up to whole panels: positions per KV head in k and v */
     attn_dtype dtype;
-    void *k, *v; /* [n_kv_heads][capacity][head_dim] elements of dtype: decode streams one head's rows in order */
+    /* Elements of dtype; decode streams one KV head's keys and values in order. v: [n_kv_heads][rows][head_dim].
+     * k: [n_kv_heads][rows / ATTN_PAD] panels of [head_dim][ATTN_PAD], key t, dim c of head h at
+     * (h * rows + t / ATTN_PAD * ATTN_PAD) * head_dim + c * ATTN_PAD + t % ATTN_PAD: the score kernels take a
+     * panel's 16 keys per vector with no reduction (a key row took a transposing reduction per score). Keys a
+     * panel holds beyond len are zero. */
+    void *k, *v;
 };
 
 static size_t attn_dtype_size(attn_dtype t) { return t == ATTN_F32 ? sizeof(float) : sizeof(uint16_t); }
@@ -39,7 +45,10 @@ attn_status attn_kv_cache_create(attn_kv_cache **out, size_t n_kv_heads, size_t 
     if (!out || !n_kv_heads || !head_dim || !capacity || (unsigned)dtype > ATTN_BF16)
         return ATTN_EINVAL;
     size_t bytes;
-    if (attn_mul_overflow(capacity, n_kv_heads, &bytes) || attn_mul_overflow(bytes, head_dim, &bytes) ||
+    if (capacity > SIZE_MAX - ATTN_PAD)
+        return ATTN_ERANGE;
+    const size_t rows = (capacity + ATTN_PAD - 1) / ATTN_PAD * ATTN_PAD;
+    if (attn_mul_overflow(rows, n_kv_heads, &bytes) || attn_mul_overflow(bytes, head_dim, &bytes) ||
         attn_mul_overflow(bytes, attn_dtype_size(dtype), &bytes) || bytes > PTRDIFF_MAX)
         return ATTN_ERANGE;
     attn_kv_cache *c = malloc(sizeof *c);
@@ -55,6 +64,7 @@ attn_status attn_kv_cache_create(attn_kv_cache **out, size_t n_kv_heads, size_t 
     c->n_kv_heads = n_kv_heads;
     c->head_dim = head_dim;
     c->capacity = capacity;
+    c->rows = rows;
     c->len = 0;
     c->dtype = dtype;
     *out = c;
@@ -78,19 +88,22 @@ void attn_kv_cache_reset(attn_kv_cache *c)
         c->len = 0;
 }
 
-static void attn_store(attn_dtype t, void *dst, const float *src, size_t n)
+/* dst element i * step = src[i] as t, for i < n. */
+static void attn_store(attn_dtype t, void *dst, const float *src, size_t n, size_t step)
 {
     if (t == ATTN_F32) {
-        memcpy(dst, src, n * sizeof(float));
+        float *f = dst;
+        for (size_t i = 0; i < n; i++)
+            f[i * step] = src[i];
         return;
     }
     uint16_t *h = dst;
     if (t == ATTN_F16)
         for (size_t i = 0; i < n; i++)
-            h[i] = attn_f32_to_f16(src[i]);
+            h[i * step] = attn_f32_to_f16(src[i]);
     else
         for (size_t i = 0; i < n; i++)
-            h[i] = attn_f32_to_bf16(src[i]);
+            h[i * step] = attn_f32_to_bf16(src[i]);
 }
 
 attn_status attn_kv_cache_append(attn_kv_cache *c, const float *k, const float *v, size_t n_tokens)
@@ -103,10 +116,13 @@ attn_status attn_kv_cache_append(attn_kv_cache *c, const float *k, const float *
         return ATTN_ERANGE;
     const size_t d = c->head_dim, esz = attn_dtype_size(c->dtype);
     for (size_t t = 0; t < n_tokens; t++)
-        for (size_t h = 0; h < c->n_kv_heads; h++) { /* token t, head h: input row t*hk + h, stored row h*cap + len+t */
-            const size_t off = (h * c->capacity + c->len + t) * d * esz, in = (t * c->n_kv_heads + h) * d;
-            attn_store(c->dtype, (char *)c->k + off, k + in, d);
-            attn_store(c->dtype, (char *)c->v + off, v + in, d);
+        for (size_t h = 0; h < c->n_kv_heads; h++) { /* token t, head h: input row t*hk + h, position p = len+t */
+            const size_t p = c->len + t, in = (t * c->n_kv_heads + h) * d;
+            char *panel = (char *)c->k + (h * c->rows + p / ATTN_PAD * ATTN_PAD) * d * esz;
+            if (p % ATTN_PAD == 0) /* a fresh panel: its keys beyond len read as zero */
+                memset(panel, 0, d * ATTN_PAD * esz);
+            attn_store(c->dtype, panel + p % ATTN_PAD * esz, k + in, d, ATTN_PAD);
+            attn_store(c->dtype, (char *)c->v + (h * c->rows + p) * d * esz, v + in, d, 1);
         }
     c->len += n_tokens;
     return ATTN_OK;
@@ -123,5 +139,5 @@ attn_status attn_decode(const attn_ctx *ctx, const attn_kv_cache *c, const float
         .batch = 1, .n_heads = n_heads, .n_kv_heads = c->n_kv_heads, .q_len = q_len, .kv_len = c->len,
         .head_dim = c->head_dim, .layout = ATTN_LAYOUT_BSHD, .mask = mask,
     };
-    return attn_sdpa_kv(ctx, &d, q, c->k, c->v, c->dtype, c->capacity, out, NULL);
+    return attn_sdpa_kv(ctx, &d, q, c->k, c->v, c->dtype, c->rows, 1, out, NULL);
 }

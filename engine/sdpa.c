@@ -8,6 +8,7 @@
 #include <omp.h>
 #endif
 
+#include "half.h"
 #include "internal.h"
 
 /* Split-KV chunk length in keys (rounded up to a multiple of block_kv); fixed, so results do not depend on the
@@ -52,7 +53,8 @@ typedef struct attn_job {
     size_t nq, rows_max, bkv, bkvp; /* query positions per block, rows per block, keys per tile */
     size_t scratch_floats;          /* per thread */
     float *packed;                  /* NULL, or every K/V tile packed once per call: [batch][kv_heads][tile] */
-    int k_in_place;                 /* read K rows where they are stored (one query block per KV head: decode) */
+    int k_in_place;                 /* read K where it is stored (one query block per KV head: decode) */
+    int k_panels;                   /* K stored in panels of ATTN_PAD keys (a KV cache), see attn_k_panel */
     int v_in_place;                 /* the shared packing holds K only: V is contiguous fp32 rows of whole vectors,
                                        read where they are stored (copying them cost P1-P3 2-4% of their time; rows
                                        a multiple of 4 KiB apart, as BSHD gives, alias in L1: AVX2 P2 was 18%
@@ -66,7 +68,8 @@ typedef struct attn_job {
 /* Per-thread scratch, carved from one 64-byte aligned allocation; every piece a multiple of 16 floats. */
 typedef struct attn_scratch {
     float *q, *s, *kt, *vp, *o, *m, *l;
-    float *kr; /* one key row widened to fp32 for the transposing pack, when K is stored as half or bfloat16 */
+    float *kr; /* one key row widened to fp32 for the transposing pack, when K is stored as half or bfloat16 or in
+                  panels */
     int *lo, *hi;
     int64_t *alo, *ahi; /* absolute visible key range per row */
 } attn_scratch;
@@ -81,7 +84,7 @@ static size_t attn_scratch_size(const attn_job *j)
         return 0;
     parts[5] = parts[6] = parts[7] = parts[8] = j->rows_max; /* m, l, lo, hi */
     parts[9] = parts[10] = 2 * j->rows_max;                  /* alo, ahi: int64 */
-    parts[11] = j->kvt != ATTN_F32 ? j->d : 0; /* kr: one widened key row for the transposing pack */
+    parts[11] = j->kvt != ATTN_F32 || j->k_panels ? j->d : 0; /* kr: one key row for the transposing pack */
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         size_t p = attn_round16(parts[i]);
         if (p < parts[i] || __builtin_add_overflow(total, p, &total))
@@ -106,7 +109,7 @@ static attn_scratch attn_scratch_carve(const attn_job *j, float *base)
     sc.hi = (int *)ATTN_TAKE(j->rows_max);
     sc.alo = (int64_t *)ATTN_TAKE(2 * j->rows_max);
     sc.ahi = (int64_t *)ATTN_TAKE(2 * j->rows_max);
-    sc.kr = ATTN_TAKE(j->kvt != ATTN_F32 ? j->d : 0);
+    sc.kr = ATTN_TAKE(j->kvt != ATTN_F32 || j->k_panels ? j->d : 0);
 #undef ATTN_TAKE
     return sc;
 }
@@ -117,6 +120,24 @@ static const void *attn_kv_row(const attn_job *j, const void *base, const attn_s
 {
     const size_t esz = j->kvt == ATTN_F32 ? sizeof(float) : sizeof(uint16_t);
     return (const char *)base + (b * st->b + kvh * st->h + t * st->s) * esz;
+}
+
+/* The stored panel holding key t of KV head kvh (k_panels: batch 1, kv_head_stride keys per head): key t, dim c
+ * at element c * ATTN_PAD + t % ATTN_PAD of it. */
+static const void *attn_k_panel(const attn_job *j, size_t kvh, size_t t)
+{
+    const size_t esz = j->kvt == ATTN_F32 ? sizeof(float) : sizeof(uint16_t);
+    return (const char *)j->k + (kvh * j->ks.h + t / ATTN_PAD * j->d * ATTN_PAD) * esz;
+}
+
+/* Key t of KV head kvh gathered from its stored panel (k_panels), widened to fp32 in row[0..d). */
+static void attn_panel_key(const attn_job *j, float *row, size_t kvh, size_t t)
+{
+    const void *src = attn_k_panel(j, kvh, t);
+    for (size_t c = 0, i = t % ATTN_PAD; c < j->d; c++, i += ATTN_PAD)
+        row[c] = j->kvt == ATTN_F16    ? attn_f16_to_f32(((const uint16_t *)src)[i])
+                 : j->kvt == ATTN_BF16 ? attn_bf16_to_f32(((const uint16_t *)src)[i])
+                                       : ((const float *)src)[i];
 }
 
 /* dst[0..n) = a stored row widened to fp32. */
@@ -145,14 +166,28 @@ static void attn_pack_tile(const attn_job *j, float *kt, float *vp, float *row, 
                            size_t nk, size_t nkp)
 {
     const size_t panel = j->d * ATTN_PAD;
-    if (nk < nkp)
-        memset(kt + nk / ATTN_PAD * panel, 0, panel * sizeof(float));
-    for (size_t t = 0; t < nk; t++) {
-        const void *src = attn_kv_row(j, j->k, &j->ks, b, kvh, t0 + t);
-        const float *k = src;
-        if (j->kvt != ATTN_F32)
-            attn_kv_widen(j, row, src, j->d), k = row;
-        attn_panel_row(kt, k, j->d, t);
+    if (j->k_panels && t0 % ATTN_PAD == 0) {
+        /* Stored panels line up with the tile's: widen them whole, then zero the keys from nk on. */
+        for (size_t p = 0; p < nkp / ATTN_PAD; p++)
+            attn_kv_widen(j, kt + p * panel, attn_k_panel(j, kvh, t0 + p * ATTN_PAD), panel);
+        for (size_t c = 0; nk < nkp && c < j->d; c++)
+            memset(kt + (nkp / ATTN_PAD - 1) * panel + c * ATTN_PAD + nk % ATTN_PAD, 0,
+                   (ATTN_PAD - nk % ATTN_PAD) * sizeof(float));
+    } else {
+        if (nk < nkp)
+            memset(kt + nk / ATTN_PAD * panel, 0, panel * sizeof(float));
+        for (size_t t = 0; t < nk; t++) {
+            const float *k = row;
+            if (j->k_panels) { /* a tile across stored panels (block_kv not a multiple of ATTN_PAD) */
+                attn_panel_key(j, row, kvh, t0 + t);
+            } else {
+                const void *src = attn_kv_row(j, j->k, &j->ks, b, kvh, t0 + t);
+                k = src;
+                if (j->kvt != ATTN_F32)
+                    attn_kv_widen(j, row, src, j->d), k = row;
+            }
+            attn_panel_row(kt, k, j->d, t);
+        }
     }
     if (vp)
         attn_pack_v(j, vp, b, kvh, t0, nk);
@@ -177,14 +212,19 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
         }
         return;
     }
-    /* A block alone with its KV head (decode): read whole-vector rows in place, as stored (the kernels widen half
-     * and bfloat16 in registers), rather than copy them. Several blocks that lost the shared packing to a failed
-     * allocation still transpose K, so that their sums run in the same order as with it (same bits). V rows are
-     * summed in the same order from either place. */
-    const int k_rows = j->k_in_place && j->d % ATTN_PAD == 0, v_rows = j->dv == j->dvp;
+    /* A block alone with its KV head (decode): read K where it is stored, as stored (the kernels widen half and
+     * bfloat16 in registers), rather than copy it: a cache's key panels when the tile starts on one, else key rows
+     * of whole vectors. V rows likewise. Several blocks that lost the shared packing to a failed allocation still
+     * transpose K, so that their sums run in the same order as with it (same bits); so does a tile that starts
+     * inside a cache panel. V rows are summed in the same order from either place. */
+    const int k_pan = j->k_in_place && j->k_panels && t0 % ATTN_PAD == 0;
+    const int k_rows = j->k_in_place && !j->k_panels && j->d % ATTN_PAD == 0, v_rows = j->dv == j->dvp;
     a->kt = k_rows ? NULL : sc->kt;
     a->kdt = a->vdt = ATTN_F32;
-    if (k_rows) {
+    if (k_pan) {
+        a->kt = attn_k_panel(j, kvh, t0);
+        a->kdt = j->kvt;
+    } else if (k_rows) {
         a->kr = attn_kv_row(j, j->k, &j->ks, b, kvh, t0);
         a->ldk = j->ks.s;
         a->kdt = j->kvt;
@@ -285,12 +325,13 @@ static void attn_rows_run(const attn_job *j, const attn_scratch *sc, const attn_
     for (int64_t t0 = attn_rows_tfirst(j, rw); t0 < rw->uhi; t0 += (int64_t)j->bkv) {
         attn_tile_at(j, sc, &a, rw->b, rw->kvh, (size_t)t0, 1);
         attn_tile_ranges(sc, rw->n, t0, (int64_t)a.nk);
-        /* Rows read in place (decode): the kernels prefetch the next tile's rows while they compute this one's
+        /* K read in place (decode): the kernels prefetch the next tile's keys while they compute this one's
          * (value rows too when attn_tile_at reads them in place rather than packing them into sc->vp). */
         const int64_t tn = t0 + (int64_t)j->bkv;
         a.kn = a.vn = NULL;
-        if (!a.kt && tn < rw->pf_end) {
-            a.kn = attn_kv_row(j, j->k, &j->ks, rw->b, rw->kvh, (size_t)tn);
+        if (!j->packed && a.kt != sc->kt && tn < rw->pf_end) {
+            a.kn = j->k_panels ? attn_k_panel(j, rw->kvh, (size_t)tn)
+                               : attn_kv_row(j, j->k, &j->ks, rw->b, rw->kvh, (size_t)tn);
             a.vn = a.vp != sc->vp ? attn_kv_row(j, j->v, &j->vs, rw->b, rw->kvh, (size_t)tn) : NULL;
             a.knn = (size_t)(rw->pf_end - tn) < j->bkv ? (size_t)(rw->pf_end - tn) : j->bkv;
         }
@@ -426,11 +467,11 @@ static int attn_count_overflows(size_t a, size_t b, size_t c, size_t d)
 attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const float *k, const float *v,
                       float *out, float *probs)
 {
-    return attn_sdpa_kv(ctx, d, q, k, v, ATTN_F32, 0, out, probs);
+    return attn_sdpa_kv(ctx, d, q, k, v, ATTN_F32, 0, 0, out, probs);
 }
 
 attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const void *k, const void *v,
-                         attn_dtype kvt, size_t kv_head_stride, float *out, float *probs)
+                         attn_dtype kvt, size_t kv_head_stride, int k_panels, float *out, float *probs)
 {
     if (!ctx || !d || !q || !k || !v || !out || (unsigned)kvt > ATTN_BF16 || (kv_head_stride && d->batch != 1))
         return ATTN_EINVAL;
@@ -454,7 +495,7 @@ attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const flo
         .kern = ctx->kern, .q = q, .k = k, .v = v, .kvt = kvt, .out = out, .probs = probs, .kv_valid = d->kv_valid,
         .batch = d->batch, .heads = d->n_heads, .kv_heads = hk, .group = d->n_heads / hk, .q_len = d->q_len,
         .kv_len = d->kv_len, .d = d->head_dim, .dv = dv, .dvp = attn_round16(dv), .window = d->window,
-        .causal = d->mask == ATTN_MASK_CAUSAL,
+        .causal = d->mask == ATTN_MASK_CAUSAL, .k_panels = k_panels && kv_head_stride,
         .scale = d->scale != 0.0f ? d->scale : (float)(1.0 / sqrt((double)d->head_dim)),
     };
     j.qs = attn_layout_strides(d->layout, j.heads, j.q_len, j.d);

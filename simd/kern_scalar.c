@@ -5,6 +5,16 @@
 #include "half.h"
 #include "kernels.h"
 
+/* Element i of a row stored as t. */
+static inline float attn_ld(const void *p, size_t i, attn_dtype t)
+{
+    if (t == ATTN_F16)
+        return attn_f16_to_f32(((const uint16_t *)p)[i]);
+    if (t == ATTN_BF16)
+        return attn_bf16_to_f32(((const uint16_t *)p)[i]);
+    return ((const float *)p)[i];
+}
+
 static ATTN_DECL_SCORES(attn_scores_f32_scalar)
 {
     for (size_t r = 0; r < a->rows; r++) {
@@ -14,18 +24,8 @@ static ATTN_DECL_SCORES(attn_scores_f32_scalar)
             s[j] = 0.0f;
         for (size_t c = 0; c < a->d; c++)
             for (size_t j = 0; j < a->nkp; j++)
-                s[j] += q[c] * a->kt[(j / ATTN_PAD) * a->d * ATTN_PAD + c * ATTN_PAD + j % ATTN_PAD];
+                s[j] += q[c] * attn_ld(a->kt, (j / ATTN_PAD) * a->d * ATTN_PAD + c * ATTN_PAD + j % ATTN_PAD, a->kdt);
     }
-}
-
-/* Element i of a row stored as t. */
-static inline float attn_ld(const void *p, size_t i, attn_dtype t)
-{
-    if (t == ATTN_F16)
-        return attn_f16_to_f32(((const uint16_t *)p)[i]);
-    if (t == ATTN_BF16)
-        return attn_bf16_to_f32(((const uint16_t *)p)[i]);
-    return ((const float *)p)[i];
 }
 
 static ATTN_DECL_SCORES(attn_scores_rows_f32_scalar)

@@ -19,21 +19,24 @@ typedef struct attn_tile_args {
     size_t nkp;
     size_t dvp;        /* padded width of v and o rows, a multiple of ATTN_PAD */
     const float *q;    /* [rows][d], already multiplied by the softmax scale */
-    const float *kt;   /* keys transposed in panels of ATTN_PAD keys: key j, dim c at
+    const void *kt;    /* keys transposed in panels of ATTN_PAD keys, elements of type kdt: key j, dim c at
                           kt[(j / ATTN_PAD) * d * ATTN_PAD + c * ATTN_PAD + j % ATTN_PAD], keys nk..nkp-1 zero,
-                          so a micro-kernel streams each panel contiguously; NULL: keys are rows kr */
+                          so a micro-kernel streams each panel contiguously (a tile the engine packed, or a KV
+                          cache's key panels read in place); NULL: keys are rows kr */
     const void *kr;    /* when kt is NULL: key j at element j*ldk of kr (d a multiple of ATTN_PAD), used in place,
                           elements of type kdt */
     size_t ldk;
-    const void *kn;    /* NULL, or the next tile's key rows (like kr, knn of them): scores_rows prefetches next key
-                          row j as it reads key row j, so memory streams while the cores compute */
+    const void *kn;    /* NULL, or the next tile's keys (like kt or kr, knn of them): the score kernels prefetch
+                          the next tile's lines as they read the same lines of this one, so memory streams while
+                          the cores compute */
     const void *vn;    /* NULL, or the next tile's value rows (like vp, knn of them): decode-sized P.V prefetches
                           next value row j as it reads value row j */
     size_t knn;
     const void *vp;    /* value j at element j*ldv of vp: dvp columns, those from dv on zero (or absent when
                           dv == dvp), elements of type vdt; NULL when only scores are wanted */
     size_t ldv;
-    attn_dtype kdt, vdt; /* ATTN_F32 for anything the engine packed; a KV cache's type for rows read in place */
+    attn_dtype kdt, vdt; /* ATTN_F32 for anything the engine packed; a KV cache's type for keys and values read
+                            in place */
     const int *lo, *hi; /* per row: keys [lo, hi) of the tile are visible (0 <= lo, hi <= nk; lo >= hi: none) */
     float *s;          /* scratch [rows][nkp]: scores, then probabilities */
     float *m, *l;      /* per row: running maximum and running sum of exp(score - m) */
@@ -65,8 +68,8 @@ typedef struct attn_gemm_args {
 
 typedef struct attn_kernels {
     attn_isa isa;
-    /* s[r][j] = q[r] . k[j] for every row and every j < nkp, from the transposed tile kt; blocks of scores that
-     * no row of their group can see may be left unwritten. */
+    /* s[r][j] = q[r] . k[j] for every row and every j < nkp, from the transposed tile kt (packed fp32, or a KV
+     * cache's panels of kdt in place); blocks of scores that no row of their group can see may be left unwritten. */
     ATTN_DECL_SCORES((*scores));
     /* The same from key rows kr (kt NULL): few query rows (decode), where transposing K would cost more than the
      * dot products. s[r][j] for nk <= j < nkp is 0. */

@@ -18,6 +18,13 @@
 
 #define ATTN_INLINE static inline __attribute__((always_inline))
 
+/* Decode-sized score blocks (at most SR_RB rows, a GQA group) take one 16-key panel per micro-kernel: SCD_RB x
+ * SCD_NV accumulators, each panel read once for all the rows. Against a KV cache's panels this beats key rows
+ * with a transposing reduction per score (f16 scores from L2, 4 rows: AVX-512 37.7 -> 34.7 cycles per key,
+ * AVX2 57.8 -> 35.1); 4 panels per micro-kernel, as prefill blocks take, was slower (41.4, 55.6). */
+#define SCD_RB SR_RB
+#define SCD_NV (ATTN_PAD / VW)
+
 /* VW elements from element i of a row stored as KT (0 fp32, 1 half, 2 bfloat16; a constant after inlining), widened
  * to fp32 in registers: a KV cache's half rows are read from memory at half the bytes and never copied. */
 #define ATTN_LDKV(KT, base, i)                                                                                     \
@@ -46,27 +53,39 @@
     default: break;                                                                                                \
     }
 
-/* s[r0..r0+RB)[j0..j0+NV*VW) = q . kt over the whole head_dim. */
-ATTN_INLINE void attn_sc_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int NV)
+/* s[r0..r0+RB)[j0..j0+NV*VW) = q . kt over the whole head_dim, kt of type KT. PF: prefetch the same lines of the
+ * next tile's panels (kn: a KV cache's half or bfloat16 panels read in place) as this micro-kernel reads them;
+ * fp32 panels stream in order with the hardware prefetchers alone (software prefetch made D2 f32 13% slower,
+ * while half panels without it were 11% slower). */
+ATTN_INLINE void attn_sc_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int NV,
+                               const attn_dtype KT, const int PF)
 {
-    V acc[SC_RB][SC_NV];
+    V acc[SC_RB > SCD_RB ? SC_RB : SCD_RB][SC_NV > SCD_NV ? SC_NV : SCD_NV];
     float *s = a->s + r0 * a->nkp + j0;
 #pragma GCC unroll 16
     for (int r = 0; r < RB; r++)
 #pragma GCC unroll 16
         for (int v = 0; v < NV; v++)
             acc[r][v] = V_ZERO();
-    const float *q = a->q + r0 * a->d, *kt[SC_NV];
+    const size_t esz = KT == ATTN_F32 ? sizeof(float) : sizeof(uint16_t), cl = 64 / (ATTN_PAD * esz);
+    const float *q = a->q + r0 * a->d;
+    size_t kt[SC_NV > SCD_NV ? SC_NV : SCD_NV]; /* element offsets of the NV panels' columns */
 #pragma GCC unroll 16
     for (int v = 0; v < NV; v++) {
         const size_t j = j0 + (size_t)v * VW;
-        kt[v] = a->kt + j / ATTN_PAD * a->d * ATTN_PAD + j % ATTN_PAD;
+        kt[v] = j / ATTN_PAD * a->d * ATTN_PAD + j % ATTN_PAD;
     }
+    const int pf = PF && KT != ATTN_F32 && a->kn && j0 < a->knn;
     for (size_t c = 0; c < a->d; c++) {
-        V b[SC_NV];
+        if (pf && c % cl == 0)
+#pragma GCC unroll 16
+            for (int v = 0; v < NV; v++)
+                __builtin_prefetch((const char *)a->kn + (kt[v] + c * ATTN_PAD) * esz, 0, 2);
+        V b[SC_NV > SCD_NV ? SC_NV : SCD_NV];
 #pragma GCC unroll 16
         for (int v = 0; v < NV; v++)
-            b[v] = V_LOAD(kt[v] + c * ATTN_PAD);
+            b[v] = KT == ATTN_F32 ? V_LOAD((const float *)a->kt + kt[v] + c * ATTN_PAD)
+                                  : ATTN_LDKV(KT, a->kt, kt[v] + c * ATTN_PAD);
 #pragma GCC unroll 16
         for (int r = 0; r < RB; r++) {
             const V x = V_BCAST(q[r * a->d + c]);
@@ -96,25 +115,47 @@ ATTN_INLINE int attn_sc_unseen(const attn_tile_args *a, size_t r0, size_t j0, si
  * K panels stream from L2 (a 64-key slice is 32 KiB at head_dim 128). The other order (64-dim passes over a K
  * slice kept in L1 while every row group went by, scores reloaded and summed) was P2 1-2%, P3 1% and AVX2 P2
  * 2-3% slower (best of 4 interleaved 1-thread runs). */
-ATTN_INLINE void attn_sc_rows(const attn_tile_args *a, size_t r0, const int RB)
+ATTN_INLINE void attn_sc_rows(const attn_tile_args *a, size_t r0, const int RB, const int NV, const attn_dtype KT,
+                              const int PF)
 {
     size_t j0 = 0;
-    for (; j0 + SC_NV * VW <= a->nkp; j0 += SC_NV * VW)
-        if (!attn_sc_unseen(a, r0, j0, j0 + SC_NV * VW, RB))
-            attn_sc_micro(a, r0, j0, RB, SC_NV);
+    for (; j0 + NV * VW <= a->nkp; j0 += NV * VW)
+        if (!attn_sc_unseen(a, r0, j0, j0 + NV * VW, RB))
+            attn_sc_micro(a, r0, j0, RB, NV, KT, PF);
     for (; j0 < a->nkp; j0 += VW)
         if (!attn_sc_unseen(a, r0, j0, j0 + VW, RB))
-            attn_sc_micro(a, r0, j0, RB, 1);
+            attn_sc_micro(a, r0, j0, RB, 1, KT, PF);
+}
+
+/* Every row group against the tile; the first group issues the next tile's prefetches (decode: the only one,
+ * with one panel per micro-kernel). */
+ATTN_INLINE void attn_sc_all(const attn_tile_args *a, const attn_dtype KT)
+{
+    if (a->rows <= SCD_RB) {
+#define ATTN_SCD(RB) attn_sc_rows(a, 0, RB, SCD_NV, KT, 1)
+        ATTN_TAIL(a->rows, SCD_RB + 1, ATTN_SCD)
+#undef ATTN_SCD
+        return;
+    }
+    size_t r0 = 0;
+    for (; r0 + SC_RB <= a->rows; r0 += SC_RB)
+        if (r0 == 0)
+            attn_sc_rows(a, r0, SC_RB, SC_NV, KT, 1);
+        else
+            attn_sc_rows(a, r0, SC_RB, SC_NV, KT, 0);
+#define ATTN_SC_TAIL(RB) attn_sc_rows(a, r0, RB, SC_NV, KT, r0 == 0)
+    ATTN_TAIL(a->rows - r0, SC_RB, ATTN_SC_TAIL)
+#undef ATTN_SC_TAIL
 }
 
 static ATTN_DECL_SCORES(ATTN_FN(scores))
 {
-    size_t r0 = 0;
-    for (; r0 + SC_RB <= a->rows; r0 += SC_RB)
-        attn_sc_rows(a, r0, SC_RB);
-#define ATTN_SC_TAIL(RB) attn_sc_rows(a, r0, RB)
-    ATTN_TAIL(a->rows - r0, SC_RB, ATTN_SC_TAIL)
-#undef ATTN_SC_TAIL
+    if (a->kdt == ATTN_F16)
+        attn_sc_all(a, ATTN_F16);
+    else if (a->kdt == ATTN_BF16)
+        attn_sc_all(a, ATTN_BF16);
+    else
+        attn_sc_all(a, ATTN_F32);
 }
 
 /* scores_rows: RB query rows x JB key rows per micro-kernel, vectors along d, one accumulator per score. The

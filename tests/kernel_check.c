@@ -174,14 +174,16 @@ int main(void)
         passed += n_cases - isa_failed;
         failed += isa_failed;
     }
-    /* Decode through a KV cache in each storage type: the widening kernels (vcvt_f32_f16 / shifts on NEON). */
+    /* Decode through a KV cache in each storage type: the widening kernels (vcvt_f32_f16 / shifts on NEON), the
+     * cache's key panels read in place (default block_kv) and packed across panels (block_kv 100). */
     static const tc_kv_case kv_cases[] = {
         { 2, 4, 64, 150, 1, ATTN_MASK_CAUSAL }, { 1, 2, 17, 40, 3, ATTN_MASK_CAUSAL }, { 2, 1, 32, 1100, 2, 0 },
     };
     static const attn_dtype kv_types[] = { ATTN_F32, ATTN_F16, ATTN_BF16 };
-    for (int ii = 0; ii < n_isa; ii++) {
+    for (int iib = 0; iib < 2 * n_isa; iib++) {
+        const int ii = iib / 2, bkv = iib % 2 ? 100 : 0;
         attn_ctx *ctx = NULL;
-        if (tc_ctx_create(&ctx, isas[ii], threads, 0, 0) != ATTN_OK) {
+        if (tc_ctx_create(&ctx, isas[ii], threads, 0, bkv) != ATTN_OK) {
             failed++;
             continue;
         }
@@ -191,13 +193,15 @@ int main(void)
                 char msg[512];
                 if (tc_check_decode(ctx, kv_types[t], &kv_cases[k], tc_mix(seed ^ 0xcac4e, t * 8 + k), &worst, msg,
                                     sizeof msg)) {
-                    printf("FAIL %s kv cache dtype %zu case %zu: %s\n", attn_isa_name(isas[ii]), t, k, msg);
+                    printf("FAIL %s kv cache dtype %zu case %zu block_kv %d: %s\n", attn_isa_name(isas[ii]), t, k, bkv,
+                           msg);
                     failed++;
                 } else {
                     passed++;
                 }
             }
-        printf("%-6s: decode through f32/f16/bf16 caches, max err out %.2e\n", attn_isa_name(isas[ii]), worst);
+        printf("%-6s: decode through f32/f16/bf16 caches (block_kv %s), max err out %.2e\n", attn_isa_name(isas[ii]),
+               bkv ? "100" : "default", worst);
         attn_ctx_destroy(ctx);
     }
     check_mha_fixtures(isas, n_isa, threads, &passed, &failed);

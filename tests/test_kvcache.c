@@ -54,6 +54,44 @@ Test(kvcache, decode_vs_reference, .timeout = 240)
         }
 }
 
+/* Tiles that do not start on a 16-key panel of the cache's keys (block_kv 100: the pack gathers key by key) and
+ * tiles that do but are not multiples of 64 keys (block_kv 48), in decode, split-KV and a prompt through the cache
+ * (K packed once per call). */
+Test(kvcache, decode_odd_block_kv, .timeout = 240)
+{
+    static const tc_kv_case cases[] = {
+        { 2, 4, 64, 300, 1, ATTN_MASK_CAUSAL },
+        { 1, 8, 128, 2500, 1, ATTN_MASK_CAUSAL },
+        { 2, 2, 17, 100, 5, ATTN_MASK_CAUSAL },
+        { 2, 4, 64, 400, 200, ATTN_MASK_CAUSAL },
+        { 3, 1, 48, 1100, 3, ATTN_MASK_NONE },
+    };
+    static const int blocks[] = { 100, 48 };
+    attn_isa isas[4];
+    const int n = tc_isas(isas);
+    char msg[512];
+    for (int i = 0; i < n; i++)
+        for (size_t t = 0; t < 3; t++)
+            for (size_t b = 0; b < sizeof blocks / sizeof blocks[0]; b++) {
+                double worst = 0.0;
+                for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+                    const tc_kv_case *kc = &cases[k];
+                    attn_ctx *ctx = NULL;
+                    cr_assert_eq(tc_ctx_create(&ctx, isas[i], 2, 0, blocks[b]), ATTN_OK);
+                    const int bad = tc_check_decode(ctx, dtypes[t], kc, tc_mix(tc_seed(), 100 + k * 7 + t * 2 + b),
+                                                    &worst, msg, sizeof msg);
+                    attn_ctx_destroy(ctx);
+                    cr_assert(!bad,
+                              "ATTN_TEST_SEED=%llu isa=%s dtype=%s block_kv=%d hk=%zu group=%zu d=%zu len=%zu "
+                              "q_len=%zu: %s",
+                              (unsigned long long)tc_seed(), attn_isa_name(isas[i]), dtype_names[t], blocks[b], kc->hk,
+                              kc->group, kc->d, kc->len, kc->q_len, msg);
+                }
+                fprintf(stderr, "[stat] kvcache::odd_block_kv %-6s %-4s block_kv %3d: %zu cases, max err out %.2e\n",
+                        attn_isa_name(isas[i]), dtype_names[t], blocks[b], sizeof cases / sizeof cases[0], worst);
+            }
+}
+
 /* Decodes one query (all heads) from c into a malloc'd array. */
 static float *decode1(const attn_ctx *ctx, const attn_kv_cache *c, const float *q, size_t heads, size_t d)
 {
