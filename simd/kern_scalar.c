@@ -15,7 +15,8 @@ static inline float attn_ld(const void *p, size_t i, attn_dtype t)
     return ((const float *)p)[i];
 }
 
-static ATTN_DECL_SCORES(attn_scores_f32_scalar)
+/* The scores from kt of type t (a constant in each caller, so the loads are specialised). */
+static inline __attribute__((always_inline)) void attn_scores_t(const attn_tile_args *a, attn_dtype t)
 {
     for (size_t r = 0; r < a->rows; r++) {
         const float *q = a->q + r * a->d;
@@ -24,8 +25,18 @@ static ATTN_DECL_SCORES(attn_scores_f32_scalar)
             s[j] = 0.0f;
         for (size_t c = 0; c < a->d; c++)
             for (size_t j = 0; j < a->nkp; j++)
-                s[j] += q[c] * attn_ld(a->kt, (j / ATTN_PAD) * a->d * ATTN_PAD + c * ATTN_PAD + j % ATTN_PAD, a->kdt);
+                s[j] += q[c] * attn_ld(a->kt, (j / ATTN_PAD) * a->d * ATTN_PAD + c * ATTN_PAD + j % ATTN_PAD, t);
     }
+}
+
+static ATTN_DECL_SCORES(attn_scores_f32_scalar)
+{
+    if (a->kdt == ATTN_F16)
+        attn_scores_t(a, ATTN_F16);
+    else if (a->kdt == ATTN_BF16)
+        attn_scores_t(a, ATTN_BF16);
+    else
+        attn_scores_t(a, ATTN_F32);
 }
 
 static ATTN_DECL_SCORES(attn_scores_rows_f32_scalar)
