@@ -15,18 +15,20 @@ static inline float attn_ld(const void *p, size_t i, attn_dtype t)
     return ((const float *)p)[i];
 }
 
-/* The scores from kt of type t (a constant in each caller, so the loads are specialised). */
+/* The scores from kt of type t (a constant in each caller, so the loads are specialised), a panel at a time for
+ * every row, so that the panel stays in L1 while the rows go by. */
 static inline __attribute__((always_inline)) void attn_scores_t(const attn_tile_args *a, attn_dtype t)
 {
-    for (size_t r = 0; r < a->rows; r++) {
-        const float *q = a->q + r * a->d;
-        float *s = a->s + r * a->nkp;
-        for (size_t j = 0; j < a->nkp; j++)
-            s[j] = 0.0f;
-        for (size_t c = 0; c < a->d; c++)
-            for (size_t j = 0; j < a->nkp; j++)
-                s[j] += q[c] * attn_ld(a->kt, (j / ATTN_PAD) * a->d * ATTN_PAD + c * ATTN_PAD + j % ATTN_PAD, t);
-    }
+    for (size_t p = 0; p < a->nkp; p += ATTN_PAD)
+        for (size_t r = 0; r < a->rows; r++) {
+            const float *q = a->q + r * a->d;
+            float acc[ATTN_PAD] = { 0 };
+            for (size_t c = 0; c < a->d; c++)
+                for (size_t l = 0; l < ATTN_PAD; l++)
+                    acc[l] += q[c] * attn_ld(a->kt, p * a->d + c * ATTN_PAD + l, t);
+            for (size_t l = 0; l < ATTN_PAD; l++)
+                a->s[r * a->nkp + p + l] = acc[l];
+        }
 }
 
 static ATTN_DECL_SCORES(attn_scores_f32_scalar)
