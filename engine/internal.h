@@ -40,12 +40,12 @@ typedef struct attn_strides {
     size_t b, h, s;
 } attn_strides;
 
-/* attn_sdpa over keys and values stored as kvt (fp32, half or bfloat16): the KV cache's path. kv_head_stride 0:
- * k and v follow d->layout like q; else (batch 1 only) KV head h's rows start h * kv_head_stride rows in, one
- * after another (a cache's [kv head][rows][dim]), and with k_panels its keys are in panels of ATTN_PAD keys
- * instead (a cache's, see engine/kvcache.c; kv_head_stride a multiple of ATTN_PAD). */
+/* attn_sdpa over keys and values stored as kvt (fp32, half or bfloat16). kv_head_stride 0: k and v are fp32
+ * (kvt ATTN_F32) and follow d->layout like q. Else a KV cache's layout (batch 1 only, see engine/kvcache.c): KV
+ * head h's values are rows h * kv_head_stride rows in, one after another, and its keys the same positions in
+ * panels of ATTN_PAD keys (kv_head_stride a multiple of ATTN_PAD). */
 attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const void *k, const void *v,
-                         attn_dtype kvt, size_t kv_head_stride, int k_panels, float *out, float *probs);
+                         attn_dtype kvt, size_t kv_head_stride, float *out, float *probs);
 
 /* a * b into *r; 1 on overflow. */
 static inline int attn_mul_overflow(size_t a, size_t b, size_t *r) { return __builtin_mul_overflow(a, b, r); }

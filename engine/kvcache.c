@@ -139,5 +139,5 @@ attn_status attn_decode(const attn_ctx *ctx, const attn_kv_cache *c, const float
         .batch = 1, .n_heads = n_heads, .n_kv_heads = c->n_kv_heads, .q_len = q_len, .kv_len = c->len,
         .head_dim = c->head_dim, .layout = ATTN_LAYOUT_BSHD, .mask = mask,
     };
-    return attn_sdpa_kv(ctx, &d, q, c->k, c->v, c->dtype, c->rows, 1, out, NULL);
+    return attn_sdpa_kv(ctx, &d, q, c->k, c->v, c->dtype, c->rows, out, NULL);
 }

@@ -54,7 +54,7 @@ typedef struct attn_job {
     size_t scratch_floats;          /* per thread */
     float *packed;                  /* NULL, or every K/V tile packed once per call: [batch][kv_heads][tile] */
     int k_in_place;                 /* read K where it is stored (one query block per KV head: decode) */
-    int k_panels;                   /* K stored in panels of ATTN_PAD keys (a KV cache), see attn_k_panel */
+    int k_panels;                   /* a KV cache: K in panels of ATTN_PAD keys (see attn_k_panel), V rows */
     int v_in_place;                 /* the shared packing holds K only: V is contiguous fp32 rows of whole vectors,
                                        read where they are stored (copying them cost P1-P3 2-4% of their time; rows
                                        a multiple of 4 KiB apart, as BSHD gives, alias in L1: AVX2 P2 was 18%
@@ -68,8 +68,7 @@ typedef struct attn_job {
 /* Per-thread scratch, carved from one 64-byte aligned allocation; every piece a multiple of 16 floats. */
 typedef struct attn_scratch {
     float *q, *s, *kt, *vp, *o, *m, *l;
-    float *kr; /* one key row widened to fp32 for the transposing pack, when K is stored as half or bfloat16 or in
-                  panels */
+    float *kr; /* one key row gathered from a cache's panels (widened to fp32) for the transposing pack */
     int *lo, *hi;
     int64_t *alo, *ahi; /* absolute visible key range per row */
 } attn_scratch;
@@ -84,7 +83,7 @@ static size_t attn_scratch_size(const attn_job *j)
         return 0;
     parts[5] = parts[6] = parts[7] = parts[8] = j->rows_max; /* m, l, lo, hi */
     parts[9] = parts[10] = 2 * j->rows_max;                  /* alo, ahi: int64 */
-    parts[11] = j->kvt != ATTN_F32 || j->k_panels ? j->d : 0; /* kr: one key row for the transposing pack */
+    parts[11] = j->k_panels ? j->d : 0; /* kr: one key row for the transposing pack */
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         size_t p = attn_round16(parts[i]);
         if (p < parts[i] || __builtin_add_overflow(total, p, &total))
@@ -109,7 +108,7 @@ static attn_scratch attn_scratch_carve(const attn_job *j, float *base)
     sc.hi = (int *)ATTN_TAKE(j->rows_max);
     sc.alo = (int64_t *)ATTN_TAKE(2 * j->rows_max);
     sc.ahi = (int64_t *)ATTN_TAKE(2 * j->rows_max);
-    sc.kr = ATTN_TAKE(j->kvt != ATTN_F32 || j->k_panels ? j->d : 0);
+    sc.kr = ATTN_TAKE(j->k_panels ? j->d : 0);
 #undef ATTN_TAKE
     return sc;
 }
@@ -178,14 +177,10 @@ static void attn_pack_tile(const attn_job *j, float *kt, float *vp, float *row, 
             memset(kt + nk / ATTN_PAD * panel, 0, panel * sizeof(float));
         for (size_t t = 0; t < nk; t++) {
             const float *k = row;
-            if (j->k_panels) { /* a tile across stored panels (block_kv not a multiple of ATTN_PAD) */
+            if (j->k_panels) /* a tile across stored panels (block_kv not a multiple of ATTN_PAD) */
                 attn_panel_key(j, row, kvh, t0 + t);
-            } else {
-                const void *src = attn_kv_row(j, j->k, &j->ks, b, kvh, t0 + t);
-                k = src;
-                if (j->kvt != ATTN_F32)
-                    attn_kv_widen(j, row, src, j->d), k = row;
-            }
+            else
+                k = attn_kv_row(j, j->k, &j->ks, b, kvh, t0 + t);
             attn_panel_row(kt, k, j->d, t);
         }
     }
@@ -227,7 +222,6 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
     } else if (k_rows) {
         a->kr = attn_kv_row(j, j->k, &j->ks, b, kvh, t0);
         a->ldk = j->ks.s;
-        a->kdt = j->kvt;
     } else {
         attn_pack_tile(j, sc->kt, NULL, sc->kr, b, kvh, t0, a->nk, a->nkp);
     }
@@ -467,13 +461,14 @@ static int attn_count_overflows(size_t a, size_t b, size_t c, size_t d)
 attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const float *k, const float *v,
                       float *out, float *probs)
 {
-    return attn_sdpa_kv(ctx, d, q, k, v, ATTN_F32, 0, 0, out, probs);
+    return attn_sdpa_kv(ctx, d, q, k, v, ATTN_F32, 0, out, probs);
 }
 
 attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const void *k, const void *v,
-                         attn_dtype kvt, size_t kv_head_stride, int k_panels, float *out, float *probs)
+                         attn_dtype kvt, size_t kv_head_stride, float *out, float *probs)
 {
-    if (!ctx || !d || !q || !k || !v || !out || (unsigned)kvt > ATTN_BF16 || (kv_head_stride && d->batch != 1))
+    if (!ctx || !d || !q || !k || !v || !out || (unsigned)kvt > ATTN_BF16 || (kv_head_stride && d->batch != 1) ||
+        (!kv_head_stride && kvt != ATTN_F32) || kv_head_stride % ATTN_PAD)
         return ATTN_EINVAL;
     const size_t hk = d->n_kv_heads ? d->n_kv_heads : d->n_heads, dv = d->v_dim ? d->v_dim : d->head_dim;
     if (!d->batch || !d->n_heads || !d->q_len || !d->kv_len || !d->head_dim || !hk || d->n_heads % hk)
@@ -495,7 +490,7 @@ attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const flo
         .kern = ctx->kern, .q = q, .k = k, .v = v, .kvt = kvt, .out = out, .probs = probs, .kv_valid = d->kv_valid,
         .batch = d->batch, .heads = d->n_heads, .kv_heads = hk, .group = d->n_heads / hk, .q_len = d->q_len,
         .kv_len = d->kv_len, .d = d->head_dim, .dv = dv, .dvp = attn_round16(dv), .window = d->window,
-        .causal = d->mask == ATTN_MASK_CAUSAL, .k_panels = k_panels && kv_head_stride,
+        .causal = d->mask == ATTN_MASK_CAUSAL, .k_panels = kv_head_stride != 0,
         .scale = d->scale != 0.0f ? d->scale : (float)(1.0 / sqrt((double)d->head_dim)),
     };
     j.qs = attn_layout_strides(d->layout, j.heads, j.q_len, j.d);

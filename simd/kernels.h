@@ -23,8 +23,8 @@ typedef struct attn_tile_args {
                           kt[(j / ATTN_PAD) * d * ATTN_PAD + c * ATTN_PAD + j % ATTN_PAD], keys nk..nkp-1 zero,
                           so a micro-kernel streams each panel contiguously (a tile the engine packed, or a KV
                           cache's key panels read in place); NULL: keys are rows kr */
-    const void *kr;    /* when kt is NULL: key j at element j*ldk of kr (d a multiple of ATTN_PAD), used in place,
-                          elements of type kdt */
+    const void *kr;    /* when kt is NULL: key j at element j*ldk of kr (d a multiple of ATTN_PAD), fp32 rows used
+                          in place (kdt ATTN_F32) */
     size_t ldk;
     const void *kn;    /* NULL, or the next tile's keys (like kt or kr, knn of them): the score kernels prefetch
                           the next tile's lines as they read the same lines of this one, so memory streams while

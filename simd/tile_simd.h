@@ -26,7 +26,7 @@
 #define SCD_NV (ATTN_PAD / VW)
 
 /* VW elements from element i of a row stored as KT (0 fp32, 1 half, 2 bfloat16; a constant after inlining), widened
- * to fp32 in registers: a KV cache's half rows are read from memory at half the bytes and never copied. */
+ * to fp32 in registers: a KV cache's half keys and values are read at half the bytes and never copied. */
 #define ATTN_LDKV(KT, base, i)                                                                                     \
     ((KT) == ATTN_F16    ? V_CVT_F16((const uint16_t *)(base) + (i))                                               \
      : (KT) == ATTN_BF16 ? V_CVT_BF16((const uint16_t *)(base) + (i))                                              \
@@ -182,66 +182,26 @@ ATTN_INLINE void attn_sr_store(const attn_tile_args *a, size_t r0, size_t j0, co
             a->s[(r0 + r) * a->nkp + j0 + t] = sum[r * JB + t];
 }
 
-/* The JB keys' accumulators left for the next micro-kernel to reduce: pj = SIZE_MAX when there are none. */
-typedef struct attn_sr_pending {
-    V acc[SR_NACC];
-    size_t pj;
-} attn_sr_pending;
-
-/* s[r0..r0+RB)[j0..j0+JB) = q . k. PF: prefetch the next tile's key rows j0..j0+JB (the first row group of a tile
- * does), one cache line per line read here. With pend (the interleaved order below), the accumulators are not
- * reduced here but left in pend, and this micro-kernel reduces the previous one's halfway through its own loop:
- * a reduction at the end of its own micro-kernel waited on the last FMAs and held up the next keys' FMAs (f16
- * scores 42.5 -> 40.6 cycles per key of 4 rows from L2). */
+/* s[r0..r0+RB)[j0..j0+JB) = q . k, one key row at a time, front to back: the hardware prefetchers follow each row's
+ * lines in order (reading fp32 rows interleaved, a line of each in turn, made D1 f32 40% slower). PF: prefetch the
+ * next tile's key rows j0..j0+JB (the first row group of a tile does), one cache line per line read here. */
 ATTN_INLINE void attn_sr_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int JB,
-                               const attn_dtype KT, const int PF, attn_sr_pending *pend)
+                               const int PF)
 {
-    const size_t esz = KT == ATTN_F32 ? sizeof(float) : sizeof(uint16_t), line = 64 / esz;
+    const float *kr = a->kr;
     const size_t kn = PF && a->kn && j0 < a->knn ? a->knn - j0 : 0; /* next-tile rows from j0 on that exist */
-    const char *knp = kn ? (const char *)a->kn + j0 * a->ldk * esz : NULL;
+    const float *knp = kn ? (const float *)a->kn + j0 * a->ldk : NULL;
     const int NA = (RB * JB + VW - 1) / VW * VW; /* accumulators, zero-padded to whole reductions */
     V acc[SR_NACC];
 #pragma GCC unroll 64
     for (int i = 0; i < NA; i++)
         acc[i] = V_ZERO();
-    if (pend) {
-        /* The JB rows interleaved, one step of each in turn: each q vector is loaded once per step for JB keys
-         * (front to back loaded it once per key). Half and bfloat16 rows only: their JB rows share a few lines,
-         * while fp32 rows read this way lost the hardware prefetchers (D2 f32 6-10% slower). */
-        for (size_t c = 0; c < a->d; c += VW) {
-            if (c == a->d / VW / 2 * VW && pend->pj != SIZE_MAX)
-                attn_sr_store(a, r0, pend->pj, RB, JB, pend->acc);
-            if (c % line == 0)
-#pragma GCC unroll 64
-                for (int t = 0; t < JB; t++)
-                    if ((size_t)t < kn)
-                        __builtin_prefetch(knp + ((size_t)t * a->ldk + c) * esz, 0, 2);
-            V k[SR_NACC];
-#pragma GCC unroll 64
-            for (int t = 0; t < JB; t++)
-                k[t] = ATTN_LDKV(KT, a->kr, (j0 + t) * a->ldk + c);
-#pragma GCC unroll 16
-            for (int r = 0; r < RB; r++) {
-                const V x = V_LOAD(a->q + (r0 + r) * a->d + c);
-#pragma GCC unroll 64
-                for (int t = 0; t < JB; t++)
-                    acc[r * JB + t] = V_FMA(x, k[t], acc[r * JB + t]);
-            }
-        }
-#pragma GCC unroll 64
-        for (int i = 0; i < NA; i++)
-            pend->acc[i] = acc[i];
-        pend->pj = j0;
-        return;
-    }
-    /* One key row at a time, front to back: the hardware prefetchers follow each row's lines in order (reading
-     * fp32 rows interleaved, a line of each in turn, made D1 f32 40% slower). */
 #pragma GCC unroll 64
     for (int t = 0; t < JB; t++)
         for (size_t c = 0; c < a->d; c += VW) {
-            const V k = ATTN_LDKV(KT, a->kr, (j0 + t) * a->ldk + c);
-            if (c % line == 0 && (size_t)t < kn)
-                __builtin_prefetch(knp + ((size_t)t * a->ldk + c) * esz, 0, 2);
+            const V k = V_LOADU(kr + (j0 + t) * a->ldk + c);
+            if (c % (64 / sizeof(float)) == 0 && (size_t)t < kn)
+                __builtin_prefetch(knp + (size_t)t * a->ldk + c, 0, 2);
 #pragma GCC unroll 16
             for (int r = 0; r < RB; r++)
                 acc[r * JB + t] = V_FMA(V_LOAD(a->q + (r0 + r) * a->d + c), k, acc[r * JB + t]);
@@ -250,28 +210,23 @@ ATTN_INLINE void attn_sr_micro(const attn_tile_args *a, size_t r0, size_t j0, co
 }
 
 /* Rows r0..r0+RB against every key of the tile, JB keys at a time, then the leftover keys one by one. */
-ATTN_INLINE void attn_sr_rows(const attn_tile_args *a, size_t r0, const int RB, const int JB, const attn_dtype KT,
-                              const int PF)
+ATTN_INLINE void attn_sr_rows(const attn_tile_args *a, size_t r0, const int RB, const int JB, const int PF)
 {
-    attn_sr_pending pend = {.pj = SIZE_MAX};
-    attn_sr_pending *pp = KT != ATTN_F32 ? &pend : NULL;
     size_t j0 = 0;
     for (; j0 + (size_t)JB <= a->nk; j0 += (size_t)JB)
-        attn_sr_micro(a, r0, j0, RB, JB, KT, PF, pp);
-    if (pend.pj != SIZE_MAX)
-        attn_sr_store(a, r0, pend.pj, RB, JB, pend.acc);
+        attn_sr_micro(a, r0, j0, RB, JB, PF);
     for (; j0 < a->nk; j0++)
-        attn_sr_micro(a, r0, j0, RB, 1, KT, PF, NULL);
+        attn_sr_micro(a, r0, j0, RB, 1, PF);
     for (int r = 0; r < RB; r++)
         memset(a->s + (r0 + r) * a->nkp + a->nk, 0, (a->nkp - a->nk) * sizeof(float));
 }
 
 /* Up to SR_RB rows (a GQA group at one position: the usual decode block) in one pass over the keys, taking more
  * keys per step when there are fewer rows; more rows go SR_RB at a time, the first group issuing the prefetches. */
-ATTN_INLINE void attn_sr_all(const attn_tile_args *a, const attn_dtype KT)
+static ATTN_DECL_SCORES(ATTN_FN(scores_rows))
 {
     if (a->rows <= SR_RB) {
-#define ATTN_SR_ONE(RB) attn_sr_rows(a, 0, RB, SR_JBF(RB), KT, 1)
+#define ATTN_SR_ONE(RB) attn_sr_rows(a, 0, RB, SR_JBF(RB), 1)
         if (a->rows == SR_RB)
             ATTN_SR_ONE(SR_RB);
         else
@@ -282,22 +237,12 @@ ATTN_INLINE void attn_sr_all(const attn_tile_args *a, const attn_dtype KT)
     size_t r0 = 0;
     for (; r0 + SR_RB <= a->rows; r0 += SR_RB)
         if (r0 == 0)
-            attn_sr_rows(a, r0, SR_RB, SR_JB, KT, 1);
+            attn_sr_rows(a, r0, SR_RB, SR_JB, 1);
         else
-            attn_sr_rows(a, r0, SR_RB, SR_JB, KT, 0);
-#define ATTN_SR_TAIL(RB) attn_sr_rows(a, r0, RB, SR_JB, KT, 0)
+            attn_sr_rows(a, r0, SR_RB, SR_JB, 0);
+#define ATTN_SR_TAIL(RB) attn_sr_rows(a, r0, RB, SR_JB, 0)
     ATTN_TAIL(a->rows - r0, SR_RB, ATTN_SR_TAIL)
 #undef ATTN_SR_TAIL
-}
-
-static ATTN_DECL_SCORES(ATTN_FN(scores_rows))
-{
-    if (a->kdt == ATTN_F16)
-        attn_sr_all(a, ATTN_F16);
-    else if (a->kdt == ATTN_BF16)
-        attn_sr_all(a, ATTN_BF16);
-    else
-        attn_sr_all(a, ATTN_F32);
 }
 
 static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
