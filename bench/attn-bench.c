@@ -1133,7 +1133,7 @@ static void env_failure(attn_status st, const char *what)
 /* Creates the context for (isa, T) or exits: 2 for a bad ATTN_* variable or an ISA this CPU/build lacks. */
 static attn_ctx *make_ctx(attn_isa isa, int T)
 {
-    attn_config cfg = {T, isa, opt.block_q, opt.block_kv};
+    attn_config cfg = {.num_threads = T, .isa = isa, .block_q = opt.block_q, .block_kv = opt.block_kv};
     attn_ctx *ctx = NULL;
     attn_status st = attn_ctx_create(&ctx, &cfg);
     if (st == ATTN_OK)
@@ -1557,7 +1557,7 @@ int main(int argc, char **argv)
     /* What --isa auto would pick; only reported, so a failure here (a bad ATTN_ISA while --isa names the ISAs
      * explicitly) is not fatal. */
     attn_ctx *dflt = NULL;
-    attn_config dcfg = {1, ATTN_ISA_AUTO, opt.block_q, opt.block_kv};
+    attn_config dcfg = {.num_threads = 1, .isa = ATTN_ISA_AUTO, .block_q = opt.block_q, .block_kv = opt.block_kv};
     attn_status dst = attn_ctx_create(&dflt, &dcfg);
     char auto_isa[96];
     snprintf(auto_isa, sizeof auto_isa, dst == ATTN_OK ? "%s" : "none (attn_ctx_create: %s)",

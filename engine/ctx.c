@@ -45,8 +45,22 @@ int attn_isa_supported(attn_isa isa)
 {
     if (isa == ATTN_ISA_AUTO)
         return 1;
-    return (unsigned)isa < ATTN_N_ISA && attn_kernels_get(isa) != NULL;
+    return (unsigned)isa < ATTN_N_ISA && attn_level_runs(isa);
 }
+
+const char *attn_kernels_name(size_t i)
+{
+    const attn_variant *v = attn_variant_at(i);
+    return v ? v->name : NULL;
+}
+
+int attn_kernels_supported(const char *name)
+{
+    const attn_variant *v = name ? attn_variant_find(name, ATTN_ISA_AUTO) : NULL;
+    return v && attn_level_runs(v->level);
+}
+
+const char *attn_ctx_kernels(const attn_ctx *ctx) { return ctx ? ctx->var->name : "scalar/generic"; }
 
 void *attn_alloc_aligned(size_t bytes)
 {
@@ -179,14 +193,32 @@ attn_status attn_ctx_create(attn_ctx **out, const attn_config *cfg)
         if (threads > ATTN_MAX_THREADS)
             threads = ATTN_MAX_THREADS;
     }
+    const char *kernels = cfg->kernels ? cfg->kernels : getenv("ATTN_KERNELS");
+    const attn_variant *var = NULL;
+    if (kernels && *kernels) {
+        /* A full "level/variant" name also sets the level when none was asked for; it must agree with one that was. */
+        var = attn_variant_find(kernels, isa == ATTN_ISA_AUTO ? attn_isa_best() : isa);
+        if (!var || (isa != ATTN_ISA_AUTO && var->level != isa)) {
+            if (verbose) {
+                fprintf(stderr, "attn: %s \"%s\" is not a kernel variant of the chosen level; built in:",
+                        cfg->kernels ? "attn_config.kernels" : "ATTN_KERNELS", kernels);
+                for (size_t i = 0; attn_variant_at(i); i++)
+                    fprintf(stderr, " %s", attn_variant_at(i)->name);
+                fprintf(stderr, "\n");
+            }
+            return ATTN_EINVAL;
+        }
+        isa = var->level;
+    }
     if (isa == ATTN_ISA_AUTO)
         isa = attn_isa_best();
-    const attn_kernels *kern = attn_kernels_get(isa);
-    if (!kern) {
+    if (!attn_level_runs(isa)) {
         if (verbose)
             fprintf(stderr, "attn: ISA %s is not built in or not supported by this CPU\n", attn_isa_name(isa));
         return ATTN_ENOTSUP;
     }
+    if (!var)
+        var = attn_variant_pick(isa);
 
     attn_ctx *c = malloc(sizeof *c);
     attn_ws *ws = malloc(sizeof *ws);
@@ -198,15 +230,21 @@ attn_status attn_ctx_create(attn_ctx **out, const attn_config *cfg)
     ws->mem = NULL;
     ws->bytes = 0;
     c->ws = ws;
-    c->kern = kern;
+    c->var = var;
+    c->kern = var->kern;
     c->isa = isa;
     c->threads = threads;
-    c->block_q = block_q ? block_q : ATTN_DEFAULT_BLOCK_Q;
-    c->block_kv = block_kv ? block_kv : ATTN_DEFAULT_BLOCK_KV;
+    c->block_q = block_q ? block_q : var->block_q;
+    c->block_kv = block_kv ? block_kv : var->block_kv;
     c->verbose = verbose;
-    if (verbose)
-        fprintf(stderr, "attn %s: isa %s, %d threads, block_q %d, block_kv %d\n", attn_version(),
-                attn_isa_name(isa), threads, c->block_q, c->block_kv);
+    if (verbose) {
+        const attn_cpu_info *ci = attn_cpu_get();
+        fprintf(stderr,
+                "attn %s: kernels %s (%s), %d threads, block_q %d, block_kv %d; cpu vendor %d family 0x%x model 0x%x, "
+                "L1d %u KiB, L2 %u KiB\n",
+                attn_version(), var->name, var->how, threads, c->block_q, c->block_kv, (int)ci->vendor, ci->family,
+                ci->model, ci->l1d_kib, ci->l2_kib);
+    }
     *out = c;
     return ATTN_OK;
 }

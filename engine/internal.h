@@ -11,8 +11,6 @@
 /* Limits of the tunables (config fields and ATTN_* variables). */
 #define ATTN_MAX_THREADS 1024
 #define ATTN_MAX_BLOCK 4096
-#define ATTN_DEFAULT_BLOCK_Q 256
-#define ATTN_DEFAULT_BLOCK_KV 256
 
 /* Largest workspace a context keeps between calls; larger ones are allocated and freed per call. */
 #define ATTN_WS_CACHE_MAX ((size_t)64 << 20)
@@ -22,7 +20,8 @@
 typedef struct attn_ws attn_ws;
 
 struct attn_ctx {
-    const attn_kernels *kern; /* never NULL */
+    const attn_variant *var;  /* never NULL */
+    const attn_kernels *kern; /* var->kern */
     attn_isa isa;
     int threads;
     int block_q, block_kv;

@@ -11,10 +11,6 @@
 #include "half.h"
 #include "internal.h"
 
-/* Split-KV chunk length in keys (rounded up to a multiple of block_kv); fixed, so results do not depend on the
- * thread count. */
-#define ATTN_SPLIT_KEYS 1024
-
 /* Consecutive split-KV items one thread takes at a time: at most one KV head's chunks, and at least four runs per
  * thread when there are enough items. */
 static size_t attn_chunk_run(size_t items, size_t nchunks, int nt)
@@ -516,7 +512,7 @@ attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const flo
     /* Split-KV: when one block holds all the queries of a KV head (decode), its keys are cut into chunks of a
      * fixed size, so that a few KV heads still feed every thread; the chunks' partial results are merged in chunk
      * order. The cut depends on the shape and block_kv only, never on the thread count. */
-    j.chunk = (ATTN_SPLIT_KEYS + j.bkv - 1) / j.bkv * j.bkv;
+    j.chunk = (ctx->var->split_keys + j.bkv - 1) / j.bkv * j.bkv;
     j.nchunks = nqb == 1 && j.kv_len > j.chunk ? (j.kv_len + j.chunk - 1) / j.chunk : 1;
     size_t items;
     if (attn_mul_overflow(nqb * per_qb, j.nchunks, &items))

@@ -55,6 +55,10 @@ typedef struct attn_config {
     int block_q;     /* query rows per work block, 1..4096, the heads of a GQA group folded in (positions per block:
                         block_q / group, at least 1); 0: ATTN_BLOCK_Q, else the tuned default (256) */
     int block_kv;    /* keys per tile, 1..4096; 0: ATTN_BLOCK_KV, else the tuned default (256) */
+    const char *kernels; /* kernel variant, as attn_ctx_kernels prints it ("avx512/zen4") or its part after the
+                            slash within the chosen ISA; NULL: ATTN_KERNELS, else the variant tuned for this CPU.
+                            A full name also picks its ISA when isa is AUTO; an unknown name, or one of another
+                            ISA than isa, is ATTN_EINVAL. Any variant of an ISA the CPU runs may be forced. */
 } attn_config;
 
 /* An execution context: the chosen kernel table, thread count and tile sizes. Immutable after creation, so one
@@ -76,6 +80,16 @@ attn_isa attn_ctx_isa(const attn_ctx *ctx);
 
 /* The number of OpenMP threads one call uses (>= 1); 0 for NULL. */
 int attn_ctx_threads(const attn_ctx *ctx);
+
+/* The kernel variant the context uses, "level/variant" (e.g. "avx512/zen4", "scalar/generic"): the ISA level and
+ * the microarchitecture its register and cache blocking were tuned for. A static string; "scalar/generic" for NULL. */
+const char *attn_ctx_kernels(const attn_ctx *ctx);
+
+/* The kernel variants built into this library, i = 0, 1, ...: "level/variant" names; NULL past the last. */
+const char *attn_kernels_name(size_t i);
+
+/* 1 if name is a built-in variant ("level/variant") of an ISA this CPU runs, else 0 (NULL included). */
+int attn_kernels_supported(const char *name);
 
 /* Memory layouts of q, k, v and out. BHSD: [batch][head][seq][dim]; BSHD: [batch][seq][head][dim]. */
 typedef enum attn_layout { ATTN_LAYOUT_BHSD = 0, ATTN_LAYOUT_BSHD = 1 } attn_layout;

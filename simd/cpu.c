@@ -1,7 +1,9 @@
-/* CPU feature detection (once per process) and the ISA -> kernel table map. Compiled with baseline flags only:
- * nothing here may execute an AVX or NEON-only instruction. */
+/* CPU feature detection (once per process): feature bits, vendor, family/model and cache sizes, which the variant
+ * registry (simd/variants.c) reads. Compiled with baseline flags only: nothing here may execute an AVX or NEON-only
+ * instruction. */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
+#include <string.h>
 
 #include "kernels.h"
 
@@ -15,73 +17,93 @@ static unsigned long long attn_xgetbv0(void)
     return ((unsigned long long)edx << 32) | eax;
 }
 
-static unsigned attn_cpu_detect(void)
+/* L1d and L2 per core in KiB: AMD's extended leaves, else Intel's deterministic cache leaf 4. */
+static void attn_cpu_caches(attn_cpu_info *ci)
 {
-    unsigned a, b, c, d, flags = 0;
-    if (!__get_cpuid(1, &a, &b, &c, &d))
-        return 0;
-    int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
-    if (!osxsave || !avx)
-        return 0;
-    unsigned long long xcr0 = attn_xgetbv0();
-    if ((xcr0 & 0x6) != 0x6) /* XMM and YMM state saved by the OS */
-        return 0;
-    if (__get_cpuid_max(0, NULL) < 7)
-        return 0;
-    __cpuid_count(7, 0, a, b, c, d);
-    if (((b >> 5) & 1) && fma && f16c) /* AVX2, with the FMA and F16C every AVX2 CPU has */
-        flags |= ATTN_CPU_AVX2;
-    /* AVX-512F, and the OS saves opmask (bit 5), upper ZMM0-15 (bit 6) and ZMM16-31 (bit 7). */
-    if (((b >> 16) & 1) && (xcr0 & 0xe0) == 0xe0 && (flags & ATTN_CPU_AVX2))
-        flags |= ATTN_CPU_AVX512;
-    return flags;
-}
-#elif defined(__aarch64__)
-static unsigned attn_cpu_detect(void) { return ATTN_CPU_NEON; } /* Advanced SIMD is baseline on AArch64 */
-#else
-static unsigned attn_cpu_detect(void) { return 0; }
-#endif
-
-static pthread_once_t attn_cpu_once = PTHREAD_ONCE_INIT;
-static unsigned attn_cpu_bits;
-
-static void attn_cpu_init(void) { attn_cpu_bits = attn_cpu_detect(); }
-
-unsigned attn_cpu_flags(void)
-{
-    pthread_once(&attn_cpu_once, attn_cpu_init);
-    return attn_cpu_bits;
-}
-
-const attn_kernels *attn_kernels_get(attn_isa isa)
-{
-    unsigned f = attn_cpu_flags();
-    (void)f;
-    switch (isa) {
-    case ATTN_ISA_SCALAR:
-        return &attn_kernels_scalar;
-#if ATTN_HAVE_AVX2
-    case ATTN_ISA_AVX2:
-        return (f & ATTN_CPU_AVX2) ? &attn_kernels_avx2 : NULL;
-#endif
-#if ATTN_HAVE_AVX512
-    case ATTN_ISA_AVX512:
-        return (f & ATTN_CPU_AVX512) ? &attn_kernels_avx512 : NULL;
-#endif
-#if ATTN_HAVE_NEON
-    case ATTN_ISA_NEON:
-        return (f & ATTN_CPU_NEON) ? &attn_kernels_neon : NULL;
-#endif
-    default:
-        return NULL;
+    unsigned a, b, c, d;
+    if (ci->vendor == ATTN_VENDOR_AMD && __get_cpuid_max(0x80000000u, NULL) >= 0x80000006u) {
+        __cpuid(0x80000005u, a, b, c, d);
+        ci->l1d_kib = c >> 24;
+        __cpuid(0x80000006u, a, b, c, d);
+        ci->l2_kib = c >> 16;
+        return;
+    }
+    if (__get_cpuid_max(0, NULL) < 4)
+        return;
+    for (unsigned i = 0; i < 16; i++) {
+        __cpuid_count(4, i, a, b, c, d);
+        const unsigned type = a & 31, level = (a >> 5) & 7;
+        if (type == 0)
+            break;
+        const unsigned kib = (((b >> 22) & 0x3ff) + 1) * (((b >> 12) & 0x3ff) + 1) * ((b & 0xfff) + 1) * (c + 1) / 1024;
+        if (level == 1 && type == 1)
+            ci->l1d_kib = kib;
+        else if (level == 2)
+            ci->l2_kib = kib;
     }
 }
 
-attn_isa attn_isa_best(void)
+static void attn_cpu_detect(attn_cpu_info *ci)
 {
-    static const attn_isa ladder[] = {ATTN_ISA_AVX512, ATTN_ISA_AVX2, ATTN_ISA_NEON};
-    for (size_t i = 0; i < sizeof ladder / sizeof ladder[0]; i++)
-        if (attn_kernels_get(ladder[i]))
-            return ladder[i];
-    return ATTN_ISA_SCALAR;
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d))
+        return;
+    const unsigned max_leaf = a;
+    if (b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u) /* "AuthenticAMD" */
+        ci->vendor = ATTN_VENDOR_AMD;
+    else if (b == 0x756e6547u && d == 0x49656e69u && c == 0x6c65746eu) /* "GenuineIntel" */
+        ci->vendor = ATTN_VENDOR_INTEL;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return;
+    /* Display family and model: the extended fields count only from base family 15 (6 for the model on Intel). */
+    const unsigned fam = (a >> 8) & 15, model = (a >> 4) & 15;
+    ci->family = fam == 15 ? fam + ((a >> 20) & 0xff) : fam;
+    ci->model = fam == 15 || fam == 6 ? model | (((a >> 16) & 15) << 4) : model;
+    attn_cpu_caches(ci);
+    const int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave || !avx || max_leaf < 7)
+        return;
+    const unsigned long long xcr0 = attn_xgetbv0();
+    if ((xcr0 & 0x6) != 0x6) /* XMM and YMM state saved by the OS */
+        return;
+    unsigned b7, c7, d7, a71 = 0, b71, c71, d71;
+    __cpuid_count(7, 0, a, b7, c7, d7);
+    if (a >= 1)
+        __cpuid_count(7, 1, a71, b71, c71, d71);
+    if (((b7 >> 5) & 1) && fma && f16c) /* AVX2, with the FMA and F16C every AVX2 CPU has */
+        ci->flags |= ATTN_CPU_AVX2;
+    /* AVX-512F, and the OS saves opmask (bit 5), upper ZMM0-15 (bit 6) and ZMM16-31 (bit 7). */
+    if (!((b7 >> 16) & 1) || (xcr0 & 0xe0) != 0xe0 || !(ci->flags & ATTN_CPU_AVX2))
+        return;
+    ci->flags |= ATTN_CPU_AVX512;
+    if ((a71 >> 5) & 1)
+        ci->flags |= ATTN_CPU_AVX512_BF16;
+    if ((d7 >> 23) & 1)
+        ci->flags |= ATTN_CPU_AVX512_FP16;
+    /* AMX-TILE (bit 24) and AMX-BF16 (bit 22), with the OS saving XTILECFG (bit 17) and XTILEDATA (bit 18). Whether
+     * a process may use the tile data is a separate, per-process grant (arch_prctl on Linux). */
+    if (((d7 >> 24) & 1) && ((d7 >> 22) & 1) && (xcr0 & 0x60000) == 0x60000)
+        ci->flags |= ATTN_CPU_AMX;
 }
+#elif defined(__aarch64__)
+static void attn_cpu_detect(attn_cpu_info *ci) { ci->flags = ATTN_CPU_NEON; } /* Advanced SIMD is baseline */
+#else
+static void attn_cpu_detect(attn_cpu_info *ci) { (void)ci; }
+#endif
+
+static pthread_once_t attn_cpu_once = PTHREAD_ONCE_INIT;
+static attn_cpu_info attn_cpu;
+
+static void attn_cpu_init(void)
+{
+    memset(&attn_cpu, 0, sizeof attn_cpu);
+    attn_cpu_detect(&attn_cpu);
+}
+
+const attn_cpu_info *attn_cpu_get(void)
+{
+    pthread_once(&attn_cpu_once, attn_cpu_init);
+    return &attn_cpu;
+}
+
+unsigned attn_cpu_flags(void) { return attn_cpu_get()->flags; }

@@ -144,6 +144,8 @@ static ATTN_DECL_GEMM(attn_gemm_f32_scalar)
 
 const attn_kernels attn_kernels_scalar = {
     .isa = ATTN_ISA_SCALAR,
+    .table = "attn_kernels_scalar",
+    .sc_rb = 1, .sc_nv = 1, .pv_rb = 1, .pv_nv = 1, .pvd_rb = 1, .pvd_nv = 1,
     .scores = attn_scores_f32_scalar,
     .scores_rows = attn_scores_rows_f32_scalar,
     .softmax = attn_softmax_f32_scalar,

@@ -1,4 +1,4 @@
-/* The kernel table: what differs per ISA. The engine packs one tile of keys and values, then calls the kernels of
+/* The kernel table: what differs per ISA and microarchitecture. The engine packs one tile of keys and values, then calls the kernels of
  * its context on a block of query rows; kernels never fail and never allocate (engine/ proves their preconditions). */
 #ifndef ATTN_KERNELS_H
 #define ATTN_KERNELS_H
@@ -68,6 +68,10 @@ typedef struct attn_gemm_args {
 
 typedef struct attn_kernels {
     attn_isa isa;
+    const char *table; /* the table's C name, "attn_kernels_avx512": what a registry line refers to */
+    /* Register blocking the table was compiled with (rows x vectors of VW floats): scores and the GEMM, prefill
+     * P.V, decode P.V. Reported by ATTN_VERBOSE and attn-bench --kernels; the kernels use their own constants. */
+    int sc_rb, sc_nv, pv_rb, pv_nv, pvd_rb, pvd_nv;
     /* s[r][j] = q[r] . k[j] for every row and every j < nkp, from the transposed tile kt (packed fp32, or a KV
      * cache's panels of kdt in place); blocks of scores that no row of their group can see may be left unwritten. */
     ATTN_DECL_SCORES((*scores));
@@ -96,15 +100,44 @@ typedef struct attn_kernels {
 
 /* CPU features, detected once (pthread_once). */
 enum {
-    ATTN_CPU_AVX2 = 1u << 0,   /* AVX2 + FMA + F16C + OS saves YMM */
-    ATTN_CPU_AVX512 = 1u << 1, /* AVX-512F + OS saves opmask/ZMM */
-    ATTN_CPU_NEON = 1u << 2,   /* AArch64 Advanced SIMD */
+    ATTN_CPU_AVX2 = 1u << 0,        /* AVX2 + FMA + F16C + OS saves YMM */
+    ATTN_CPU_AVX512 = 1u << 1,      /* AVX-512F + OS saves opmask/ZMM */
+    ATTN_CPU_NEON = 1u << 2,        /* AArch64 Advanced SIMD */
+    ATTN_CPU_AVX512_BF16 = 1u << 3, /* vdpbf16ps */
+    ATTN_CPU_AVX512_FP16 = 1u << 4, /* Golden Cove and later Intel server cores */
+    ATTN_CPU_AMX = 1u << 5,         /* AMX-TILE + AMX-BF16, tile state enabled in XCR0 */
 };
+typedef enum attn_vendor { ATTN_VENDOR_OTHER = 0, ATTN_VENDOR_AMD, ATTN_VENDOR_INTEL } attn_vendor;
+typedef struct attn_cpu_info {
+    unsigned flags;           /* ATTN_CPU_* */
+    attn_vendor vendor;
+    unsigned family, model;   /* display family and model (a hypervisor may report other values than the part's) */
+    unsigned l1d_kib, l2_kib; /* per core, from CPUID's cache leaves; 0 if unknown */
+} attn_cpu_info;
+const attn_cpu_info *attn_cpu_get(void);
 unsigned attn_cpu_flags(void);
 
-/* The table for isa if it is built in and this CPU runs it, else NULL. isa must not be AUTO. */
-const attn_kernels *attn_kernels_get(attn_isa isa);
-/* The best ISA this CPU runs. */
+/* One kernel variant: a kernel table tuned for a family of microarchitectures, with its cache blocking. The
+ * registry (simd/variants.c) lists them; within a level the first is the generic one. */
+typedef struct attn_variant {
+    attn_isa level;
+    const char *name;         /* "level/variant", as attn_ctx_kernels prints it */
+    const attn_kernels *kern;
+    int (*prefer)(const attn_cpu_info *ci); /* 1: the variant for this CPU; NULL for the generic one */
+    int block_q, block_kv;    /* default query rows per block and keys per tile */
+    size_t split_keys;        /* split-KV chunk in keys (rounded up to a multiple of block_kv) */
+    const char *how;          /* how the blocking was chosen */
+} attn_variant;
+
+size_t attn_variant_count(void);
+const attn_variant *attn_variant_at(size_t i); /* NULL past the end */
+/* 1 if level is built in and this CPU and OS run it. */
+int attn_level_runs(attn_isa level);
+/* The variant of level for this CPU (its preferred one, else the generic); NULL if the level does not run. */
+const attn_variant *attn_variant_pick(attn_isa level);
+/* The variant named "level/variant", or "variant" within level; NULL if there is none. */
+const attn_variant *attn_variant_find(const char *name, attn_isa level);
+/* The best level this CPU runs. */
 attn_isa attn_isa_best(void);
 
 extern const attn_kernels attn_kernels_scalar;
@@ -113,6 +146,7 @@ extern const attn_kernels attn_kernels_avx2;
 #endif
 #if ATTN_HAVE_AVX512
 extern const attn_kernels attn_kernels_avx512;
+extern const attn_kernels attn_kernels_avx512_2fma;
 #endif
 #if ATTN_HAVE_NEON
 extern const attn_kernels attn_kernels_neon;

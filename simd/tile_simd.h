@@ -36,6 +36,8 @@
 #define ATTN_EXPM(x, m) V_EXP(V_SUB((x), (m)))
 #define ATTN_CAT_(a, b) a##b
 #define ATTN_CAT(a, b) ATTN_CAT_(a, b)
+#define ATTN_STR_(a) #a
+#define ATTN_STR(a) ATTN_STR_(a)
 #define ATTN_FN(op) ATTN_CAT(attn_##op##_f32_, ATTN_SFX) /* attn_scores_f32_avx2, ... */
 
 /* Runs body(RB) for the n < max leftover rows with RB = n, a compile-time constant in each case, so that a tail
@@ -565,6 +567,8 @@ static ATTN_DECL_GEMM(ATTN_FN(gemm))
 
 const attn_kernels ATTN_CAT(attn_kernels_, ATTN_SFX) = {
     .isa = ATTN_KERNELS_ISA,
+    .table = "attn_kernels_" ATTN_STR(ATTN_SFX),
+    .sc_rb = SC_RB, .sc_nv = SC_NV, .pv_rb = PV_RB, .pv_nv = PV_NV, .pvd_rb = PVD_RB, .pvd_nv = PVD_NV,
     .scores = ATTN_FN(scores),
     .scores_rows = ATTN_FN(scores_rows),
     .softmax = ATTN_FN(softmax),

@@ -46,16 +46,15 @@ FUZZ_OPENMP = $(eval FUZZ_OPENMP := $(if $(findstring -DATTN_HAVE_OPENMP,$(DEFS)
 FUZZ_DEFS   = $(if $(FUZZ_OPENMP),$(DEFS),$(filter-out -DATTN_HAVE_OPENMP%,$(DEFS)))
 FUZZ_LIBS   = $(filter-out -fopenmp,$(LIBS)) $(FUZZ_OPENMP)
 
-FUZZ_LIB_SRCS     = $(call src,engine/*.c) simd/cpu.c simd/kern_scalar.c $(LIB_ISA_OBJS-yes:.o=.c)
+FUZZ_LIB_SRCS     = $(LIB_BASE_OBJS:.o=.c) $(LIB_ISA_OBJS-yes:.o=.c)
 FUZZ_LIB_OBJS     = $(addprefix $(FUZZ_OBJDIR)/,$(FUZZ_LIB_SRCS:.c=.o))
 FUZZ_HARNESS_OBJS = $(patsubst %,$(FUZZ_OBJDIR)/tests/fuzz/%.o,$(FUZZ_TARGETS))
 FUZZ_BINS         = $(addprefix $(FUZZ_OUT)/,$(FUZZ_TARGETS))
 
-$(FUZZ_OBJDIR)/simd/kern_avx2.o:   private FUZZ_ISA = $(AVX2_CFLAGS)
-$(FUZZ_OBJDIR)/simd/kern_avx512.o: private FUZZ_ISA = $(AVX512_CFLAGS)
-$(FUZZ_OBJDIR)/simd/kern_neon.o:   private FUZZ_ISA = $(NEON_CFLAGS)
-$(FUZZ_OBJDIR)/simd/kern_avx2.o $(FUZZ_OBJDIR)/simd/kern_avx512.o $(FUZZ_OBJDIR)/simd/kern_neon.o: \
-    private FUZZ_SAN = $(FUZZ_ISA_SAN)
+$(FUZZ_OBJDIR)/simd/kern_avx2.o $(FUZZ_OBJDIR)/simd/kern_avx2_%.o:     private FUZZ_ISA = $(AVX2_CFLAGS)
+$(FUZZ_OBJDIR)/simd/kern_avx512.o $(FUZZ_OBJDIR)/simd/kern_avx512_%.o: private FUZZ_ISA = $(AVX512_CFLAGS)
+$(FUZZ_OBJDIR)/simd/kern_neon.o $(FUZZ_OBJDIR)/simd/kern_neon_%.o:     private FUZZ_ISA = $(NEON_CFLAGS)
+$(addprefix $(FUZZ_OBJDIR)/,$(LIB_ISA_OBJS-yes)): private FUZZ_SAN = $(FUZZ_ISA_SAN)
 
 fuzz-build: $(FUZZ_BINS)
 
