@@ -195,7 +195,7 @@ attn_status attn_ctx_create(attn_ctx **out, const attn_config *cfg)
     }
     const char *kernels = cfg->kernels ? cfg->kernels : getenv("ATTN_KERNELS");
     const attn_variant *var = NULL;
-    if (kernels && *kernels) {
+    if (kernels) {
         /* A full "level/variant" name also sets the level when none was asked for; it must agree with one that was. */
         var = attn_variant_find(kernels, isa == ATTN_ISA_AUTO ? attn_isa_best() : isa);
         if (!var || (isa != ATTN_ISA_AUTO && var->level != isa)) {

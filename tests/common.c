@@ -74,13 +74,21 @@ uint64_t tc_seed(void)
 
 /* ---- ISAs ---- */
 
-int tc_isas(attn_isa out[4])
+int tc_isas(attn_isa out[TC_MAX_ISAS])
 {
-    static const attn_isa all[4] = { ATTN_ISA_SCALAR, ATTN_ISA_AVX2, ATTN_ISA_AVX512, ATTN_ISA_NEON };
     int n = 0;
-    for (int i = 0; i < 4; i++)
-        if (attn_isa_supported(all[i]))
-            out[n++] = all[i];
+    for (size_t i = 0; attn_kernels_name(i); i++) {
+        const char *name = attn_kernels_name(i);
+        const size_t lvl = strcspn(name, "/");
+        for (int isa = ATTN_ISA_SCALAR; isa < TC_MAX_ISAS; isa++) {
+            const char *in = attn_isa_name((attn_isa)isa);
+            int seen = 0;
+            for (int k = 0; k < n; k++)
+                seen |= out[k] == (attn_isa)isa;
+            if (!seen && strlen(in) == lvl && !strncmp(name, in, lvl) && attn_isa_supported((attn_isa)isa))
+                out[n++] = (attn_isa)isa;
+        }
+    }
     return n;
 }
 
@@ -518,9 +526,9 @@ done:
     return bad;
 }
 
-int tc_check_isas(const tc_problem *p, int want_probs, tc_stats st[5], char *msg, size_t len)
+int tc_check_isas(const tc_problem *p, int want_probs, tc_stats st[TC_MAX_ISAS], char *msg, size_t len)
 {
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n = tc_isas(isas);
     for (int i = 0; i < n; i++) {
         attn_ctx *ctx = NULL;
@@ -571,7 +579,7 @@ void tc_stats_str(attn_isa isa, const tc_stats *st, char *buf, size_t len)
              st->err_out, st->err_probs, st->err_rowsum);
 }
 
-int tc_check_desc(const attn_sdpa_desc *d, uint64_t case_id, tc_fill kind, int want_probs, tc_stats st[5],
+int tc_check_desc(const attn_sdpa_desc *d, uint64_t case_id, tc_fill kind, int want_probs, tc_stats st[TC_MAX_ISAS],
                   char *msg, size_t len)
 {
     tc_problem p;
@@ -585,9 +593,9 @@ int tc_check_desc(const attn_sdpa_desc *d, uint64_t case_id, tc_fill kind, int w
     return bad;
 }
 
-void tc_print_stats(const char *what, const tc_stats st[5])
+void tc_print_stats(const char *what, const tc_stats st[TC_MAX_ISAS])
 {
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n = tc_isas(isas);
     for (int i = 0; i < n; i++) {
         char line[256];
@@ -926,9 +934,9 @@ void tc_layer_stats_str(attn_isa isa, const tc_layer_stats *st, char *buf, size_
 #include <xmmintrin.h>
 #endif
 
-int tc_isas_env(attn_isa out[4])
+int tc_isas_env(attn_isa out[TC_MAX_ISAS])
 {
-    attn_isa all[4];
+    attn_isa all[TC_MAX_ISAS];
     const int n = tc_isas(all);
     const char *e = getenv("ATTN_ISA");
     int m = 0;

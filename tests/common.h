@@ -32,8 +32,12 @@ uint64_t tc_seed(void);
 
 /* ---- ISAs ---- */
 
-/* The concrete ISAs this library and CPU run (SCALAR first, ladder order); returns how many (1..4). */
-int tc_isas(attn_isa out[4]);
+/* Room for every ISA level (the attn_isa values) in the arrays below. */
+#define TC_MAX_ISAS 8
+
+/* The ISA levels this library and CPU run, in the order of the kernel variant registry (SCALAR first), read from
+ * attn_kernels_name(); returns how many (at least 1). */
+int tc_isas(attn_isa out[TC_MAX_ISAS]);
 /* A context for one ISA; threads 0 = default. Blocks 0 = default (or the env variables). */
 attn_status tc_ctx_create(attn_ctx **ctx, attn_isa isa, int threads, int block_q, int block_kv);
 
@@ -117,15 +121,15 @@ long tc_ref_row(const tc_problem *p, size_t b, size_t h, size_t i, double *ref_o
  * ISA, shape, element) in msg. Adds to st when st is not NULL. */
 int tc_check(const attn_ctx *ctx, const tc_problem *p, int want_probs, tc_stats *st, char *msg, size_t len);
 
-/* tc_check on a fresh default context for every ISA in tc_isas(); st is indexed by attn_isa (5 entries). */
-int tc_check_isas(const tc_problem *p, int want_probs, tc_stats st[5], char *msg, size_t len);
+/* tc_check on a fresh default context for every ISA in tc_isas(); st is indexed by attn_isa (TC_MAX_ISAS entries). */
+int tc_check_isas(const tc_problem *p, int want_probs, tc_stats st[TC_MAX_ISAS], char *msg, size_t len);
 
 /* Runs attn_sdpa and hands back malloc'd copies of out and probs (probs only when want_probs) for bitwise
  * comparisons. */
 attn_status tc_run(const attn_ctx *ctx, const tc_problem *p, int want_probs, float **out, float **probs);
 
 /* Builds a problem from d, fills it from tc_mix(tc_seed(), case_id) and runs tc_check_isas on it. */
-int tc_check_desc(const attn_sdpa_desc *d, uint64_t case_id, tc_fill kind, int want_probs, tc_stats st[5],
+int tc_check_desc(const attn_sdpa_desc *d, uint64_t case_id, tc_fill kind, int want_probs, tc_stats st[TC_MAX_ISAS],
                   char *msg, size_t len);
 
 /* ---- the KV cache ---- */
@@ -146,7 +150,7 @@ int tc_check_decode(const attn_ctx *ctx, attn_dtype t, const tc_kv_case *kc, uin
                     char *msg, size_t len);
 
 /* One stderr line per ISA with the max errors, so a run's log can be quoted. */
-void tc_print_stats(const char *what, const tc_stats st[5]);
+void tc_print_stats(const char *what, const tc_stats st[TC_MAX_ISAS]);
 
 void tc_stats_merge(tc_stats *into, const tc_stats *from);
 /* "avx2: 12 cases, max err out 1.2e-07 probs 3.0e-08 rowsum 1.1e-07" */
@@ -203,7 +207,7 @@ void tc_layer_stats_str(attn_isa isa, const tc_layer_stats *st, char *buf, size_
 /* tc_isas filtered by the ATTN_ISA environment variable: unset, empty or "auto" gives tc_isas(); a concrete name
  * gives just that ISA when this CPU runs it (else none). kernel-check-env (tests/checks.mk) is kernel_check.c built
  * with tc_isas redirected here, so that ATTN_ISA=scalar keeps valgrind on the scalar kernels. */
-int tc_isas_env(attn_isa out[4]);
+int tc_isas_env(attn_isa out[TC_MAX_ISAS]);
 
 /* The caller's floating-point control state: MXCSR's control bits (DAZ, exception masks, rounding, FTZ; the sticky
  * exception flags are left out, arithmetic sets them) on x86-64, FPCR on AArch64, 0 elsewhere. */

@@ -127,7 +127,7 @@ int main(void)
     const uint64_t seed = tc_seed();
     /* The sweep three times over: every (head_dim, q_len, kv_len) meets three draws of the other options. */
     const size_t n_cases = 3 * N_DIMS * N_LENS * N_LENS;
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n_isa = tc_isas(isas);
     /* One thread unless ATTN_NUM_THREADS asks for more: this checks kernels, attn-tests checks threading, and an
      * OpenMP team spinning on a busy machine (or under qemu) costs far more than these small cases. */

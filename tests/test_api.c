@@ -63,7 +63,7 @@ Test(api, isa_supported)
     /* x86 and Arm kernels never both run on one CPU. */
     int x86 = attn_isa_supported(ATTN_ISA_AVX2) || attn_isa_supported(ATTN_ISA_AVX512);
     cr_assert(!(x86 && attn_isa_supported(ATTN_ISA_NEON)));
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n = tc_isas(isas);
     char line[128] = "";
     for (int i = 0; i < n; i++) {
@@ -77,7 +77,7 @@ Test(api, ctx_isa_and_threads)
 {
     unsetenv("ATTN_ISA");
     unsetenv("ATTN_NUM_THREADS");
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n = tc_isas(isas);
     for (int i = 0; i < n; i++) {
         attn_ctx *ctx = NULL;

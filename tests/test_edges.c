@@ -158,7 +158,7 @@ static void nonfinite(which w)
     static const float values[3] = { NAN, INFINITY, -INFINITY };
     edge_shape shapes[5];
     const size_t ns = edge_shapes(shapes);
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     const int n_isa = tc_isas(isas);
     for (int ii = 0; ii < n_isa; ii++)
         for (size_t si = 0; si < ns; si++) {
@@ -304,7 +304,7 @@ Test(edges, huge_scores, .timeout = 240)
     shapes[1].layout = ATTN_LAYOUT_BSHD;
     shapes[2] = tc_shape(1, 4, 1, 1, 2300, 32, 0);
     shapes[2].mask = ATTN_MASK_CAUSAL;
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     const int n_isa = tc_isas(isas);
     for (int ii = 0; ii < n_isa; ii++)
         for (int si = 0; si < 3; si++) {
@@ -333,7 +333,7 @@ Test(edges, huge_scores, .timeout = 240)
 /* A scale of 1e-30: every score is about 0, the weights uniform over the visible keys; against the reference. */
 Test(edges, tiny_scale, .timeout = 120)
 {
-    tc_stats st[5] = { { 0 } };
+    tc_stats st[TC_MAX_ISAS] = { { 0 } };
     attn_sdpa_desc d = tc_shape(2, 4, 2, 33, 47, 24, 0);
     d.mask = ATTN_MASK_CAUSAL;
     d.scale = 1e-30f;
@@ -363,7 +363,7 @@ static size_t count_empty_rows(const attn_sdpa_desc *d)
 /* Window and kv_valid combinations where some rows see no key: tc_check wants those rows exactly zero. */
 Test(edges, all_keys_masked, .timeout = 240)
 {
-    tc_stats st[5] = { { 0 } };
+    tc_stats st[TC_MAX_ISAS] = { { 0 } };
     static int32_t v1[2] = { 5, 40 }, v2[1] = { 100 }, v3[3] = { 0, 64, 1 }, v4[3] = { 0, 7, 1 };
     attn_sdpa_desc d[5];
     /* Window past the padding: queries at p >= kv_valid + window see nothing. */
@@ -413,7 +413,7 @@ Test(edges, kv_valid_zero, .timeout = 120)
     d[2] = tc_shape(1, 4, 1, 1, 2500, 64, 0);
     d[2].kv_valid = none1;
     d[2].mask = ATTN_MASK_CAUSAL;
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     const int n_isa = tc_isas(isas);
     for (int ii = 0; ii < n_isa; ii++)
         for (int small = 0; small < 2; small++)
@@ -440,7 +440,7 @@ Test(edges, kv_valid_zero, .timeout = 120)
 
 Test(edges, fp_env_and_subnormals, .timeout = 240)
 {
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     const int n_isa = tc_isas(isas);
     for (int ii = 0; ii < n_isa; ii++)
         for (int threads = 1; threads <= 2; threads++) {

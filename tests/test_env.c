@@ -13,8 +13,8 @@
 
 static void clear_env(void)
 {
-    static const char *const vars[] = { "ATTN_NUM_THREADS", "ATTN_ISA", "ATTN_BLOCK_Q", "ATTN_BLOCK_KV",
-                                        "ATTN_VERBOSE" };
+    static const char *const vars[] = { "ATTN_NUM_THREADS", "ATTN_ISA", "ATTN_KERNELS", "ATTN_BLOCK_Q",
+                                        "ATTN_BLOCK_KV", "ATTN_VERBOSE" };
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         unsetenv(vars[i]);
 }
@@ -79,7 +79,7 @@ Test(env, isa)
         { "AVX512", ATTN_ISA_AVX512 }, { "neon", ATTN_ISA_NEON },     { "NEON", ATTN_ISA_NEON },
         { "auto", ATTN_ISA_AUTO },     { "AUTO", ATTN_ISA_AUTO },
     };
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n_isas = tc_isas(isas);
     attn_isa best = isas[n_isas - 1];
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -135,7 +135,7 @@ Test(env, odd_blocks_are_correct, .timeout = 240)
 {
     clear_env();
     static const char *const sizes[] = { "1", "3", "7", "33" };
-    tc_stats st[5] = { { 0 } };
+    tc_stats st[TC_MAX_ISAS] = { { 0 } };
     uint64_t id = 0;
     for (size_t bq = 0; bq < 4; bq++) {
         for (size_t bkv = 0; bkv < 4; bkv++) {
@@ -157,9 +157,9 @@ Test(env, odd_config_blocks_are_correct, .timeout = 240)
 {
     clear_env();
     static const int sizes[][2] = { { 1, 1 }, { 3, 5 }, { 7, 33 }, { 33, 7 }, { 4096, 4096 }, { 2, 100 } };
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n = tc_isas(isas);
-    tc_stats st[5] = { { 0 } };
+    tc_stats st[TC_MAX_ISAS] = { { 0 } };
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
         for (int i = 0; i < 3; i++) {
             attn_sdpa_desc d = block_shape(i);
@@ -213,7 +213,7 @@ Test(env, config_beats_env)
     cr_assert_eq(attn_ctx_isa(ctx), ATTN_ISA_SCALAR);
     attn_ctx_destroy(ctx);
     /* The config may also ask for more than the variable allows: the variable is ignored, not a cap. */
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n_isas = tc_isas(isas);
     attn_isa best = isas[n_isas - 1];
     cfg.isa = best;
@@ -309,6 +309,71 @@ Test(env, silent_unless_verbose)
     n = capture_output(use_library, buf, sizeof buf);
     cr_assert_eq(quiet_status, ATTN_OK);
     cr_assert_gt(n, 0, "ATTN_VERBOSE=1 printed nothing");
+}
+
+/* The level of a "level/variant" name, as the attn_isa attn_isa_name gives that name to. */
+static attn_isa level_of(const char *name)
+{
+    const size_t n = strcspn(name, "/");
+    for (int isa = ATTN_ISA_SCALAR; isa < TC_MAX_ISAS; isa++)
+        if (strlen(attn_isa_name((attn_isa)isa)) == n && !strncmp(name, attn_isa_name((attn_isa)isa), n))
+            return (attn_isa)isa;
+    cr_assert_fail("variant \"%s\" names no ISA level", name);
+    return ATTN_ISA_AUTO;
+}
+
+Test(env, kernels)
+{
+    clear_env();
+    static const char *const bad[] = { "", "bogus", "avx512/", "/generic", "generic/", "avx2/zen4", "zen4x",
+                                       "scalar/generic/x", " scalar/generic" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        expect_env("ATTN_KERNELS", bad[i], NULL, ATTN_EINVAL);
+    attn_ctx *ctx;
+    /* The default: a variant of the context's level, one of those built in. */
+    cr_assert_eq(tc_ctx_create(&ctx, ATTN_ISA_AUTO, 1, 0, 0), ATTN_OK);
+    const char *dflt = attn_ctx_kernels(ctx);
+    cr_assert(attn_kernels_supported(dflt), "default variant %s", dflt);
+    cr_assert_eq(level_of(dflt), attn_ctx_isa(ctx), "default variant %s of level %s", dflt,
+                 attn_isa_name(attn_ctx_isa(ctx)));
+    attn_ctx_destroy(ctx);
+    cr_assert_str_eq(attn_ctx_kernels(NULL), "scalar/generic");
+    cr_assert(!attn_kernels_supported(NULL) && !attn_kernels_supported("bogus"));
+    int n = 0;
+    for (size_t i = 0; attn_kernels_name(i); i++, n++) {
+        const char *name = attn_kernels_name(i), *shortname = strchr(name, '/') + 1;
+        const attn_isa level = level_of(name);
+        cr_assert_eq(attn_kernels_supported(name), attn_isa_supported(level), "%s", name);
+        if (!attn_isa_supported(level)) {
+            expect_env("ATTN_KERNELS", name, NULL, ATTN_ENOTSUP);
+            continue;
+        }
+        /* A full name picks its level too, and may force a variant tuned for another CPU. */
+        cr_assert_eq(create_with("ATTN_KERNELS", name, NULL, &ctx), ATTN_OK, "ATTN_KERNELS=%s", name);
+        cr_assert_str_eq(attn_ctx_kernels(ctx), name);
+        cr_assert_eq(attn_ctx_isa(ctx), level);
+        attn_ctx_destroy(ctx);
+        /* The part after the slash names a variant of the chosen level. */
+        const attn_config cfg = { .isa = level };
+        cr_assert_eq(create_with("ATTN_KERNELS", shortname, &cfg, &ctx), ATTN_OK, "%s within %s", shortname,
+                     attn_isa_name(level));
+        cr_assert_str_eq(attn_ctx_kernels(ctx), name);
+        attn_ctx_destroy(ctx);
+        /* A level other than the variant's is a contradiction. */
+        attn_isa isas[TC_MAX_ISAS];
+        const attn_config other = { .isa = level == ATTN_ISA_SCALAR ? isas[tc_isas(isas) - 1] : ATTN_ISA_SCALAR };
+        if (other.isa != level)
+            expect_env("ATTN_KERNELS", name, &other, ATTN_EINVAL);
+        /* attn_config.kernels wins over the variable. */
+        const attn_config named = { .kernels = name };
+        cr_assert_eq(create_with("ATTN_KERNELS", "bogus", &named, &ctx), ATTN_OK);
+        cr_assert_str_eq(attn_ctx_kernels(ctx), name);
+        attn_ctx_destroy(ctx);
+        unsetenv("ATTN_KERNELS");
+    }
+    cr_assert_geq(n, 1);
+    const attn_config badcfg = { .kernels = "bogus" };
+    cr_assert_eq(attn_ctx_create(&ctx, &badcfg), ATTN_EINVAL);
 }
 
 Test(env, unsupported_isa)

@@ -31,7 +31,7 @@ Test(kvcache, decode_vs_reference, .timeout = 240)
         { 3, 1, 48, 1100, 1, ATTN_MASK_CAUSAL },
         { 2, 2, 80, 333, 1, ATTN_MASK_CAUSAL },
     };
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     const int n = tc_isas(isas);
     char msg[512];
     for (int i = 0; i < n; i++)
@@ -67,7 +67,7 @@ Test(kvcache, decode_odd_block_kv, .timeout = 240)
         { 3, 1, 48, 1100, 3, ATTN_MASK_NONE },
     };
     static const int blocks[] = { 100, 48 };
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     const int n = tc_isas(isas);
     char msg[512];
     for (int i = 0; i < n; i++)
@@ -197,7 +197,7 @@ Test(kvcache, decode_thread_independent, .timeout = 240)
     }
     for (size_t i = 0; i < heads * d; i++)
         q[i] = tc_rng_float(&r, -1, 1);
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     const int n = tc_isas(isas);
     for (size_t t = 0; t < 3; t++) {
         attn_kv_cache *c = NULL;

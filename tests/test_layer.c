@@ -49,9 +49,9 @@ static attn_ctx *make_ctx(attn_isa isa, int threads)
     return ctx;
 }
 
-static void print_layer_stats(const char *what, const tc_layer_stats st[5])
+static void print_layer_stats(const char *what, const tc_layer_stats st[TC_MAX_ISAS])
 {
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n = tc_isas(isas);
     for (int i = 0; i < n; i++) {
         char line[256];
@@ -126,9 +126,9 @@ static void rand_layer_free(rand_layer *L)
  * must be exactly 0 and rows must sum to 1 (tc_check_layer). */
 Test(layer, torch_fixtures)
 {
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n_isa = tc_isas(isas);
-    tc_layer_stats st[5] = { { 0 } };
+    tc_layer_stats st[TC_MAX_ISAS] = { { 0 } };
     for (size_t fi = 0; fi < MHA_N_FIXTURES; fi++) {
         const mha_fixture *f = &mha_fixtures[fi];
         attn_layer w = fixture_layer(f);
@@ -156,7 +156,7 @@ Test(layer, torch_fixtures)
 /* n_kv_heads = 0 means n_heads: the fixtures without GQA again, written that way. */
 Test(layer, torch_fixtures_kv_heads_default)
 {
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n_isa = tc_isas(isas);
     for (size_t fi = 0; fi < MHA_N_FIXTURES; fi++) {
         const mha_fixture *f = &mha_fixtures[fi];
@@ -226,9 +226,9 @@ static const layer_case random_cases[] = {
 Test(layer, random_vs_float64, .timeout = 600)
 {
     static const size_t lens[] = { 1, 2, 7, 33, 200 };
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n_isa = tc_isas(isas);
-    tc_layer_stats st[5] = { { 0 } };
+    tc_layer_stats st[TC_MAX_ISAS] = { { 0 } };
     uint64_t id = 0;
     for (size_t ci = 0; ci < sizeof random_cases / sizeof random_cases[0]; ci++) {
         const layer_case *c = &random_cases[ci];
@@ -269,9 +269,9 @@ Test(layer, random_tiles_vs_float64, .timeout = 600)
         { 130, 3, 1, 64, 0x9, 1 }, /* q 192, k/v 64, y 130: three column blocks of wo */
     };
     static const size_t lens[] = { 193, 390 };
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n_isa = tc_isas(isas);
-    tc_layer_stats st[5] = { { 0 } };
+    tc_layer_stats st[TC_MAX_ISAS] = { { 0 } };
     uint64_t id = 0;
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
         for (size_t li = 0; li < 2; li++) {
@@ -361,9 +361,9 @@ static int check_linear(const attn_ctx *ctx, const float *x, size_t m, size_t k,
     return bad;
 }
 
-static void print_lin_stats(const char *what, const lin_stats st[5])
+static void print_lin_stats(const char *what, const lin_stats st[TC_MAX_ISAS])
 {
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n = tc_isas(isas);
     for (int i = 0; i < n; i++)
         fprintf(stderr,
@@ -376,12 +376,12 @@ static void print_lin_stats(const char *what, const lin_stats st[5])
 static void linear_sweep(const char *what, const size_t *ms, size_t nm, const size_t *ks, size_t nk, const size_t *ns,
                          size_t nn, uint64_t salt)
 {
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n_isa = tc_isas(isas);
-    attn_ctx *ctx[4];
+    attn_ctx *ctx[TC_MAX_ISAS];
     for (int ii = 0; ii < n_isa; ii++)
         ctx[ii] = make_ctx(isas[ii], 0);
-    lin_stats st[5] = { { 0 } };
+    lin_stats st[TC_MAX_ISAS] = { { 0 } };
     uint64_t id = 0;
     for (size_t a = 0; a < nm; a++)
         for (size_t c = 0; c < nk; c++)
@@ -443,7 +443,7 @@ Test(layer, linear_exact_small)
     const float w[4 * 3] = { 1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 1, 1 };
     const float b[4] = { 10, 20, 30, 40 };
     const float want[2 * 4] = { 11, 22, 33, 46, 9, 20.5f, 34, 43.5f };
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n_isa = tc_isas(isas);
     for (int ii = 0; ii < n_isa; ii++) {
         attn_ctx *ctx = make_ctx(isas[ii], 0);
@@ -480,7 +480,7 @@ Test(layer, threads_bitwise, .timeout = 600)
     static const int threads[] = { 1, 2, 3 };
     static const layer_case lc[] = { { 70, 6, 2, 13, 0xf, 1 }, { 130, 4, 1, 64, 0x0, 0 } };
     static const size_t lens[] = { 200, 397 };
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n_isa = tc_isas(isas);
     tc_rng r;
     tc_rng_init(&r, tc_mix(tc_seed(), 0x7d));

@@ -11,7 +11,7 @@
 /* tc_check demands bitwise-zero out and probs rows wherever the reference sees no key. */
 Test(robust, fully_masked_rows, .timeout = 120)
 {
-    tc_stats st[5] = { { 0 } };
+    tc_stats st[TC_MAX_ISAS] = { { 0 } };
     /* kv_valid 0: the whole sequence is padding. */
     int32_t valid[3] = { 9, 0, 0 };
     attn_sdpa_desc d = tc_shape(3, 4, 2, 9, 9, 20, 0);
@@ -53,7 +53,7 @@ static void poke(tc_problem *p, float *t, size_t heads, size_t seq, size_t dim, 
  * finite numbers (and skips the others), and the number of skipped rows must be exactly the expected one. */
 static void check_nonfinite(tc_problem *p, size_t expect_rows, const char *what)
 {
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n = tc_isas(isas);
     for (int i = 0; i < n; i++) {
         for (int probs = 0; probs <= 1; probs++) {

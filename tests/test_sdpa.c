@@ -11,7 +11,7 @@
 Test(sdpa, head_dims)
 {
     static const size_t dims[] = { 1, 3, 17, 80, 128, 256 };
-    tc_stats st[5] = { { 0 } };
+    tc_stats st[TC_MAX_ISAS] = { { 0 } };
     uint64_t id = 0;
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
         for (int causal = 0; causal <= 1; causal++) {
@@ -33,7 +33,7 @@ Test(sdpa, lengths)
 {
     static const size_t lens[] = { 1, 15, 16, 17, 257 };
     const size_t n = sizeof lens / sizeof lens[0];
-    tc_stats st[5] = { { 0 } };
+    tc_stats st[TC_MAX_ISAS] = { { 0 } };
     uint64_t id = 0;
     for (size_t a = 0; a < n; a++) {
         for (size_t b = 0; b < n; b++) {
@@ -51,7 +51,7 @@ Test(sdpa, lengths)
 
 Test(sdpa, long_sequences)
 {
-    tc_stats st[5] = { { 0 } };
+    tc_stats st[TC_MAX_ISAS] = { { 0 } };
     /* Square causal prefill over 1000+ keys, with probs. */
     attn_sdpa_desc d = tc_shape(1, 2, 0, 1031, 1031, 64, 0);
     d.mask = ATTN_MASK_CAUSAL;
@@ -95,7 +95,7 @@ Test(sdpa, long_sequences)
 Test(sdpa, gqa_and_batch)
 {
     static const size_t heads[][2] = { { 8, 2 }, { 4, 1 }, { 6, 3 }, { 4, 4 }, { 4, 0 }, { 8, 8 }, { 3, 1 } };
-    tc_stats st[5] = { { 0 } };
+    tc_stats st[TC_MAX_ISAS] = { { 0 } };
     tc_rng r;
     tc_rng_init(&r, tc_seed());
     uint64_t id = 0;
@@ -122,7 +122,7 @@ Test(sdpa, v_dim)
     static const size_t dims[][2] = {
         { 64, 32 }, { 17, 80 }, { 3, 1 }, { 128, 256 }, { 1, 7 }, { 80, 0 }, { 16, 17 },
     };
-    tc_stats st[5] = { { 0 } };
+    tc_stats st[TC_MAX_ISAS] = { { 0 } };
     uint64_t id = 0;
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
         for (int layout = 0; layout <= 1; layout++) {
@@ -140,7 +140,7 @@ Test(sdpa, masks)
 {
     static const size_t lens[][2] = { { 17, 17 }, { 5, 40 }, { 40, 5 }, { 1, 33 }, { 33, 1 }, { 16, 16 } };
     static const size_t windows[] = { 0, 1, 2, 7, 100 };
-    tc_stats st[5] = { { 0 } };
+    tc_stats st[TC_MAX_ISAS] = { { 0 } };
     uint64_t id = 0;
     tc_rng r;
     tc_rng_init(&r, tc_seed() ^ 1);
@@ -173,7 +173,7 @@ Test(sdpa, masks)
 Test(sdpa, scale)
 {
     static const float scales[] = { 0.5f, -0.7f, 3.0f, 1e-3f, 0.125f, 4.0f };
-    tc_stats st[5] = { { 0 } };
+    tc_stats st[TC_MAX_ISAS] = { { 0 } };
     for (size_t i = 0; i < sizeof scales / sizeof scales[0]; i++) {
         attn_sdpa_desc d = tc_shape(1, 2, 0, 21, 37, 40, 0);
         d.scale = scales[i];
@@ -192,7 +192,7 @@ Test(sdpa, scale)
 Test(sdpa, large_logits)
 {
     static const size_t dims[] = { 1, 3, 16, 64 };
-    tc_stats st[5] = { { 0 } };
+    tc_stats st[TC_MAX_ISAS] = { { 0 } };
     uint64_t id = 0;
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
         for (int causal = 0; causal <= 1; causal++) {
@@ -214,7 +214,7 @@ Test(sdpa, large_logits)
 Test(sdpa, random_shapes)
 {
     static const size_t heads[][2] = { { 1, 0 }, { 2, 1 }, { 4, 2 }, { 6, 3 }, { 8, 2 }, { 5, 5 }, { 4, 1 } };
-    tc_stats st[5] = { { 0 } };
+    tc_stats st[TC_MAX_ISAS] = { { 0 } };
     tc_rng r;
     tc_rng_init(&r, tc_seed() ^ 2);
     for (uint64_t id = 0; id < 150; id++) {

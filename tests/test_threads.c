@@ -62,7 +62,7 @@ static size_t first_diff(const float *a, const float *b, size_t n)
 Test(threads, deterministic, .timeout = 240)
 {
     static const int threads[] = { 2, 3, 4 };
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n_isa = tc_isas(isas);
     for (int pi = 0; pi < N_PROBLEMS; pi++) {
         attn_sdpa_desc d = problem_desc(pi);
@@ -110,7 +110,7 @@ Test(threads, inside_omp_parallel, .timeout = 240)
 #ifndef _OPENMP
     cr_skip_test("tests built without -fopenmp");
 #else
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n_isa = tc_isas(isas);
     tc_problem p[N_PROBLEMS];
     for (int i = 0; i < N_PROBLEMS; i++) {

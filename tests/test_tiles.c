@@ -20,9 +20,9 @@ static attn_sdpa_desc shape(size_t batch, size_t heads, size_t kv_heads, size_t 
 
 /* Checks d on every ISA with a context of the given blocking. */
 static void check_blocked(const attn_sdpa_desc *d, uint64_t id, int block_q, int block_kv, int probs,
-                          tc_stats st[5])
+                          tc_stats st[TC_MAX_ISAS])
 {
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n = tc_isas(isas);
     tc_problem p;
     cr_assert_eq(tc_problem_init(&p, d), 0);
@@ -41,7 +41,7 @@ static void check_blocked(const attn_sdpa_desc *d, uint64_t id, int block_q, int
 Test(tiles, lengths_around_tiles, .timeout = 240)
 {
     static const int bkvs[] = { 16, 33, 128 };
-    tc_stats st[5] = { { 0 } };
+    tc_stats st[TC_MAX_ISAS] = { { 0 } };
     uint64_t id = 0;
     for (size_t i = 0; i < sizeof bkvs / sizeof bkvs[0]; i++) {
         const size_t b = (size_t)bkvs[i];
@@ -66,7 +66,7 @@ Test(tiles, split_kv_chunks, .timeout = 240)
         { 7, { 1029, 1030, 2058, 3000 } },
         { 100, { 1099, 1100, 1101, 2300 } },
     };
-    tc_stats st[5] = { { 0 } };
+    tc_stats st[TC_MAX_ISAS] = { { 0 } };
     uint64_t id = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         for (size_t k = 0; k < 4; k++) {
@@ -89,7 +89,7 @@ Test(tiles, gqa_folding, .timeout = 240)
      * still takes one query position). */
     static const size_t groups[][2] = { { 4, 4 }, { 8, 2 }, { 8, 1 } };
     static const int bqs[] = { 1, 3, 64 };
-    tc_stats st[5] = { { 0 } };
+    tc_stats st[TC_MAX_ISAS] = { { 0 } };
     uint64_t id = 0;
     for (size_t g = 0; g < 3; g++)
         for (size_t b = 0; b < 3; b++) {
@@ -102,7 +102,7 @@ Test(tiles, gqa_folding, .timeout = 240)
 
 Test(tiles, decode_thread_independent, .timeout = 240)
 {
-    attn_isa isas[4];
+    attn_isa isas[TC_MAX_ISAS];
     int n = tc_isas(isas);
     attn_sdpa_desc d = shape(1, 8, 2, 1, 5000, 64, ATTN_MASK_CAUSAL);
     tc_problem p;

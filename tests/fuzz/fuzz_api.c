@@ -38,7 +38,8 @@ typedef struct fz_isa_ctxs {
     attn_ctx *c[2][FZ_NBLOCK]; /* [threads - 1][block setting] */
 } fz_isa_ctxs;
 
-static fz_isa_ctxs fz_isas[5];
+#define FZ_MAX_ISA 8 /* room for every attn_isa value attn_isa_name knows */
+static fz_isa_ctxs fz_isas[FZ_MAX_ISA];
 static int fz_nisa;
 static attn_isa fz_best;      /* what AUTO resolves to */
 static int fz_default_threads; /* attn_ctx_threads of a context with num_threads 0 and no ATTN_NUM_THREADS */
@@ -52,8 +53,8 @@ static int fz_trace;
             fprintf(stderr, __VA_ARGS__);                                                                            \
     } while (0)
 
-static const char *const fz_env_vars[] = {"ATTN_NUM_THREADS", "ATTN_ISA", "ATTN_BLOCK_Q", "ATTN_BLOCK_KV",
-                                          "ATTN_VERBOSE"};
+static const char *const fz_env_vars[] = {"ATTN_NUM_THREADS", "ATTN_ISA", "ATTN_KERNELS", "ATTN_BLOCK_Q",
+                                          "ATTN_BLOCK_KV", "ATTN_VERBOSE"};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -75,7 +76,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     fz_default_threads = attn_ctx_threads(d);
     CHECK(fz_best != ATTN_ISA_AUTO && attn_isa_supported(fz_best) && fz_default_threads >= 1, "default context");
     attn_ctx_destroy(d);
-    for (int isa = 0; isa <= ATTN_ISA_NEON; isa++) {
+    for (int isa = 0; strcmp(attn_isa_name((attn_isa)isa), "unknown") != 0; isa++) {
+        CHECK(isa < FZ_MAX_ISA, "more ISA levels than FZ_MAX_ISA");
         if (!attn_isa_supported((attn_isa)isa))
             continue;
         fz_isa_ctxs *e = &fz_isas[fz_nisa++];

@@ -1,12 +1,14 @@
 /* libFuzzer target: the ATTN_* environment variables read by attn_ctx_create (README, attn.h).
  *
  * Input: one flag byte (bit i set: variable i is unset), then the values of ATTN_NUM_THREADS, ATTN_ISA, ATTN_BLOCK_Q,
- * ATTN_BLOCK_KV and ATTN_VERBOSE, separated by NUL bytes (missing ones are unset). The harness sets them, calls
+ * ATTN_BLOCK_KV, ATTN_VERBOSE and ATTN_KERNELS, separated by NUL bytes (missing ones are unset). The harness sets them, calls
  * attn_ctx_create(&ctx, NULL) and checks the status against its own implementation of the documented rules:
  *   integers as strtol reads them (optional leading white space, optional sign, decimal digits, nothing after), in
  *   range: threads 1..1024, blocks 1..4096, verbose 0..1; ISA names auto/scalar/avx2/avx512/neon in any case;
- *   a bad value: ATTN_EINVAL; a valid ISA this build or CPU lacks: ATTN_ENOTSUP (either when both apply).
- * On success attn_ctx_threads and attn_ctx_isa must show the values (unset: the defaults of a context made with no
+ *   a bad value: ATTN_EINVAL; a valid ISA this build or CPU lacks: ATTN_ENOTSUP (either when both apply);
+ *   ATTN_KERNELS a name attn_kernels_name lists, any case, or its part after the slash within the chosen ISA; a
+ *   full name sets the ISA, and one of another ISA than ATTN_ISA names is ATTN_EINVAL.
+ * On success attn_ctx_threads, attn_ctx_isa and attn_ctx_kernels must show the values (unset: the defaults of a context made with no
  * variables); on failure *out is untouched. stderr is captured around the call: with ATTN_VERBOSE=1 the library
  * says something (one or more whole lines) on success and on a bad value; otherwise it must print nothing.
  * Sanitizer reports go to the real stderr throughout. */
@@ -22,9 +24,9 @@
 
 #include "fuzz_common.h"
 
-enum { V_THREADS, V_ISA, V_BLOCK_Q, V_BLOCK_KV, V_VERBOSE, N_VARS };
+enum { V_THREADS, V_ISA, V_BLOCK_Q, V_BLOCK_KV, V_VERBOSE, V_KERNELS, N_VARS };
 static const char *const fz_vars[N_VARS] = {"ATTN_NUM_THREADS", "ATTN_ISA", "ATTN_BLOCK_Q", "ATTN_BLOCK_KV",
-                                            "ATTN_VERBOSE"};
+                                            "ATTN_VERBOSE", "ATTN_KERNELS"};
 static const char *const fz_isa_names[] = {"auto", "scalar", "avx2", "avx512", "neon"};
 
 static int fz_default_threads;
@@ -79,16 +81,39 @@ static int fz_parse_int(const char *s, long min, long max, long *v)
     return 1;
 }
 
-/* ISA name, any case: its enum value, or -1. */
-static int fz_parse_isa(const char *s)
+/* ISA name of len bytes at s, any case: its enum value, or -1. */
+static int fz_parse_isa_n(const char *s, size_t len)
 {
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < (int)(sizeof fz_isa_names / sizeof fz_isa_names[0]); i++) {
         const char *n = fz_isa_names[i];
         size_t k = 0;
-        while (n[k] && s[k] && tolower((unsigned char)s[k]) == n[k])
+        while (n[k] && k < len && tolower((unsigned char)s[k]) == n[k])
             k++;
-        if (!n[k] && !s[k])
+        if (!n[k] && k == len)
             return i;
+    }
+    return -1;
+}
+
+static int fz_parse_isa(const char *s) { return fz_parse_isa_n(s, strlen(s)); }
+
+/* a and b equal ignoring ASCII case, b of length n. */
+static int fz_eq_nocase(const char *a, const char *b, size_t n)
+{
+    size_t k = 0;
+    while (k < n && a[k] && tolower((unsigned char)a[k]) == tolower((unsigned char)b[k]))
+        k++;
+    return k == n && !a[k];
+}
+
+/* ATTN_KERNELS s with the ISA level chosen so far: the index of the variant it names in attn_kernels_name, or -1. */
+static int fz_parse_kernels(const char *s, int level)
+{
+    for (size_t i = 0; attn_kernels_name(i); i++) {
+        const char *name = attn_kernels_name(i), *slash = strchr(name, '/');
+        if (fz_eq_nocase(s, name, strlen(name)) ||
+            (fz_eq_nocase(s, slash + 1, strlen(slash + 1)) && fz_parse_isa_n(name, (size_t)(slash - name)) == level))
+            return (int)i;
     }
     return -1;
 }
@@ -132,6 +157,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int verbose_ok = 1;
     if (val[V_VERBOSE] && !fz_parse_int(val[V_VERBOSE], 0, 1, &verbose))
         bad = 1, verbose_ok = 0;
+    int kern = -1;
+    if (val[V_KERNELS]) {
+        const int level = isa > 0 ? isa : (int)fz_best;
+        if ((kern = fz_parse_kernels(val[V_KERNELS], level)) < 0)
+            bad = 1;
+        else {
+            const char *name = attn_kernels_name((size_t)kern);
+            const int kl = fz_parse_isa_n(name, strcspn(name, "/"));
+            if (isa > 0 && kl != isa)
+                bad = 1;
+            isa = kl;
+        }
+    }
     const int unsupported = isa > 0 && !attn_isa_supported((attn_isa)isa);
 
     /* The call, with stderr captured. */
@@ -155,8 +193,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *vs[N_VARS];
     for (int i = 0; i < N_VARS; i++)
         vs[i] = val[i] ? val[i] : "(unset)";
-#define FZ_ENV_FMT "ATTN_NUM_THREADS=\"%s\" ATTN_ISA=\"%s\" ATTN_BLOCK_Q=\"%s\" ATTN_BLOCK_KV=\"%s\" ATTN_VERBOSE=\"%s\""
-#define FZ_ENV_ARGS vs[0], vs[1], vs[2], vs[3], vs[4]
+#define FZ_ENV_FMT                                                                                                 \
+    "ATTN_NUM_THREADS=\"%s\" ATTN_ISA=\"%s\" ATTN_BLOCK_Q=\"%s\" ATTN_BLOCK_KV=\"%s\" ATTN_VERBOSE=\"%s\" "           \
+    "ATTN_KERNELS=\"%s\""
+#define FZ_ENV_ARGS vs[0], vs[1], vs[2], vs[3], vs[4], vs[5]
     CHECK(fz_status_defined(s), "undefined status %d", (int)s);
     if (bad && unsupported)
         CHECK(s == ATTN_EINVAL || s == ATTN_ENOTSUP, FZ_ENV_FMT ": status %d", FZ_ENV_ARGS, (int)s);
@@ -178,6 +218,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
               attn_ctx_threads(ctx), want_threads);
         CHECK(attn_ctx_isa(ctx) == want_isa, FZ_ENV_FMT ": isa %s, want %s", FZ_ENV_ARGS,
               attn_isa_name(attn_ctx_isa(ctx)), attn_isa_name(want_isa));
+        CHECK(kern < 0 || !strcmp(attn_ctx_kernels(ctx), attn_kernels_name((size_t)kern)),
+              FZ_ENV_FMT ": kernels %s", FZ_ENV_ARGS, attn_ctx_kernels(ctx));
         /* The context works (its block sizes are not observable otherwise). */
         float q[2 * 4 * 3], k[4 * 3], v[4 * 3], out[2 * 4 * 3];
         uint64_t seed = 1;
