@@ -11,6 +11,10 @@
 #include "half.h"
 #include "internal.h"
 
+/* Most rows a block may have for attn_sdpa to read fp32 keys as rows in place (scores_rows); larger blocks
+ * transpose each tile once and run the register-blocked score kernel. */
+#define ATTN_KR_ROWS 16
+
 /* Consecutive split-KV items one thread takes at a time: at most one KV head's chunks, and at least four runs per
  * thread when there are enough items. */
 static size_t attn_chunk_run(size_t items, size_t nchunks, int nt)
@@ -49,7 +53,9 @@ typedef struct attn_job {
     size_t nq, rows_max, bkv, bkvp; /* query positions per block, rows per block, keys per tile */
     size_t scratch_floats;          /* per thread */
     float *packed;                  /* NULL, or every K/V tile packed once per call: [batch][kv_heads][tile] */
-    int k_in_place;                 /* read K where it is stored (one query block per KV head: decode) */
+    int k_in_place;                 /* read K where it is stored: one query block per KV head, and either a cache's
+                                       panels or few rows (decode); a larger block packs its own tiles, since the
+                                       key-row kernel is built for a GQA group, not for a prefill block */
     int k_panels;                   /* a KV cache: K in panels of ATTN_PAD keys (see attn_k_panel), V rows */
     int v_in_place;                 /* the shared packing holds K only: V is contiguous fp32 rows of whole vectors,
                                        read where they are stored (copying them cost P1-P3 2-4% of their time; rows
@@ -508,7 +514,7 @@ attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const flo
         return ATTN_ERANGE;
 
     const size_t nqb = (j.q_len + j.nq - 1) / j.nq, per_qb = j.batch * hk;
-    j.k_in_place = nqb == 1;
+    j.k_in_place = nqb == 1 && (j.k_panels || j.rows_max <= ATTN_KR_ROWS);
     /* Split-KV: when one block holds all the queries of a KV head (decode), its keys are cut into chunks of a
      * fixed size, so that a few KV heads still feed every thread; the chunks' partial results are merged in chunk
      * order. The cut depends on the shape and block_kv only, never on the thread count. */
