@@ -261,9 +261,17 @@ static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
         const int full = lo == 0 && hi == a->nkp;
         const V vlo = V_BCAST((float)lo), vhi = V_BCAST((float)hi);
         V vm = ninf;
-        if (full)
-            for (size_t j0 = 0; j0 < a->nkp; j0 += VW)
+        if (full) {
+            V vm2 = ninf;
+            size_t j0 = 0;
+            for (; j0 + 2 * VW <= a->nkp; j0 += 2 * VW) {
                 vm = V_MAX(vm, V_LOAD(s + j0));
+                vm2 = V_MAX(vm2, V_LOAD(s + j0 + VW));
+            }
+            for (; j0 < a->nkp; j0 += VW)
+                vm = V_MAX(vm, V_LOAD(s + j0));
+            vm = V_MAX(vm, vm2);
+        }
         else
             for (size_t j0 = lo / VW * VW; j0 < hi; j0 += VW) {
                 const M in = V_INRANGE(V_ADD(iota, V_BCAST((float)j0)), vlo, vhi);
@@ -273,12 +281,24 @@ static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
         const float alpha = mold == mnew ? 1.0f : expf(mold - mnew); /* 0 on the first tile (mold = -inf) */
         const V vmn = V_BCAST(mnew);
         V sum = V_ZERO();
-        if (full)
-            for (size_t j0 = 0; j0 < a->nkp; j0 += VW) {
+        if (full) {
+            /* Two exps per step: each is a long dependency chain, and two independent ones overlap better. */
+            V sum2 = V_ZERO();
+            size_t j0 = 0;
+            for (; j0 + 2 * VW <= a->nkp; j0 += 2 * VW) {
+                const V p = ATTN_EXPM(V_LOAD(s + j0), vmn), p2 = ATTN_EXPM(V_LOAD(s + j0 + VW), vmn);
+                V_STORE(s + j0, p);
+                V_STORE(s + j0 + VW, p2);
+                sum = V_ADD(sum, p);
+                sum2 = V_ADD(sum2, p2);
+            }
+            for (; j0 < a->nkp; j0 += VW) {
                 const V p = ATTN_EXPM(V_LOAD(s + j0), vmn);
                 V_STORE(s + j0, p);
                 sum = V_ADD(sum, p);
             }
+            sum = V_ADD(sum, sum2);
+        }
         else
             for (size_t j0 = 0; j0 < a->nkp; j0 += VW) {
                 if (j0 + VW <= lo || j0 >= hi) {
