@@ -144,12 +144,10 @@ static void attn_panel_key(const attn_job *j, float *row, size_t kvh, size_t t)
 /* dst[0..n) = a stored row widened to fp32. */
 static void attn_kv_widen(const attn_job *j, float *dst, const void *src, size_t n)
 {
-    if (j->kvt == ATTN_F16)
-        j->kern->cvt_f16(dst, src, n);
-    else if (j->kvt == ATTN_BF16)
-        j->kern->cvt_bf16(dst, src, n);
-    else
+    if (j->kvt == ATTN_F32)
         memcpy(dst, src, n * sizeof(float));
+    else
+        j->kern->cvt[j->kvt](dst, src, n);
 }
 
 /* Values [t0, t0+nk) of one KV head as fp32 rows of dvp, zero from column dv on. */
@@ -331,9 +329,9 @@ static void attn_rows_run(const attn_job *j, const attn_scratch *sc, const attn_
             a.vn = a.vp != sc->vp ? attn_kv_row(j, j->v, &j->vs, rw->b, rw->kvh, (size_t)tn) : NULL;
             a.knn = (size_t)(rw->pf_end - tn) < j->bkv ? (size_t)(rw->pf_end - tn) : j->bkv;
         }
-        (a.kt ? j->kern->scores : j->kern->scores_rows)(&a);
+        (a.kt ? j->kern->scores[a.kdt] : j->kern->scores_rows)(&a);
         j->kern->softmax(&a);
-        j->kern->pv(&a);
+        j->kern->pv[a.vdt](&a);
     }
 }
 
@@ -378,7 +376,7 @@ static void attn_rows_probs(const attn_job *j, const attn_scratch *sc, const att
     for (int64_t t0 = tfirst; t0 < rw->uhi; t0 += bkv) {
         attn_tile_at(j, sc, &a, rw->b, rw->kvh, (size_t)t0, 0);
         attn_tile_ranges(sc, rw->n, t0, (int64_t)a.nk);
-        (a.kt ? j->kern->scores : j->kern->scores_rows)(&a);
+        (a.kt ? j->kern->scores[a.kdt] : j->kern->scores_rows)(&a);
         for (size_t g = 0; g < j->group; g++) { /* the rows of one head are evenly strided in probs */
             attn_tile_args ah = a;
             const size_t r0 = g * rw->nq;

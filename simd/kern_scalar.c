@@ -31,15 +31,9 @@ static inline __attribute__((always_inline)) void attn_scores_t(const attn_tile_
         }
 }
 
-static ATTN_DECL_SCORES(attn_scores_f32_scalar)
-{
-    if (a->kdt == ATTN_F16)
-        attn_scores_t(a, ATTN_F16);
-    else if (a->kdt == ATTN_BF16)
-        attn_scores_t(a, ATTN_BF16);
-    else
-        attn_scores_t(a, ATTN_F32);
-}
+static ATTN_DECL_SCORES(attn_scores_f32_scalar) { attn_scores_t(a, ATTN_F32); }
+static ATTN_DECL_SCORES(attn_scores_f16_scalar) { attn_scores_t(a, ATTN_F16); }
+static ATTN_DECL_SCORES(attn_scores_bf16_scalar) { attn_scores_t(a, ATTN_BF16); }
 
 static ATTN_DECL_SCORES(attn_scores_rows_f32_scalar)
 {
@@ -50,7 +44,7 @@ static ATTN_DECL_SCORES(attn_scores_rows_f32_scalar)
             float t = 0.0f;
             if (j < a->nk)
                 for (size_t c = 0; c < a->d; c++)
-                    t += q[c] * attn_ld(a->kr, j * a->ldk + c, a->kdt);
+                    t += q[c] * ((const float *)a->kr)[j * a->ldk + c];
             s[j] = t;
         }
     }
@@ -87,7 +81,7 @@ static ATTN_DECL_SOFTMAX(attn_softmax_f32_scalar)
     }
 }
 
-static ATTN_DECL_PV(attn_pv_f32_scalar)
+static inline __attribute__((always_inline)) void attn_pv_t(const attn_tile_args *a, attn_dtype t)
 {
     for (size_t r = 0; r < a->rows; r++) {
         const float *p = a->s + r * a->nkp;
@@ -95,10 +89,14 @@ static ATTN_DECL_PV(attn_pv_f32_scalar)
         for (int j = a->lo[r]; j < a->hi[r]; j++) {
             const float pj = p[j];
             for (size_t c = 0; c < a->dvp; c++)
-                o[c] += pj * attn_ld(a->vp, (size_t)j * a->ldv + c, a->vdt);
+                o[c] += pj * attn_ld(a->vp, (size_t)j * a->ldv + c, t);
         }
     }
 }
+
+static ATTN_DECL_PV(attn_pv_f32_scalar) { attn_pv_t(a, ATTN_F32); }
+static ATTN_DECL_PV(attn_pv_f16_scalar) { attn_pv_t(a, ATTN_F16); }
+static ATTN_DECL_PV(attn_pv_bf16_scalar) { attn_pv_t(a, ATTN_BF16); }
 
 static ATTN_DECL_PROBS(attn_probs_f32_scalar)
 {
@@ -146,13 +144,12 @@ const attn_kernels attn_kernels_scalar = {
     .isa = ATTN_ISA_SCALAR,
     .table = "attn_kernels_scalar",
     .sc_rb = 1, .sc_nv = 1, .pv_rb = 1, .pv_nv = 1, .pvd_rb = 1, .pvd_nv = 1,
-    .scores = attn_scores_f32_scalar,
+    .scores = {attn_scores_f32_scalar, attn_scores_f16_scalar, attn_scores_bf16_scalar},
     .scores_rows = attn_scores_rows_f32_scalar,
     .softmax = attn_softmax_f32_scalar,
-    .pv = attn_pv_f32_scalar,
+    .pv = {attn_pv_f32_scalar, attn_pv_f16_scalar, attn_pv_bf16_scalar},
     .probs = attn_probs_f32_scalar,
     .scale = attn_scale_f32_scalar,
-    .cvt_f16 = attn_cvt_f16_scalar,
-    .cvt_bf16 = attn_cvt_bf16_scalar,
+    .cvt = {NULL, attn_cvt_f16_scalar, attn_cvt_bf16_scalar},
     .gemm = attn_gemm_f32_scalar,
 };

@@ -8,6 +8,10 @@
 
 #include "attn.h"
 
+/* Storage formats with kernel slots of their own: ATTN_F32, ATTN_F16, ATTN_BF16 index the slot arrays (room for
+ * I8 and pair-interleaved bfloat16 panels). */
+#define ATTN_NFMT 3
+
 /* Packed widths are multiples of this (the widest vector, 16 floats), so every ISA runs whole vectors only. */
 #define ATTN_PAD 16
 
@@ -35,8 +39,8 @@ typedef struct attn_tile_args {
     const void *vp;    /* value j at element j*ldv of vp: dvp columns, those from dv on zero (or absent when
                           dv == dvp), elements of type vdt; NULL when only scores are wanted */
     size_t ldv;
-    attn_dtype kdt, vdt; /* ATTN_F32 for anything the engine packed; a KV cache's type for keys and values read
-                            in place */
+    attn_dtype kdt, vdt; /* the formats of kt and vp, which pick the scores and pv slots: ATTN_F32 for anything
+                            the engine packed, a KV cache's type for keys and values read in place */
     const int *lo, *hi; /* per row: keys [lo, hi) of the tile are visible (0 <= lo, hi <= nk; lo >= hi: none) */
     float *s;          /* scratch [rows][nkp]: scores, then probabilities */
     float *m, *l;      /* per row: running maximum and running sum of exp(score - m) */
@@ -72,28 +76,31 @@ typedef struct attn_kernels {
     /* Register blocking the table was compiled with (rows x vectors of VW floats): scores and the GEMM, prefill
      * P.V, decode P.V. Reported by ATTN_VERBOSE and attn-bench --kernels; the kernels use their own constants. */
     int sc_rb, sc_nv, pv_rb, pv_nv, pvd_rb, pvd_nv;
-    /* s[r][j] = q[r] . k[j] for every row and every j < nkp, from the transposed tile kt (packed fp32, or a KV
-     * cache's panels of kdt in place); blocks of scores that no row of their group can see may be left unwritten. */
-    ATTN_DECL_SCORES((*scores));
-    /* The same from key rows kr (kt NULL): few query rows (decode), where transposing K would cost more than the
-     * dot products. s[r][j] for nk <= j < nkp is 0. */
+    /* Storage formats (attn_dtype F32, F16, BF16) each have their own score, P.V and widening slots; the engine
+     * picks one per tile from where the tile lives (a packed fp32 tile, or a KV cache's panels and rows read in
+     * place), never a branch inside a kernel. */
+    /* s[r][j] = q[r] . k[j] for every row and every j < nkp, from the transposed tile kt stored in the slot's
+     * format; blocks of scores that no row of their group can see may be left unwritten. */
+    ATTN_DECL_SCORES((*scores[ATTN_NFMT]));
+    /* The same from fp32 key rows kr (kt NULL): few query rows (decode), where transposing K would cost more than
+     * the dot products. s[r][j] for nk <= j < nkp is 0. */
     ATTN_DECL_SCORES((*scores_rows));
     /* Online-softmax step for the visible keys of each row: m' = max(m, max s), o *= exp(m - m'),
      * s[r][j] = exp(s - m') inside [lo, hi) and 0 outside (j < nkp), l = l * exp(m - m') + sum s.
      * Rows with lo >= hi keep m, l, o and get an all-zero s row. */
     ATTN_DECL_SOFTMAX((*softmax));
-    /* o[r] += sum over visible j of s[r][j] * v[j]. Keys outside [lo, hi) are never read for that row (so a NaN
-     * in a key a row cannot see stays out of that row). */
-    ATTN_DECL_PV((*pv));
+    /* o[r] += sum over visible j of s[r][j] * v[j], v stored in the slot's format. Keys outside [lo, hi) are never
+     * read for that row (so a NaN in a key a row cannot see stays out of that row). */
+    ATTN_DECL_PV((*pv[ATTN_NFMT]));
     /* After the last tile, with the final m and l: dst[r*ld + j] = exp(s[r][j] - m[r]) / l[r] for visible j, 0 for
      * the other j < nk. Expects s to hold scores (call scores first). */
     ATTN_DECL_PROBS((*probs));
     /* dst[i] = src[i] * f for i < n (no alignment needed): the engine's row copies in and out of a block (scaled
      * queries, normalised outputs), vectorised here since the engine is built for the baseline ISA. */
     ATTN_DECL_SCALE((*scale));
-    /* dst[i] = src[i] widened from IEEE half / bfloat16 to fp32 (exact) for i < n: a KV cache's stored rows. */
-    ATTN_DECL_CVT((*cvt_f16));
-    ATTN_DECL_CVT((*cvt_bf16));
+    /* dst[i] = src[i] widened to fp32 (exact) for i < n: a KV cache's stored rows. [ATTN_F16] IEEE half,
+     * [ATTN_BF16] bfloat16; [ATTN_F32] is NULL (a copy). */
+    ATTN_DECL_CVT((*cvt[ATTN_NFMT]));
     /* c[r][j] = bias[j] + sum_i a[r][i] * b[i][j] for r < rows, j < nc: one column block of a projection. */
     ATTN_DECL_GEMM((*gemm));
 } attn_kernels;

@@ -25,20 +25,13 @@
 #define SCD_RB SR_RB
 #define SCD_NV (ATTN_PAD / VW)
 
-/* VW elements from element i of a row stored as KT (0 fp32, 1 half, 2 bfloat16; a constant after inlining), widened
- * to fp32 in registers: a KV cache's half keys and values are read at half the bytes and never copied. */
-#define ATTN_LDKV(KT, base, i)                                                                                     \
-    ((KT) == ATTN_F16    ? V_CVT_F16((const uint16_t *)(base) + (i))                                               \
-     : (KT) == ATTN_BF16 ? V_CVT_BF16((const uint16_t *)(base) + (i))                                              \
-                         : V_LOADU((const float *)(base) + (i)))
-
 /* exp(x - m) with SLEEF's ISA-suffixed expf (DESIGN.md §2). */
 #define ATTN_EXPM(x, m) V_EXP(V_SUB((x), (m)))
 #define ATTN_CAT_(a, b) a##b
 #define ATTN_CAT(a, b) ATTN_CAT_(a, b)
 #define ATTN_STR_(a) #a
 #define ATTN_STR(a) ATTN_STR_(a)
-#define ATTN_FN(op) ATTN_CAT(attn_##op##_f32_, ATTN_SFX) /* attn_scores_f32_avx2, ... */
+#define ATTN_FN(op) ATTN_CAT(attn_##op##_, ATTN_SFX) /* attn_scores_f16_avx2, ... */
 
 /* Runs body(RB) for the n < max leftover rows with RB = n, a compile-time constant in each case, so that a tail
  * of rows keeps as many independent FMA chains as it can (one row at a time would be latency-bound). Cases at or
@@ -55,54 +48,6 @@
     default: break;                                                                                                \
     }
 
-/* s[r0..r0+RB)[j0..j0+NV*VW) = q . kt over the whole head_dim, kt of type KT. PF: prefetch the same lines of the
- * next tile's panels (kn: a KV cache's half or bfloat16 panels read in place) as this micro-kernel reads them;
- * fp32 panels stream in order with the hardware prefetchers alone (software prefetch made D2 f32 13% slower,
- * while half panels without it were 11% slower). */
-ATTN_INLINE void attn_sc_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int NV,
-                               const attn_dtype KT, const int PF)
-{
-    V acc[SC_RB > SCD_RB ? SC_RB : SCD_RB][SC_NV > SCD_NV ? SC_NV : SCD_NV];
-    float *s = a->s + r0 * a->nkp + j0;
-#pragma GCC unroll 16
-    for (int r = 0; r < RB; r++)
-#pragma GCC unroll 16
-        for (int v = 0; v < NV; v++)
-            acc[r][v] = V_ZERO();
-    const size_t esz = KT == ATTN_F32 ? sizeof(float) : sizeof(uint16_t), cl = 64 / (ATTN_PAD * esz);
-    const float *q = a->q + r0 * a->d;
-    size_t kt[SC_NV > SCD_NV ? SC_NV : SCD_NV]; /* element offsets of the NV panels' columns */
-#pragma GCC unroll 16
-    for (int v = 0; v < NV; v++) {
-        const size_t j = j0 + (size_t)v * VW;
-        kt[v] = j / ATTN_PAD * a->d * ATTN_PAD + j % ATTN_PAD;
-    }
-    const int pf = PF && KT != ATTN_F32 && a->kn && j0 < a->knn;
-    for (size_t c = 0; c < a->d; c++) {
-        if (pf && c % cl == 0)
-#pragma GCC unroll 16
-            for (int v = 0; v < NV; v++)
-                __builtin_prefetch((const char *)a->kn + (kt[v] + c * ATTN_PAD) * esz, 0, 2);
-        V b[SC_NV > SCD_NV ? SC_NV : SCD_NV];
-#pragma GCC unroll 16
-        for (int v = 0; v < NV; v++)
-            b[v] = KT == ATTN_F32 ? V_LOAD((const float *)a->kt + kt[v] + c * ATTN_PAD)
-                                  : ATTN_LDKV(KT, a->kt, kt[v] + c * ATTN_PAD);
-#pragma GCC unroll 16
-        for (int r = 0; r < RB; r++) {
-            const V x = V_BCAST(q[r * a->d + c]);
-#pragma GCC unroll 16
-            for (int v = 0; v < NV; v++)
-                acc[r][v] = V_FMA(x, b[v], acc[r][v]);
-        }
-    }
-#pragma GCC unroll 16
-    for (int r = 0; r < RB; r++)
-#pragma GCC unroll 16
-        for (int v = 0; v < NV; v++)
-            V_STORE(s + r * a->nkp + v * VW, acc[r][v]);
-}
-
 /* 1 if no row of r0..r0+RB sees any key of [j0, j1): the softmax never reads those scores (causal diagonal and
  * window edges), so they need not be computed. */
 ATTN_INLINE int attn_sc_unseen(const attn_tile_args *a, size_t r0, size_t j0, size_t j1, const int RB)
@@ -113,52 +58,49 @@ ATTN_INLINE int attn_sc_unseen(const attn_tile_args *a, size_t r0, size_t j0, si
     return 1;
 }
 
-/* One row group against every slice of keys it sees: its queries stay in L1, each score is stored once, and the
- * K panels stream from L2 (a 64-key slice is 32 KiB at head_dim 128). The other order (64-dim passes over a K
- * slice kept in L1 while every row group went by, scores reloaded and summed) was P2 1-2%, P3 1% and AVX2 P2
- * 2-3% slower (best of 4 interleaved 1-thread runs). */
-ATTN_INLINE void attn_sc_rows(const attn_tile_args *a, size_t r0, const int RB, const int NV, const attn_dtype KT,
-                              const int PF)
-{
-    size_t j0 = 0;
-    for (; j0 + NV * VW <= a->nkp; j0 += NV * VW)
-        if (!attn_sc_unseen(a, r0, j0, j0 + NV * VW, RB))
-            attn_sc_micro(a, r0, j0, RB, NV, KT, PF);
-    for (; j0 < a->nkp; j0 += VW)
-        if (!attn_sc_unseen(a, r0, j0, j0 + VW, RB))
-            attn_sc_micro(a, r0, j0, RB, 1, KT, PF);
-}
+/* Blocks of at most this many rows are decode-shaped (a GQA group of a few query positions). */
+#define ATTN_FEW_ROWS 8
+/* PVH_RB x PVH_NV: the decode blocking for V stored as half or bfloat16 (the ISA may set it; else PVD's). */
+#ifndef PVH_RB
+#define PVH_RB PVD_RB
+#define PVH_NV PVD_NV
+#endif
+#define ATTN_MAX3(a, b, c) ((a) > (b) ? ((a) > (c) ? (a) : (c)) : ((b) > (c) ? (b) : (c)))
+#define PV_RBMAX ATTN_MAX3(PV_RB, PVD_RB, PVH_RB)
+#define PV_NVMAX ATTN_MAX3(PV_NV, PVD_NV, PVH_NV)
 
-/* Every row group against the tile; the first group issues the next tile's prefetches (decode: the only one,
- * with one panel per micro-kernel). */
-ATTN_INLINE void attn_sc_all(const attn_tile_args *a, const attn_dtype KT)
-{
-    if (a->rows <= SCD_RB) {
-#define ATTN_SCD(RB) attn_sc_rows(a, 0, RB, SCD_NV, KT, 1)
-        ATTN_TAIL(a->rows, SCD_RB + 1, ATTN_SCD)
-#undef ATTN_SCD
-        return;
-    }
-    size_t r0 = 0;
-    for (; r0 + SC_RB <= a->rows; r0 += SC_RB)
-        if (r0 == 0)
-            attn_sc_rows(a, r0, SC_RB, SC_NV, KT, 1);
-        else
-            attn_sc_rows(a, r0, SC_RB, SC_NV, KT, 0);
-#define ATTN_SC_TAIL(RB) attn_sc_rows(a, r0, RB, SC_NV, KT, r0 == 0)
-    ATTN_TAIL(a->rows - r0, SC_RB, ATTN_SC_TAIL)
-#undef ATTN_SC_TAIL
-}
+/* One instance of the score and P.V kernels per storage format (simd/tile_fmt.h). fp32 panels are packed and
+ * aligned; a KV cache's half and bfloat16 panels are prefetched a tile ahead, and their values are widened in
+ * registers, read at half the bytes and never copied. */
+#define FMT f32
+#define FMT_ESZ sizeof(float)
+#define FMT_LD(base, i) V_LOADU((const float *)(base) + (i))
+#define FMT_LDP(base, i) V_LOAD((const float *)(base) + (i))
+#define FMT_PF_PANELS 0
+#define FMT_PF_COPIES 2
+#define FMT_PVD_RB PVD_RB
+#define FMT_PVD_NV PVD_NV
+#include "tile_fmt.h"
 
-static ATTN_DECL_SCORES(ATTN_FN(scores))
-{
-    if (a->kdt == ATTN_F16)
-        attn_sc_all(a, ATTN_F16);
-    else if (a->kdt == ATTN_BF16)
-        attn_sc_all(a, ATTN_BF16);
-    else
-        attn_sc_all(a, ATTN_F32);
-}
+#define FMT f16
+#define FMT_ESZ sizeof(uint16_t)
+#define FMT_LD(base, i) V_CVT_F16((const uint16_t *)(base) + (i))
+#define FMT_LDP(base, i) FMT_LD(base, i)
+#define FMT_PF_PANELS 1
+#define FMT_PF_COPIES 1
+#define FMT_PVD_RB PVH_RB
+#define FMT_PVD_NV PVH_NV
+#include "tile_fmt.h"
+
+#define FMT bf16
+#define FMT_ESZ sizeof(uint16_t)
+#define FMT_LD(base, i) V_CVT_BF16((const uint16_t *)(base) + (i))
+#define FMT_LDP(base, i) FMT_LD(base, i)
+#define FMT_PF_PANELS 1
+#define FMT_PF_COPIES 1
+#define FMT_PVD_RB PVH_RB
+#define FMT_PVD_NV PVH_NV
+#include "tile_fmt.h"
 
 /* scores_rows: RB query rows x JB key rows per micro-kernel, vectors along d, one accumulator per score. The
  * accumulators are summed VW at a time by V_HSUMS (a transposing reduction: about 3 shuffles and adds per score,
@@ -225,7 +167,7 @@ ATTN_INLINE void attn_sr_rows(const attn_tile_args *a, size_t r0, const int RB, 
 
 /* Up to SR_RB rows (a GQA group at one position: the usual decode block) in one pass over the keys, taking more
  * keys per step when there are fewer rows; more rows go SR_RB at a time, the first group issuing the prefetches. */
-static ATTN_DECL_SCORES(ATTN_FN(scores_rows))
+static ATTN_DECL_SCORES(ATTN_FN(scores_rows_f32))
 {
     if (a->rows <= SR_RB) {
 #define ATTN_SR_ONE(RB) attn_sr_rows(a, 0, RB, SR_JBF(RB), 1)
@@ -247,7 +189,7 @@ static ATTN_DECL_SCORES(ATTN_FN(scores_rows))
 #undef ATTN_SR_TAIL
 }
 
-static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
+static ATTN_DECL_SOFTMAX(ATTN_FN(softmax_f32))
 {
     const V iota = V_IOTA(), ninf = V_BCAST(-INFINITY);
     for (size_t r = 0; r < a->rows; r++) {
@@ -321,158 +263,7 @@ static ATTN_DECL_SOFTMAX(ATTN_FN(softmax))
     }
 }
 
-/* Blocks of at most this many rows are decode-shaped (a GQA group of a few query positions). */
-#define ATTN_FEW_ROWS 8
-/* PVH_RB x PVH_NV: the decode blocking for V stored as half or bfloat16 (the ISA may set it; else PVD's). */
-#ifndef PVH_RB
-#define PVH_RB PVD_RB
-#define PVH_NV PVD_NV
-#endif
-#define ATTN_MAX3(a, b, c) ((a) > (b) ? ((a) > (c) ? (a) : (c)) : ((b) > (c) ? (b) : (c)))
-#define PV_RBMAX ATTN_MAX3(PV_RB, PVD_RB, PVH_RB)
-#define PV_NVMAX ATTN_MAX3(PV_NV, PVD_NV, PVH_NV)
-
-/* o[r0..r0+RB)[c0..c0+NV*VW) += sum_{j in [jlo, jhi)} s[r][j] * v[j] */
-ATTN_INLINE void attn_pv_micro(const attn_tile_args *a, size_t r0, size_t c0, size_t jlo, size_t jhi, const int RB,
-                               const int NV, const attn_dtype KT, const int PF)
-{
-    V acc[PV_RBMAX][PV_NVMAX];
-#pragma GCC unroll 16
-    for (int r = 0; r < RB; r++)
-#pragma GCC unroll 16
-        for (int v = 0; v < NV; v++)
-            acc[r][v] = V_LOAD(a->o + (r0 + r) * a->dvp + c0 + v * VW);
-    const float *p = a->s + r0 * a->nkp;
-    /* PF (decode-sized blocks): each full row group and column strip prefetches its share of the lines of the next
-     * tile's value row j as it reads value row j, so the prefetches spread over the whole P.V. fp32 rows have each
-     * line issued twice, by two different calls: fp32 decode is bound by memory, the prefetches outrun it and some
-     * are dropped, and the second issue re-requests those (D2 f32 50.7 -> 45.5 ns per key and KV head; f16 lost
-     * 3% the same way). */
-    const size_t esz = KT == ATTN_F32 ? sizeof(float) : sizeof(uint16_t), strip = (size_t)NV * VW;
-    const char *pfp = NULL;
-    size_t pfn = 0, pfj = jlo; /* pfn lines of next row j from pfp + j * ldv, for j < pfj */
-    const size_t ngr = PF ? a->rows / (size_t)RB : 0, nst = PF ? a->dvp / strip : 0, nsl = ngr * nst;
-    if (PF && a->vn && r0 + (size_t)RB <= ngr * RB && c0 + strip <= nst * strip) {
-        const size_t sl = r0 / (size_t)RB * nst + c0 / strip, lines = (a->dvp * esz + 63) / 64;
-        const size_t copies = KT == ATTN_F32 ? 2 : 1, from = lines * copies * sl / nsl;
-        pfn = lines * copies * (sl + 1) / nsl - from;
-        pfn = pfn > lines - from % lines ? lines - from % lines : pfn; /* within the row */
-        pfp = (const char *)a->vn + from % lines * 64;
-        pfj = a->knn < jhi ? a->knn : jhi;
-    }
-    const size_t pfs = a->ldv * esz;
-    for (size_t j = jlo; j < jhi; j++) {
-        /* Up to 4 lines straight-line, the rest (wide fp32 slices) in a loop: as a loop of pfn trips (2 lines
-         * for f16 at head_dim 128), the prefetches cost P.V 1.7 cycles per key of 4 rows even with every line
-         * in L2 (35.4 -> 32.7). */
-        if (PF && j < pfj) {
-            const char *pp = pfp + j * pfs;
-#pragma GCC unroll 4
-            for (size_t l = 0; l < 4; l++)
-                if (l < pfn)
-                    __builtin_prefetch(pp + l * 64, 0, 2);
-            for (size_t l = 4; l < pfn; l++)
-                __builtin_prefetch(pp + l * 64, 0, 2);
-        }
-        V b[PV_NVMAX];
-#pragma GCC unroll 16
-        for (int v = 0; v < NV; v++)
-            b[v] = ATTN_LDKV(KT, a->vp, j * a->ldv + c0 + (size_t)v * VW);
-#pragma GCC unroll 16
-        for (int r = 0; r < RB; r++) {
-            const V x = V_BCAST(p[r * a->nkp + j]);
-#pragma GCC unroll 16
-            for (int v = 0; v < NV; v++)
-                acc[r][v] = V_FMA(x, b[v], acc[r][v]);
-        }
-    }
-#pragma GCC unroll 16
-    for (int r = 0; r < RB; r++)
-#pragma GCC unroll 16
-        for (int v = 0; v < NV; v++)
-            V_STORE(a->o + (r0 + r) * a->dvp + c0 + v * VW, acc[r][v]);
-}
-
-ATTN_INLINE void attn_pv_rows(const attn_tile_args *a, size_t r0, size_t jlo, size_t jhi, const int RB,
-                              const int NV, const attn_dtype KT, const int PF)
-{
-    if (jlo >= jhi)
-        return;
-    size_t c0 = 0;
-    for (; c0 + NV * VW <= a->dvp; c0 += NV * VW)
-        attn_pv_micro(a, r0, c0, jlo, jhi, RB, NV, KT, PF);
-    for (; c0 < a->dvp; c0 += VW)
-        attn_pv_micro(a, r0, c0, jlo, jhi, RB, 1, KT, PF);
-}
-
-/* Rows r0..r0+RB: the keys every one of them sees go through the blocked kernel; each row's ragged ends (causal
- * and window boundaries) go row by row, so no row ever reads a key it cannot see. */
-ATTN_INLINE void attn_pv_group(const attn_tile_args *a, size_t r0, const int RB, const int NV, const attn_dtype KT,
-                               const int PF)
-{
-    int clo = a->lo[r0], chi = a->hi[r0];
-    for (int r = 1; r < RB; r++) {
-        clo = a->lo[r0 + r] > clo ? a->lo[r0 + r] : clo;
-        chi = a->hi[r0 + r] < chi ? a->hi[r0 + r] : chi;
-    }
-    if (clo >= chi) {
-        for (int r = 0; r < RB; r++)
-            attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)a->hi[r0 + r], 1, NV, KT, PF);
-        return;
-    }
-    attn_pv_rows(a, r0, (size_t)clo, (size_t)chi, RB, NV, KT, PF);
-    for (int r = 0; r < RB; r++) {
-        attn_pv_rows(a, r0 + r, (size_t)a->lo[r0 + r], (size_t)clo, 1, NV, KT, PF);
-        attn_pv_rows(a, r0 + r, (size_t)chi, (size_t)a->hi[r0 + r], 1, NV, KT, PF);
-    }
-}
-
-/* Every row group of RB rows, then the tail, over column chunks of NV vectors. */
-ATTN_INLINE void attn_pv_blocked(const attn_tile_args *a, const int RB, const int NV, const attn_dtype KT,
-                                 const int PF)
-{
-    size_t r0 = 0;
-    for (; r0 + (size_t)RB <= a->rows; r0 += (size_t)RB)
-        attn_pv_group(a, r0, RB, NV, KT, PF);
-#define ATTN_PV_TAIL(R) attn_pv_group(a, r0, R, NV, KT, PF)
-    ATTN_TAIL(a->rows - r0, RB, ATTN_PV_TAIL)
-#undef ATTN_PV_TAIL
-}
-
-/* Decode-sized blocks: V comes from memory once per tile, so the row groups are wide (PVD_NV vectors cover a whole
- * row of up to 128 values) and each V row is read in one piece rather than in column strips. They are compiled as
- * functions of their own, so that their prefetch arithmetic leaves the code of the larger blocks as it was (inlined
- * together, prefill P2 ran 1.3% slower). */
-#define ATTN_PV_FEW(T, KT)                                                                                         \
-    static __attribute__((noinline)) void ATTN_FN(pv_few_##T)(const attn_tile_args *a)                             \
-    {                                                                                                              \
-        if (KT != ATTN_F32)                                                                                        \
-            attn_pv_blocked(a, PVH_RB, PVH_NV, KT, 1);                                                             \
-        else                                                                                                       \
-            attn_pv_blocked(a, PVD_RB, PVD_NV, KT, 1);                                                             \
-    }
-ATTN_PV_FEW(f32, ATTN_F32)
-ATTN_PV_FEW(f16, ATTN_F16)
-ATTN_PV_FEW(bf16, ATTN_BF16)
-#undef ATTN_PV_FEW
-
-static ATTN_DECL_PV(ATTN_FN(pv))
-{
-    if (a->rows <= ATTN_FEW_ROWS && a->vdt == ATTN_F16)
-        ATTN_FN(pv_few_f16)(a);
-    else if (a->rows <= ATTN_FEW_ROWS && a->vdt == ATTN_BF16)
-        ATTN_FN(pv_few_bf16)(a);
-    else if (a->rows <= ATTN_FEW_ROWS)
-        ATTN_FN(pv_few_f32)(a);
-    else if (a->vdt == ATTN_F16)
-        attn_pv_blocked(a, PV_RB, PV_NV, ATTN_F16, 0);
-    else if (a->vdt == ATTN_BF16)
-        attn_pv_blocked(a, PV_RB, PV_NV, ATTN_BF16, 0);
-    else
-        attn_pv_blocked(a, PV_RB, PV_NV, ATTN_F32, 0);
-}
-
-static ATTN_DECL_PROBS(ATTN_FN(probs))
+static ATTN_DECL_PROBS(ATTN_FN(probs_f32))
 {
     const V iota = V_IOTA();
     for (size_t r = 0; r < a->rows; r++) {
@@ -492,7 +283,7 @@ static ATTN_DECL_PROBS(ATTN_FN(probs))
     }
 }
 
-static ATTN_DECL_SCALE(ATTN_FN(scale))
+static ATTN_DECL_SCALE(ATTN_FN(scale_f32))
 {
     const V vf = V_BCAST(f);
     size_t i = 0;
@@ -576,7 +367,7 @@ ATTN_INLINE void attn_gemm_cols(const attn_gemm_args *g, size_t j0, const int NV
 #undef ATTN_GEMM_TAIL
 }
 
-static ATTN_DECL_GEMM(ATTN_FN(gemm))
+static ATTN_DECL_GEMM(ATTN_FN(gemm_f32))
 {
     size_t j0 = 0;
     for (; j0 + SC_NV * VW <= g->ncp; j0 += SC_NV * VW)
@@ -589,13 +380,12 @@ const attn_kernels ATTN_CAT(attn_kernels_, ATTN_SFX) = {
     .isa = ATTN_KERNELS_ISA,
     .table = "attn_kernels_" ATTN_STR(ATTN_SFX),
     .sc_rb = SC_RB, .sc_nv = SC_NV, .pv_rb = PV_RB, .pv_nv = PV_NV, .pvd_rb = PVD_RB, .pvd_nv = PVD_NV,
-    .scores = ATTN_FN(scores),
-    .scores_rows = ATTN_FN(scores_rows),
-    .softmax = ATTN_FN(softmax),
-    .pv = ATTN_FN(pv),
-    .probs = ATTN_FN(probs),
-    .scale = ATTN_FN(scale),
-    .cvt_f16 = ATTN_FN(cvt_f16),
-    .cvt_bf16 = ATTN_FN(cvt_bf16),
-    .gemm = ATTN_FN(gemm),
+    .scores = {ATTN_FN(scores_f32), ATTN_FN(scores_f16), ATTN_FN(scores_bf16)},
+    .scores_rows = ATTN_FN(scores_rows_f32),
+    .softmax = ATTN_FN(softmax_f32),
+    .pv = {ATTN_FN(pv_f32), ATTN_FN(pv_f16), ATTN_FN(pv_bf16)},
+    .probs = ATTN_FN(probs_f32),
+    .scale = ATTN_FN(scale_f32),
+    .cvt = {NULL, ATTN_FN(cvt_f16), ATTN_FN(cvt_bf16)},
+    .gemm = ATTN_FN(gemm_f32),
 };

@@ -265,17 +265,16 @@ static double ca_absdot(const ca_tile *t, size_t r, size_t j)
 /* scores / scores_rows: every score a row sees matches the reference; one its row does not see may keep its
  * poison (the blocks "no row of their group can see") but is never anything else; rows path: every score of a
  * key, and zeros from nk on. */
-static int ca_check_scores(const attn_kernels *k, tc_rng *r, int rows_path)
+static int ca_check_scores(const attn_kernels *k, tc_rng *r, int rows_path, attn_dtype kdt)
 {
     const size_t rows = 1 + tc_rng_below(r, tc_rng_below(r, 2) ? 8 : 40);
     const size_t nk = 1 + tc_rng_below(r, 300);
     const size_t d = rows_path ? ATTN_PAD * (1 + tc_rng_below(r, 10)) : 1 + tc_rng_below(r, 160);
-    const attn_dtype kdt = rows_path ? ATTN_F32 : (attn_dtype)tc_rng_below(r, 3);
     ca_tile t;
     ca_tile_make(&t, r, rows, nk, d, 16, kdt, ATTN_F32, rows_path, tc_rng_below(r, 3) == 0);
     ca_tile ref = ca_tile_twin(&t);
-    (rows_path ? attn_kernels_scalar.scores_rows : attn_kernels_scalar.scores)(&ref.a);
-    (rows_path ? k->scores_rows : k->scores)(&t.a);
+    (rows_path ? attn_kernels_scalar.scores_rows : attn_kernels_scalar.scores[kdt])(&ref.a);
+    (rows_path ? k->scores_rows : k->scores[kdt])(&t.a);
     int bad = ca_outputs_guarded(&t);
     const size_t nkp = t.a.nkp;
     for (size_t i = 0; i < rows && !bad; i++)
@@ -340,11 +339,10 @@ static int ca_check_softmax(const attn_kernels *k, tc_rng *r)
 
 /* pv: o += p v over each row's visible keys. The weights a row cannot see are NaN, and so are the values of keys
  * no row sees: a kernel that read either would put NaN into o. */
-static int ca_check_pv(const attn_kernels *k, tc_rng *r)
+static int ca_check_pv(const attn_kernels *k, tc_rng *r, attn_dtype vdt)
 {
     const size_t rows = 1 + tc_rng_below(r, tc_rng_below(r, 2) ? 8 : 40), nk = 1 + tc_rng_below(r, 200);
     const size_t dv = 1 + tc_rng_below(r, 160);
-    const attn_dtype vdt = (attn_dtype)tc_rng_below(r, 3);
     ca_tile t;
     ca_tile_make(&t, r, rows, nk, 1, dv, ATTN_F32, vdt, 0, tc_rng_below(r, 3) == 0);
     const attn_tile_args *a = &t.a;
@@ -360,8 +358,8 @@ static int ca_check_pv(const attn_kernels *k, tc_rng *r)
         for (size_t c = 0; c < dv; c++)
             ca_st(t.v, j * a->ldv + c, vdt, NAN);
     ca_tile ref = ca_tile_twin(&t);
-    attn_kernels_scalar.pv(&ref.a);
-    k->pv(&t.a);
+    attn_kernels_scalar.pv[vdt](&ref.a);
+    k->pv[vdt](&t.a);
     int bad = ca_outputs_guarded(&t);
     for (size_t i = 0; i < rows && !bad; i++)
         for (size_t c = 0; c < a->dvp && !bad; c++) {
@@ -438,7 +436,7 @@ static int ca_check_scale(const attn_kernels *k, tc_rng *r)
 }
 
 /* cvt_f16 / cvt_bf16: bit-exact widening of every kind of half (random bits: NaNs, infinities, subnormals). */
-static int ca_check_cvt(const attn_kernels *k, tc_rng *r, int bf16)
+static int ca_check_cvt(const attn_kernels *k, tc_rng *r, attn_dtype t)
 {
     const size_t n = tc_rng_below(r, 100), off = tc_rng_below(r, 16);
     uint16_t *src = malloc((n + off + 1) * sizeof *src);
@@ -446,10 +444,10 @@ static int ca_check_cvt(const attn_kernels *k, tc_rng *r, int bf16)
     ca_alloc(&dst, n + off);
     for (size_t i = 0; i < n + off; i++)
         src[i] = (uint16_t)tc_rng_u64(r);
-    (bf16 ? k->cvt_bf16 : k->cvt_f16)(dst.p + off, src + off, n);
+    k->cvt[t](dst.p + off, src + off, n);
     int bad = ca_guards_ok(&dst) ? 0 : ca_fail("write outside dst");
     for (size_t i = 0; i < n + off && !bad; i++) {
-        const float want = bf16 ? attn_bf16_to_f32(src[i]) : attn_f16_to_f32(src[i]);
+        const float want = t == ATTN_BF16 ? attn_bf16_to_f32(src[i]) : attn_f16_to_f32(src[i]);
         const int ok = i < off ? tc_f2u(dst.p[i]) == TC_POISON_BITS
                                : tc_f2u(dst.p[i]) == tc_f2u(want) || (isnan(dst.p[i]) && isnan(want));
         if (!ok)
@@ -504,22 +502,26 @@ static int ca_check_gemm(const attn_kernels *k, tc_rng *r)
     return bad;
 }
 
-enum { CA_SCORES, CA_SCORES_ROWS, CA_SOFTMAX, CA_PV, CA_PROBS, CA_SCALE, CA_CVT_F16, CA_CVT_BF16, CA_GEMM, CA_NSLOT };
-static const char *const ca_slots[CA_NSLOT] = {"scores", "scores_rows", "softmax", "pv", "probs",
-                                               "scale",  "cvt_f16",     "cvt_bf16", "gemm"};
+/* Every slot of attn_kernels, the per-format ones once per format. */
+enum { CA_SCORES_ROWS = 2 * ATTN_NFMT, CA_SOFTMAX, CA_PROBS, CA_SCALE, CA_CVT, CA_GEMM = CA_CVT + ATTN_NFMT - 1, CA_NSLOT };
+static const char *const ca_slots[CA_NSLOT] = {
+    "scores_f32", "scores_f16", "scores_bf16", "pv_f32", "pv_f16", "pv_bf16", "scores_rows", "softmax", "probs",
+    "scale",      "cvt_f16",    "cvt_bf16",    "gemm"};
+_Static_assert(ATTN_NFMT == 3, "name the slots of a new storage format in ca_slots");
 
 static int ca_run_slot(const attn_kernels *k, int slot, tc_rng *r)
 {
+    if (slot < ATTN_NFMT)
+        return ca_check_scores(k, r, 0, (attn_dtype)slot);
+    if (slot < 2 * ATTN_NFMT)
+        return ca_check_pv(k, r, (attn_dtype)(slot - ATTN_NFMT));
     switch (slot) {
-    case CA_SCORES: return ca_check_scores(k, r, 0);
-    case CA_SCORES_ROWS: return ca_check_scores(k, r, 1);
+    case CA_SCORES_ROWS: return ca_check_scores(k, r, 1, ATTN_F32);
     case CA_SOFTMAX: return ca_check_softmax(k, r);
-    case CA_PV: return ca_check_pv(k, r);
     case CA_PROBS: return ca_check_probs(k, r);
     case CA_SCALE: return ca_check_scale(k, r);
-    case CA_CVT_F16: return ca_check_cvt(k, r, 0);
-    case CA_CVT_BF16: return ca_check_cvt(k, r, 1);
-    default: return ca_check_gemm(k, r);
+    case CA_GEMM: return ca_check_gemm(k, r);
+    default: return ca_check_cvt(k, r, (attn_dtype)(slot - CA_CVT + 1)); /* the widening slots: F16, BF16 */
     }
 }
 
