@@ -39,12 +39,50 @@ typedef struct attn_strides {
     size_t b, h, s;
 } attn_strides;
 
-/* attn_sdpa over keys and values stored as kvt (fp32, half or bfloat16). kv_head_stride 0: k and v are fp32
- * (kvt ATTN_F32) and follow d->layout like q. Else a KV cache's layout (batch 1 only, see engine/kvcache.c): KV
- * head h's values are rows h * kv_head_stride rows in, one after another, and its keys the same positions in
- * panels of ATTN_PAD keys (kv_head_stride a multiple of ATTN_PAD). */
-attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const void *k, const void *v,
-                         attn_dtype kvt, size_t kv_head_stride, float *out, float *probs);
+/* Where a call's keys and values live. The driver asks a source only for pointers at (sequence, KV head, first
+ * key) through the attn_src_* functions below, so another kind of storage (a paged pool) is a new kind here and a
+ * case in each of them, not a change to the driver. */
+typedef enum attn_kv_kind {
+    ATTN_KV_DENSE, /* fp32 tensors in the call's layout: key and value rows, strided by ks / vs */
+    ATTN_KV_CACHE, /* one sequence's cache (engine/kvcache.c): values as rows, keys as panels of ATTN_PAD keys
+                      ([d][ATTN_PAD] per panel), KV head h's at h * ks.h / vs.h elements */
+} attn_kv_kind;
+
+typedef struct attn_kv_src {
+    attn_kv_kind kind;
+    attn_dtype fmt; /* storage format of keys and values (DENSE: ATTN_F32) */
+    const void *k, *v;
+    attn_strides ks, vs; /* elements between sequences (batch entries), KV heads and positions */
+    size_t d;            /* key width */
+} attn_kv_src;
+
+static inline size_t attn_src_esz(const attn_kv_src *s) { return s->fmt == ATTN_F32 ? sizeof(float) : sizeof(uint16_t); }
+
+/* 1 if keys are stored in panels (attn_src_kpanel), 0 if as rows (attn_src_krow). */
+static inline int attn_src_panels(const attn_kv_src *s) { return s->kind == ATTN_KV_CACHE; }
+
+/* Key row t of KV head kvh of sequence b (keys stored as rows). */
+static inline const void *attn_src_krow(const attn_kv_src *s, size_t b, size_t kvh, size_t t)
+{
+    return (const char *)s->k + (b * s->ks.b + kvh * s->ks.h + t * s->ks.s) * attn_src_esz(s);
+}
+
+/* The panel holding key t (keys stored as panels): key t, dim c at element c * ATTN_PAD + t % ATTN_PAD of it. */
+static inline const void *attn_src_kpanel(const attn_kv_src *s, size_t b, size_t kvh, size_t t)
+{
+    return (const char *)s->k + (b * s->ks.b + kvh * s->ks.h + t / ATTN_PAD * s->d * ATTN_PAD) * attn_src_esz(s);
+}
+
+/* Value row t of KV head kvh of sequence b; the rows of one tile are vs.s elements apart. */
+static inline const void *attn_src_vrow(const attn_kv_src *s, size_t b, size_t kvh, size_t t)
+{
+    return (const char *)s->v + (b * s->vs.b + kvh * s->vs.h + t * s->vs.s) * attn_src_esz(s);
+}
+
+/* attn_sdpa over the keys and values of src (the desc's batch, heads and lengths describe them; a CACHE source has
+ * batch 1). */
+attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const attn_kv_src *src,
+                          float *out, float *probs);
 
 /* a * b into *r; 1 on overflow. */
 static inline int attn_mul_overflow(size_t a, size_t b, size_t *r) { return __builtin_mul_overflow(a, b, r); }

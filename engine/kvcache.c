@@ -139,5 +139,9 @@ attn_status attn_decode(const attn_ctx *ctx, const attn_kv_cache *c, const float
         .batch = 1, .n_heads = n_heads, .n_kv_heads = c->n_kv_heads, .q_len = q_len, .kv_len = c->len,
         .head_dim = c->head_dim, .layout = ATTN_LAYOUT_BSHD, .mask = mask,
     };
-    return attn_sdpa_kv(ctx, &d, q, c->k, c->v, c->dtype, c->rows, out, NULL);
+    const attn_kv_src src = {
+        .kind = ATTN_KV_CACHE, .fmt = c->dtype, .k = c->k, .v = c->v, .d = c->head_dim,
+        .ks = {0, c->rows * c->head_dim, c->head_dim}, .vs = {0, c->rows * c->head_dim, c->head_dim},
+    };
+    return attn_sdpa_src(ctx, &d, q, &src, out, NULL);
 }

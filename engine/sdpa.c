@@ -42,11 +42,10 @@ static attn_strides attn_layout_strides(attn_layout layout, size_t heads, size_t
 typedef struct attn_job {
     const attn_kernels *kern;
     const float *q;
-    const void *k, *v;              /* elements of kvt: fp32 from attn_sdpa, fp32/half/bfloat16 from a KV cache */
-    attn_dtype kvt;
+    attn_kv_src src;                /* where the keys and values live */
     float *out, *probs;
     const int32_t *kv_valid;
-    attn_strides qs, ks, vs, os;
+    attn_strides qs, os;
     size_t batch, heads, kv_heads, group, q_len, kv_len, d, dv, dvp, window;
     int causal;
     float scale;
@@ -56,7 +55,6 @@ typedef struct attn_job {
     int k_in_place;                 /* read K where it is stored: one query block per KV head, and either a cache's
                                        panels or few rows (decode); a larger block packs its own tiles, since the
                                        key-row kernel is built for a GQA group, not for a prefill block */
-    int k_panels;                   /* a KV cache: K in panels of ATTN_PAD keys (see attn_k_panel), V rows */
     int v_in_place;                 /* the shared packing holds K only: V is contiguous fp32 rows of whole vectors,
                                        read where they are stored (copying them cost P1-P3 2-4% of their time; rows
                                        a multiple of 4 KiB apart, as BSHD gives, alias in L1: AVX2 P2 was 18%
@@ -85,7 +83,7 @@ static size_t attn_scratch_size(const attn_job *j)
         return 0;
     parts[5] = parts[6] = parts[7] = parts[8] = j->rows_max; /* m, l, lo, hi */
     parts[9] = parts[10] = 2 * j->rows_max;                  /* alo, ahi: int64 */
-    parts[11] = j->k_panels ? j->d : 0; /* kr: one key row for the transposing pack */
+    parts[11] = attn_src_panels(&j->src) ? j->d : 0; /* kr: one key row for the transposing pack */
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         size_t p = attn_round16(parts[i]);
         if (p < parts[i] || __builtin_add_overflow(total, p, &total))
@@ -110,51 +108,36 @@ static attn_scratch attn_scratch_carve(const attn_job *j, float *base)
     sc.hi = (int *)ATTN_TAKE(j->rows_max);
     sc.alo = (int64_t *)ATTN_TAKE(2 * j->rows_max);
     sc.ahi = (int64_t *)ATTN_TAKE(2 * j->rows_max);
-    sc.kr = ATTN_TAKE(j->k_panels ? j->d : 0);
+    sc.kr = ATTN_TAKE(attn_src_panels(&j->src) ? j->d : 0);
 #undef ATTN_TAKE
     return sc;
 }
 
-/* Key or value row t of KV head kvh in batch b, as stored. */
-static const void *attn_kv_row(const attn_job *j, const void *base, const attn_strides *st, size_t b, size_t kvh,
-                               size_t t)
+/* Key t of KV head kvh gathered from its stored panel, widened to fp32 in row[0..d). */
+static void attn_panel_key(const attn_job *j, float *row, size_t b, size_t kvh, size_t t)
 {
-    const size_t esz = j->kvt == ATTN_F32 ? sizeof(float) : sizeof(uint16_t);
-    return (const char *)base + (b * st->b + kvh * st->h + t * st->s) * esz;
-}
-
-/* The stored panel holding key t of KV head kvh (k_panels: batch 1, kv_head_stride keys per head): key t, dim c
- * at element c * ATTN_PAD + t % ATTN_PAD of it. */
-static const void *attn_k_panel(const attn_job *j, size_t kvh, size_t t)
-{
-    const size_t esz = j->kvt == ATTN_F32 ? sizeof(float) : sizeof(uint16_t);
-    return (const char *)j->k + (kvh * j->ks.h + t / ATTN_PAD * j->d * ATTN_PAD) * esz;
-}
-
-/* Key t of KV head kvh gathered from its stored panel (k_panels), widened to fp32 in row[0..d). */
-static void attn_panel_key(const attn_job *j, float *row, size_t kvh, size_t t)
-{
-    const void *src = attn_k_panel(j, kvh, t);
+    const void *src = attn_src_kpanel(&j->src, b, kvh, t);
+    const attn_dtype f = j->src.fmt;
     for (size_t c = 0, i = t % ATTN_PAD; c < j->d; c++, i += ATTN_PAD)
-        row[c] = j->kvt == ATTN_F16    ? attn_f16_to_f32(((const uint16_t *)src)[i])
-                 : j->kvt == ATTN_BF16 ? attn_bf16_to_f32(((const uint16_t *)src)[i])
-                                       : ((const float *)src)[i];
+        row[c] = f == ATTN_F16    ? attn_f16_to_f32(((const uint16_t *)src)[i])
+                 : f == ATTN_BF16 ? attn_bf16_to_f32(((const uint16_t *)src)[i])
+                                  : ((const float *)src)[i];
 }
 
 /* dst[0..n) = a stored row widened to fp32. */
 static void attn_kv_widen(const attn_job *j, float *dst, const void *src, size_t n)
 {
-    if (j->kvt == ATTN_F32)
+    if (j->src.fmt == ATTN_F32)
         memcpy(dst, src, n * sizeof(float));
     else
-        j->kern->cvt[j->kvt](dst, src, n);
+        j->kern->cvt[j->src.fmt](dst, src, n);
 }
 
 /* Values [t0, t0+nk) of one KV head as fp32 rows of dvp, zero from column dv on. */
 static void attn_pack_v(const attn_job *j, float *vp, size_t b, size_t kvh, size_t t0, size_t nk)
 {
     for (size_t t = 0; t < nk; t++) {
-        attn_kv_widen(j, vp + t * j->dvp, attn_kv_row(j, j->v, &j->vs, b, kvh, t0 + t), j->dv);
+        attn_kv_widen(j, vp + t * j->dvp, attn_src_vrow(&j->src, b, kvh, t0 + t), j->dv);
         memset(vp + t * j->dvp + j->dv, 0, (j->dvp - j->dv) * sizeof(float));
     }
 }
@@ -165,10 +148,10 @@ static void attn_pack_tile(const attn_job *j, float *kt, float *vp, float *row, 
                            size_t nk, size_t nkp)
 {
     const size_t panel = j->d * ATTN_PAD;
-    if (j->k_panels && t0 % ATTN_PAD == 0) {
+    if (attn_src_panels(&j->src) && t0 % ATTN_PAD == 0) {
         /* Stored panels line up with the tile's: widen them whole, then zero the keys from nk on. */
         for (size_t p = 0; p < nkp / ATTN_PAD; p++)
-            attn_kv_widen(j, kt + p * panel, attn_k_panel(j, kvh, t0 + p * ATTN_PAD), panel);
+            attn_kv_widen(j, kt + p * panel, attn_src_kpanel(&j->src, b, kvh, t0 + p * ATTN_PAD), panel);
         for (size_t c = 0; nk < nkp && c < j->d; c++)
             memset(kt + (nkp / ATTN_PAD - 1) * panel + c * ATTN_PAD + nk % ATTN_PAD, 0,
                    (ATTN_PAD - nk % ATTN_PAD) * sizeof(float));
@@ -177,10 +160,10 @@ static void attn_pack_tile(const attn_job *j, float *kt, float *vp, float *row, 
             memset(kt + nk / ATTN_PAD * panel, 0, panel * sizeof(float));
         for (size_t t = 0; t < nk; t++) {
             const float *k = row;
-            if (j->k_panels) /* a tile across stored panels (block_kv not a multiple of ATTN_PAD) */
-                attn_panel_key(j, row, kvh, t0 + t);
+            if (attn_src_panels(&j->src)) /* a tile across stored panels (block_kv not a multiple of ATTN_PAD) */
+                attn_panel_key(j, row, b, kvh, t0 + t);
             else
-                k = attn_kv_row(j, j->k, &j->ks, b, kvh, t0 + t);
+                k = attn_src_krow(&j->src, b, kvh, t0 + t);
             attn_panel_row(kt, k, j->d, t);
         }
     }
@@ -202,8 +185,8 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
         a->vp = base + j->d * j->bkvp;
         a->kdt = a->vdt = ATTN_F32;
         if (j->v_in_place) {
-            a->vp = attn_kv_row(j, j->v, &j->vs, b, kvh, t0);
-            a->ldv = j->vs.s;
+            a->vp = attn_src_vrow(&j->src, b, kvh, t0);
+            a->ldv = j->src.vs.s;
         }
         return;
     }
@@ -212,16 +195,16 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
      * of whole vectors. V rows likewise. Several blocks that lost the shared packing to a failed allocation still
      * transpose K, so that their sums run in the same order as with it (same bits); so does a tile that starts
      * inside a cache panel. V rows are summed in the same order from either place. */
-    const int k_pan = j->k_in_place && j->k_panels && t0 % ATTN_PAD == 0;
-    const int k_rows = j->k_in_place && !j->k_panels && j->d % ATTN_PAD == 0, v_rows = j->dv == j->dvp;
+    const int panels = attn_src_panels(&j->src), k_pan = j->k_in_place && panels && t0 % ATTN_PAD == 0;
+    const int k_rows = j->k_in_place && !panels && j->d % ATTN_PAD == 0, v_rows = j->dv == j->dvp;
     a->kt = k_rows ? NULL : sc->kt;
     a->kdt = a->vdt = ATTN_F32;
     if (k_pan) {
-        a->kt = attn_k_panel(j, kvh, t0);
-        a->kdt = j->kvt;
+        a->kt = attn_src_kpanel(&j->src, b, kvh, t0);
+        a->kdt = j->src.fmt;
     } else if (k_rows) {
-        a->kr = attn_kv_row(j, j->k, &j->ks, b, kvh, t0);
-        a->ldk = j->ks.s;
+        a->kr = attn_src_krow(&j->src, b, kvh, t0);
+        a->ldk = j->src.ks.s;
     } else {
         attn_pack_tile(j, sc->kt, NULL, sc->kr, b, kvh, t0, a->nk, a->nkp);
     }
@@ -229,9 +212,9 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
     if (!with_v)
         return;
     if (v_rows) {
-        a->vp = attn_kv_row(j, j->v, &j->vs, b, kvh, t0);
-        a->ldv = j->vs.s;
-        a->vdt = j->kvt;
+        a->vp = attn_src_vrow(&j->src, b, kvh, t0);
+        a->ldv = j->src.vs.s;
+        a->vdt = j->src.fmt;
         return;
     }
     a->vp = sc->vp;
@@ -324,9 +307,9 @@ static void attn_rows_run(const attn_job *j, const attn_scratch *sc, const attn_
         const int64_t tn = t0 + (int64_t)j->bkv;
         a.kn = a.vn = NULL;
         if (!j->packed && a.kt != sc->kt && tn < rw->pf_end) {
-            a.kn = j->k_panels ? attn_k_panel(j, rw->kvh, (size_t)tn)
-                               : attn_kv_row(j, j->k, &j->ks, rw->b, rw->kvh, (size_t)tn);
-            a.vn = a.vp != sc->vp ? attn_kv_row(j, j->v, &j->vs, rw->b, rw->kvh, (size_t)tn) : NULL;
+            a.kn = attn_src_panels(&j->src) ? attn_src_kpanel(&j->src, rw->b, rw->kvh, (size_t)tn)
+                                            : attn_src_krow(&j->src, rw->b, rw->kvh, (size_t)tn);
+            a.vn = a.vp != sc->vp ? attn_src_vrow(&j->src, rw->b, rw->kvh, (size_t)tn) : NULL;
             a.knn = (size_t)(rw->pf_end - tn) < j->bkv ? (size_t)(rw->pf_end - tn) : j->bkv;
         }
         (a.kt ? j->kern->scores[a.kdt] : j->kern->scores_rows)(&a);
@@ -461,14 +444,18 @@ static int attn_count_overflows(size_t a, size_t b, size_t c, size_t d)
 attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const float *k, const float *v,
                       float *out, float *probs)
 {
-    return attn_sdpa_kv(ctx, d, q, k, v, ATTN_F32, 0, out, probs);
+    if (!d || !k || !v)
+        return ATTN_EINVAL;
+    const attn_kv_src src = {.kind = ATTN_KV_DENSE, .fmt = ATTN_F32, .k = k, .v = v, .d = d->head_dim};
+    return attn_sdpa_src(ctx, d, q, &src, out, probs);
 }
 
-attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const void *k, const void *v,
-                         attn_dtype kvt, size_t kv_head_stride, float *out, float *probs)
+attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const attn_kv_src *src,
+                          float *out, float *probs)
 {
-    if (!ctx || !d || !q || !k || !v || !out || (unsigned)kvt > ATTN_BF16 || (kv_head_stride && d->batch != 1) ||
-        (!kv_head_stride && kvt != ATTN_F32) || kv_head_stride % ATTN_PAD)
+    if (!ctx || !d || !q || !src || !src->k || !src->v || !out || (unsigned)src->fmt > ATTN_BF16 ||
+        (src->kind == ATTN_KV_CACHE && (d->batch != 1 || src->ks.h % (ATTN_PAD * src->d))) ||
+        (src->kind == ATTN_KV_DENSE && src->fmt != ATTN_F32))
         return ATTN_EINVAL;
     const size_t hk = d->n_kv_heads ? d->n_kv_heads : d->n_heads, dv = d->v_dim ? d->v_dim : d->head_dim;
     if (!d->batch || !d->n_heads || !d->q_len || !d->kv_len || !d->head_dim || !hk || d->n_heads % hk)
@@ -487,18 +474,16 @@ attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const flo
                 return ATTN_EINVAL;
 
     attn_job j = {
-        .kern = ctx->kern, .q = q, .k = k, .v = v, .kvt = kvt, .out = out, .probs = probs, .kv_valid = d->kv_valid,
+        .kern = ctx->kern, .q = q, .src = *src, .out = out, .probs = probs, .kv_valid = d->kv_valid,
         .batch = d->batch, .heads = d->n_heads, .kv_heads = hk, .group = d->n_heads / hk, .q_len = d->q_len,
         .kv_len = d->kv_len, .d = d->head_dim, .dv = dv, .dvp = attn_round16(dv), .window = d->window,
-        .causal = d->mask == ATTN_MASK_CAUSAL, .k_panels = kv_head_stride != 0,
+        .causal = d->mask == ATTN_MASK_CAUSAL,
         .scale = d->scale != 0.0f ? d->scale : (float)(1.0 / sqrt((double)d->head_dim)),
     };
     j.qs = attn_layout_strides(d->layout, j.heads, j.q_len, j.d);
-    j.ks = attn_layout_strides(d->layout, hk, j.kv_len, j.d);
-    j.vs = attn_layout_strides(d->layout, hk, j.kv_len, dv);
-    if (kv_head_stride) {
-        j.ks = (attn_strides){0, kv_head_stride * j.d, j.d};
-        j.vs = (attn_strides){0, kv_head_stride * dv, dv};
+    if (src->kind == ATTN_KV_DENSE) {
+        j.src.ks = attn_layout_strides(d->layout, hk, j.kv_len, j.d);
+        j.src.vs = attn_layout_strides(d->layout, hk, j.kv_len, dv);
     }
     j.os = attn_layout_strides(d->layout, j.heads, j.q_len, dv);
     /* block_q counts rows of a block, the heads of a GQA group included. */
@@ -512,7 +497,7 @@ attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const flo
         return ATTN_ERANGE;
 
     const size_t nqb = (j.q_len + j.nq - 1) / j.nq, per_qb = j.batch * hk;
-    j.k_in_place = nqb == 1 && (j.k_panels || j.rows_max <= ATTN_KR_ROWS);
+    j.k_in_place = nqb == 1 && (attn_src_panels(&j.src) || j.rows_max <= ATTN_KR_ROWS);
     /* Split-KV: when one block holds all the queries of a KV head (decode), its keys are cut into chunks of a
      * fixed size, so that a few KV heads still feed every thread; the chunks' partial results are merged in chunk
      * order. The cut depends on the shape and block_kv only, never on the thread count. */
@@ -534,7 +519,7 @@ attn_status attn_sdpa_kv(const attn_ctx *ctx, const attn_sdpa_desc *d, const flo
             return ATTN_ENOMEM;
     }
     j.ntiles = (j.kv_len + j.bkv - 1) / j.bkv;
-    j.v_in_place = j.kvt == ATTN_F32 && j.dv == j.dvp && j.vs.s == j.dv;
+    j.v_in_place = j.src.fmt == ATTN_F32 && j.dv == j.dvp && j.src.vs.s == j.dv;
     j.tile_floats = attn_round16(j.bkvp * (j.d + (j.v_in_place ? 0 : j.dvp)));
     if (nqb > 1 && (j.tile_floats >= SIZE_MAX / 8 || attn_mul_overflow(per_qb, j.ntiles, &npack) ||
                     attn_mul_overflow(npack, j.tile_floats * sizeof(float), &pack_bytes)))

@@ -6,6 +6,7 @@
 
 #include "kernels.h"
 
+#if ATTN_HAVE_AVX512
 /* AMD family 19h with AVX-512: Zen 4, whose 512-bit FMAs are two 256-bit halves (one zmm FMA per cycle). */
 static int attn_is_zen4(const attn_cpu_info *ci) { return ci->vendor == ATTN_VENDOR_AMD && ci->family == 0x19; }
 
@@ -20,6 +21,8 @@ static int attn_is_spr(const attn_cpu_info *ci)
     return ci->vendor == ATTN_VENDOR_INTEL &&
            ((ci->flags & (ATTN_CPU_AMX | ATTN_CPU_AVX512_FP16)) || ci->l2_kib >= 2048);
 }
+
+#endif
 
 #define ATTN_SPLIT 1024
 
