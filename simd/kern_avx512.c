@@ -1,5 +1,6 @@
-/* AVX-512F kernel set for cores with one 512-bit FMA per cycle (Zen 4's double-pumped pipes), the generic
- * AVX-512 table. Compiled with -mavx512f -mavx2 -mfma -mf16c. */
+/* The AVX-512F kernel table: 6x4 register blocking, measured best on Zen 4 (one 512-bit FMA per cycle) and on
+ * Zen 5 (two). A table for another blocking is a file like this one with its own constants and ATTN_SFX.
+ * Compiled with -mavx512f -mavx2 -mfma -mf16c. */
 #include "vec_avx512.h"
 
 #define SC_RB 6 /* 6 rows x 4 zmm = 24 independent FMA chains, 10 loads per 24 FMAs */

@@ -142,6 +142,8 @@ const attn_variant *attn_variant_at(size_t i); /* NULL past the end */
 int attn_level_runs(attn_isa level);
 /* The variant of level for this CPU (its preferred one, else the generic); NULL if the level does not run. */
 const attn_variant *attn_variant_pick(attn_isa level);
+/* The same decision for the CPU ci describes, whether or not this one runs the level (tests); NULL if none is built. */
+const attn_variant *attn_variant_for(attn_isa level, const attn_cpu_info *ci);
 /* The variant named "level/variant", or "variant" within level; NULL if there is none. */
 const attn_variant *attn_variant_find(const char *name, attn_isa level);
 /* The best level this CPU runs. */
@@ -153,7 +155,6 @@ extern const attn_kernels attn_kernels_avx2;
 #endif
 #if ATTN_HAVE_AVX512
 extern const attn_kernels attn_kernels_avx512;
-extern const attn_kernels attn_kernels_avx512_2fma;
 #endif
 #if ATTN_HAVE_NEON
 extern const attn_kernels attn_kernels_neon;

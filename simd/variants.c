@@ -37,12 +37,13 @@ static const attn_variant attn_variants[] = {
     {ATTN_ISA_AVX512, "avx512/generic", &attn_kernels_avx512, NULL, 256, 256, ATTN_SPLIT,
      "6x4 zmm scores/P.V, 2x8 decode P.V, 256x256 blocks: interleaved A/B on Zen 4, 1 thread"},
     {ATTN_ISA_AVX512, "avx512/zen4", &attn_kernels_avx512, attn_is_zen4, 256, 256, ATTN_SPLIT,
-     "the generic table: measured on Zen 4 (attn-bench, 1 thread)"},
-    {ATTN_ISA_AVX512, "avx512/zen5", &attn_kernels_avx512_2fma, attn_is_zen5, 256, 256, ATTN_SPLIT,
-     "two 512-bit FMA pipes, 1 MiB L2: attn-bench --tune on Zen 5, 1 thread"},
-    {ATTN_ISA_AVX512, "avx512/spr", &attn_kernels_avx512_2fma, attn_is_spr, 256, 256, ATTN_SPLIT,
-     "Zen 5's register blocking (two 512-bit FMA ports alike), blocks for a 2 MiB L2: from published figures, "
-     "unmeasured"},
+     "the generic table and blocks: tuned on Zen 4 (attn-bench, 1 thread)"},
+    {ATTN_ISA_AVX512, "avx512/zen5", &attn_kernels_avx512, attn_is_zen5, 256, 256, ATTN_SPLIT,
+     "attn-bench --tune on Zen 5 (EPYC, 1 thread, 2026-12-02): 6x4 beat 8x3, 12x2, 7x3 and 4x6 on cold 256x256 "
+     "tiles; no block size beat 256x256 by more than the noise (+1.6% at 384x512)"},
+    {ATTN_ISA_AVX512, "avx512/spr", &attn_kernels_avx512, attn_is_spr, 512, 256, ATTN_SPLIT,
+     "unmeasured, from published figures: two 512-bit FMA ports like Zen 5 (same register blocking), and a 2 MiB "
+     "L2 holds 512-row blocks (1.3 MiB of q, s, o and a K/V tile), halving the L3 reads of K/V per FMA"},
 #endif
 #if ATTN_HAVE_NEON
     {ATTN_ISA_NEON, "neon/generic", &attn_kernels_neon, NULL, 256, 256, ATTN_SPLIT,
@@ -71,11 +72,8 @@ int attn_level_runs(attn_isa level)
     }
 }
 
-const attn_variant *attn_variant_pick(attn_isa level)
+const attn_variant *attn_variant_for(attn_isa level, const attn_cpu_info *ci)
 {
-    if (!attn_level_runs(level))
-        return NULL;
-    const attn_cpu_info *ci = attn_cpu_get();
     const attn_variant *generic = NULL;
     for (size_t i = 0; i < ATTN_N_VARIANTS; i++) {
         const attn_variant *v = &attn_variants[i];
@@ -87,6 +85,11 @@ const attn_variant *attn_variant_pick(attn_isa level)
             generic = v;
     }
     return generic;
+}
+
+const attn_variant *attn_variant_pick(attn_isa level)
+{
+    return attn_level_runs(level) ? attn_variant_for(level, attn_cpu_get()) : NULL;
 }
 
 const attn_variant *attn_variant_find(const char *name, attn_isa level)
