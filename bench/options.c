@@ -24,7 +24,7 @@ static const bench_shape named_shapes[] = {
 };
 #define N_NAMED (sizeof named_shapes / sizeof named_shapes[0])
 
-/* Layer shapes (issue 4): not in the default set, asked for by name or with --layer. */
+/* Layer shapes: not in the default set, asked for by name or with --layer. */
 static const bench_shape layer_shapes[] = {
     {"L1", 16, 16, 2048, 2048, 64, 0, 1024},
 };
@@ -59,7 +59,7 @@ static void help(void)
         "                         D1    heads 32/8  q 1     kv 4096   d 128  causal (decode, GQA, K+V in L3)",
         "                         D2    heads 32/8  q 1     kv 32768  d 128  causal (decode, GQA, K+V in DRAM)",
         "                       L1 (not in the default set): a self-attention layer, 2048 tokens, d_model",
-        "                         1024, 16 heads of 64 (issue 4's projection target); see --layer.",
+        "                         1024, 16 heads of 64 (the projection target); see --layer.",
         "  --layer N,DM,H[,HKV][,causal|none]",
         "                       a custom layer shape (repeatable): tokens, d_model, heads (must divide DM), KV",
         "                       heads (must divide H; default H), mask. Each layer shape gives two rows:",

@@ -504,7 +504,7 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const fl
     j.chunk = (ctx->var->split_keys + j.bkv - 1) / j.bkv * j.bkv;
     j.nchunks = nqb == 1 && j.kv_len > j.chunk ? (j.kv_len + j.chunk - 1) / j.chunk : 1;
     size_t items;
-    if (attn_mul_overflow(nqb * per_qb, j.nchunks, &items))
+    if (attn_mul_overflow(nqb, per_qb, &items) || attn_mul_overflow(items, j.nchunks, &items))
         return ATTN_ERANGE;
     const int nt = attn_call_threads(ctx, items);
     /* One workspace holds every thread's scratch, the split-KV partials and, when several query blocks read the
@@ -512,11 +512,11 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const fl
      * the block's FMAs). Without memory for the packing, each block packs its own tiles. */
     size_t scratch_bytes, part_bytes = 0, pack_bytes = 0, npack = 0;
     if (attn_mul_overflow(j.scratch_floats, (size_t)nt * sizeof(float), &scratch_bytes))
-        return ATTN_ENOMEM;
+        return ATTN_ERANGE;
     if (j.nchunks > 1) {
         j.part_floats = attn_round16(j.rows_max * (j.dvp + 3));
         if (attn_mul_overflow(items, j.part_floats * sizeof(float), &part_bytes))
-            return ATTN_ENOMEM;
+            return ATTN_ERANGE;
     }
     j.ntiles = (j.kv_len + j.bkv - 1) / j.bkv;
     j.v_in_place = j.src.fmt == ATTN_F32 && j.dv == j.dvp && j.src.vs.s == j.dv;
@@ -526,7 +526,7 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const fl
         pack_bytes = 0;
     size_t bytes;
     if (__builtin_add_overflow(scratch_bytes, part_bytes, &bytes))
-        return ATTN_ENOMEM;
+        return ATTN_ERANGE;
     int cached;
     float *ws = NULL;
     if (pack_bytes && !__builtin_add_overflow(bytes, pack_bytes, &bytes))

@@ -927,7 +927,7 @@ void tc_layer_stats_str(attn_isa isa, const tc_layer_stats *st, char *buf, size_
              st->err_y, st->err_probs, st->err_rowsum);
 }
 
-/* ==== robustness checks (issue 6): fault-check, concurrency-check, long-check, test_edges.c ==================== */
+/* ==== robustness checks: fault-check, concurrency-check, long-check, test_edges.c ==================== */
 
 #include <strings.h>
 #if defined(__x86_64__) || defined(__i386__)

@@ -202,7 +202,7 @@ void tc_layer_stats_merge(tc_layer_stats *into, const tc_layer_stats *from);
 /* "avx2  :   12 cases, max err y 1.2e-07 probs 3.0e-08 rowsum 1.1e-07" */
 void tc_layer_stats_str(attn_isa isa, const tc_layer_stats *st, char *buf, size_t len);
 
-/* ==== robustness checks (issue 6): fault-check, concurrency-check, long-check, test_edges.c ==================== */
+/* ==== robustness checks: fault-check, concurrency-check, long-check, test_edges.c ==================== */
 
 /* tc_isas filtered by the ATTN_ISA environment variable: unset, empty or "auto" gives tc_isas(); a concrete name
  * gives just that ISA when this CPU runs it (else none). kernel-check-env (tests/checks.mk) is kernel_check.c built

@@ -95,7 +95,7 @@ static void check_mha_fixtures(const attn_isa *isas, int n_isa, int threads, uns
     }
 }
 
-/* ---- robustness checks (issue 6): the caller's FP control state and subnormal inputs, per ISA ----------------
+/* ---- robustness checks: the caller's FP control state and subnormal inputs, per ISA ----------------
  * tc_fp_env_check (tests/common.c) on every ISA: no call changes the calling thread's MXCSR (FTZ/DAZ set and clear)
  * or, on AArch64 (NEON under qemu included), FPCR; subnormal inputs match the float64 reference. One pass or
  * failure per ISA. */
@@ -205,7 +205,7 @@ int main(void)
         attn_ctx_destroy(ctx);
     }
     check_mha_fixtures(isas, n_isa, threads, &passed, &failed);
-    check_fp_env(isas, n_isa, threads, &passed, &failed); /* robustness checks (issue 6) */
+    check_fp_env(isas, n_isa, threads, &passed, &failed); /* the caller's FP state and subnormals */
     printf("kernel-check: %lu passed, %lu failed\n", passed, failed);
     return failed ? 1 : 0;
 }
