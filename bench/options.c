@@ -135,7 +135,7 @@ static void help(void)
         "                       mean of GFLOP/s over the shapes. Prints the top 5 (and the default's rank) with",
         "                       their gain over the level's current default (attn_variant_pick: its table,",
         "                       block_q, block_kv) and the registry line for simd/variants.c. With P1,P2,P3:",
-        "                       about half a minute for avx512 on a Zen 5 core, about 6 min for scalar.",
+        "                       about 20 s for avx512 on a Zen 5 core, about 6 min for scalar.",
         "  --tune-shapes LIST   the shapes --tune times (named attention shapes as for --shapes; default",
         "                       P1,P2,P3).",
         "",

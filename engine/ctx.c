@@ -239,11 +239,12 @@ attn_status attn_ctx_create(attn_ctx **out, const attn_config *cfg)
     c->verbose = verbose;
     if (verbose) {
         const attn_cpu_info *ci = attn_cpu_get();
+        const attn_kernels *k = var->kern;
         fprintf(stderr,
-                "attn %s: kernels %s (%s), %d threads, block_q %d, block_kv %d; cpu vendor %d family 0x%x model 0x%x, "
-                "L1d %u KiB, L2 %u KiB\n",
-                attn_version(), var->name, var->how, threads, c->block_q, c->block_kv, (int)ci->vendor, ci->family,
-                ci->model, ci->l1d_kib, ci->l2_kib);
+                "attn %s: kernels %s (%s; registers %dx%d scores, %dx%d P.V, %dx%d decode P.V), %d threads, "
+                "block_q %d, block_kv %d; cpu vendor %d family 0x%x model 0x%x, L1d %u KiB, L2 %u KiB\n",
+                attn_version(), var->name, var->how, k->sc_rb, k->sc_nv, k->pv_rb, k->pv_nv, k->pvd_rb, k->pvd_nv,
+                threads, c->block_q, c->block_kv, (int)ci->vendor, ci->family, ci->model, ci->l1d_kib, ci->l2_kib);
     }
     *out = c;
     return ATTN_OK;

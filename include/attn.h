@@ -53,8 +53,9 @@ typedef struct attn_config {
     int num_threads; /* threads per call, >= 1; 0: ATTN_NUM_THREADS, else omp_get_max_threads() */
     attn_isa isa;    /* kernel set; AUTO: ATTN_ISA, else the best this CPU supports */
     int block_q;     /* query rows per work block, 1..4096, the heads of a GQA group folded in (positions per block:
-                        block_q / group, at least 1); 0: ATTN_BLOCK_Q, else the tuned default (256) */
-    int block_kv;    /* keys per tile, 1..4096; 0: ATTN_BLOCK_KV, else the tuned default (256) */
+                        block_q / group, at least 1); 0: ATTN_BLOCK_Q, else the kernel variant's default
+                        (256; 512 for avx512/spr) */
+    int block_kv;    /* keys per tile, 1..4096; 0: ATTN_BLOCK_KV, else the kernel variant's default (256) */
     const char *kernels; /* kernel variant, as attn_ctx_kernels prints it ("avx512/zen4") or its part after the
                             slash within the chosen ISA; NULL: ATTN_KERNELS, else the variant tuned for this CPU.
                             A full name also picks its ISA when isa is AUTO; an unknown name, or one of another
@@ -190,25 +191,30 @@ typedef struct attn_st_tensor {
  * than 8 bytes, a file that is not valid safetensors; ATTN_ENOMEM (memory that runs out inside jansson 2.14 may
  * instead come back as ATTN_EINVAL, since jansson reports some of its allocation failures as syntax errors, or, when
  * its token buffer cannot grow, as a shortened name that a later lookup does not find). *out is set only on
- * ATTN_OK; close it with attn_st_close. Nothing is ever printed. */
+ * ATTN_OK; close it with attn_st_close. Nothing is ever printed.
+ * Built without jansson (configure --without-jansson): ATTN_ENOTSUP after the NULL checks, the reason in err. */
 attn_status attn_st_open(attn_st **out, const char *path, char *err, size_t errlen);
 /* The same for a file already in memory; data (size bytes, any alignment) is not copied and must outlive the
- * handle. */
+ * handle. Built without jansson: ATTN_ENOTSUP after the NULL checks, as attn_st_open. */
 attn_status attn_st_open_memory(attn_st **out, const void *data, size_t size, char *err, size_t errlen);
-/* Unmaps and frees; NULL is fine. Names, dtype and metadata strings from this handle die with it. */
+/* Unmaps and frees; NULL is fine. Names, dtype and metadata strings from this handle die with it. Built without
+ * jansson: does nothing. */
 void attn_st_close(attn_st *f);
-/* Number of tensors (0 for NULL). */
+/* Number of tensors (0 for NULL; always 0 when built without jansson). */
 size_t attn_st_count(const attn_st *f);
 /* The i-th tensor in data-offset order (0-byte tensors before a tensor that starts at the same offset, ties by
- * name). ATTN_EINVAL: NULL, i out of range. */
+ * name). ATTN_EINVAL: NULL, i out of range. Built without jansson: ATTN_ENOTSUP when no argument is NULL. */
 attn_status attn_st_tensor_at(const attn_st *f, size_t i, attn_st_tensor *info);
-/* The tensor called name (exact, case-sensitive; O(log n)). ATTN_EINVAL: NULL arguments or no such tensor. */
+/* The tensor called name (exact, case-sensitive; O(log n)). ATTN_EINVAL: NULL arguments or no such tensor.
+ * Built without jansson: ATTN_ENOTSUP when no argument is NULL. */
 attn_status attn_st_find(const attn_st *f, const char *name, attn_st_tensor *info);
 /* Converts tensor name (F32, F16 or BF16) to fp32 into dst, which holds exactly n == numel floats; dst may be NULL
  * when n is 0. The file's data is little-endian and may be unaligned, on any host; F16 and BF16 widen exactly.
- * ATTN_EINVAL: NULL, no such tensor, n != numel; ATTN_ENOTSUP: another dtype. dst is untouched on error. */
+ * ATTN_EINVAL: NULL, no such tensor, n != numel; ATTN_ENOTSUP: another dtype. dst is untouched on error.
+ * Built without jansson: ATTN_ENOTSUP when f, name and (for n > 0) dst are not NULL. */
 attn_status attn_st_read_f32(const attn_st *f, const char *name, float *dst, size_t n);
-/* The __metadata__ string for key (it lives as long as the handle), or NULL (no such key, NULL arguments). */
+/* The __metadata__ string for key (it lives as long as the handle), or NULL (no such key, NULL arguments; always
+ * NULL when built without jansson). */
 const char *attn_st_metadata(const attn_st *f, const char *key);
 
 /* Tensor names of one layer in a safetensors file. Either wq, wk, wv (separate projections) or in_proj_weight
@@ -235,10 +241,12 @@ typedef struct attn_layer_weights {
  * tensor may be F32, F16 or BF16. layer.n_kv_heads is set to the resolved count (never 0). ATTN_EINVAL (with a
  * reason in err): NULL arguments, n_heads 0 or not a multiple of n_kv_heads, a missing tensor, a shape that does
  * not fit; ATTN_ENOTSUP: a dtype other than F32/F16/BF16; ATTN_ENOMEM. On failure *out is zeroed and nothing is
- * allocated; on success free it with attn_layer_weights_free. */
+ * allocated; on success free it with attn_layer_weights_free.
+ * Built without jansson: ATTN_ENOTSUP after the NULL checks (*out zeroed, the reason in err). */
 attn_status attn_layer_load_safetensors(attn_layer_weights *out, const attn_st *f, const attn_layer_names *names,
                                         size_t n_heads, size_t n_kv_heads, char *err, size_t errlen);
-/* Frees what attn_layer_load_safetensors allocated and zeroes *w; NULL or a zeroed struct is fine. */
+/* Frees what attn_layer_load_safetensors allocated and zeroes *w; NULL or a zeroed struct is fine (the same when
+ * built without jansson, where every load leaves a zeroed struct). */
 void attn_layer_weights_free(attn_layer_weights *w);
 
 /* Storage type of a KV cache. Values are rounded to nearest even when appended; all arithmetic is fp32. */
