@@ -1,10 +1,14 @@
 /* .safetensors files: the header is checked whole at open (jansson parses it, then every entry, the name set and the
  * tiling of the data area are validated) into a table of our own; tensors are read from the mapping and widened to
- * fp32; attn_layer_load_safetensors assembles one attention layer from them in a single aligned allocation. */
+ * fp32; attn_layer_load_safetensors assembles one attention layer from them in a single aligned allocation.
+ * Built without jansson (no ATTN_HAVE_JANSSON: configure --without-jansson, or jansson not found), the same entry
+ * points check their arguments and return ATTN_ENOTSUP. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <fcntl.h>
+#if ATTN_HAVE_JANSSON
 #include <jansson.h>
+#endif
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +20,22 @@
 
 #include "half.h"
 #include "internal.h"
+
+/* ---- errors ---- */
+
+__attribute__((format(printf, 4, 5))) static attn_status attn_st_fail(char *err, size_t errlen, attn_status s,
+                                                                       const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return s;
+}
+
+#if ATTN_HAVE_JANSSON
 
 #define ATTN_ST_MAX_HEADER ((uint64_t)100 << 20) /* the reference implementation's limit */
 #define ATTN_ST_MAX_DIMS 8
@@ -55,19 +75,7 @@ struct attn_st {
     char *strings;                   /* every name, key and value, NUL-terminated */
 };
 
-/* ---- errors ---- */
-
-__attribute__((format(printf, 4, 5))) static attn_status attn_st_fail(char *err, size_t errlen, attn_status s,
-                                                                       const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return s;
-}
+/* ---- messages ---- */
 
 /* s quoted for an error message: at most 64 bytes, control bytes as '?', so a hostile name keeps the reason on one
  * line and short. */
@@ -722,6 +730,72 @@ attn_status attn_layer_load_safetensors(attn_layer_weights *out, const attn_st *
     return s;
 }
 
+#else /* !ATTN_HAVE_JANSSON */
+
+/* ---- without jansson: each entry point checks its arguments, then refuses; no handle can ever be opened ---- */
+
+#define ATTN_ST_NO_JANSSON "attn was built without jansson (configure --without-jansson)"
+
+attn_status attn_st_open_memory(attn_st **out, const void *data, size_t size, char *err, size_t errlen)
+{
+    (void)size;
+    if (!out || !data)
+        return attn_st_fail(err, errlen, ATTN_EINVAL, "safetensors: NULL argument");
+    return attn_st_fail(err, errlen, ATTN_ENOTSUP, "%s", ATTN_ST_NO_JANSSON);
+}
+
+attn_status attn_st_open(attn_st **out, const char *path, char *err, size_t errlen)
+{
+    if (!out || !path)
+        return attn_st_fail(err, errlen, ATTN_EINVAL, "safetensors: NULL argument");
+    return attn_st_fail(err, errlen, ATTN_ENOTSUP, "%s", ATTN_ST_NO_JANSSON);
+}
+
+void attn_st_close(attn_st *f) { (void)f; }
+
+size_t attn_st_count(const attn_st *f)
+{
+    (void)f;
+    return 0;
+}
+
+attn_status attn_st_tensor_at(const attn_st *f, size_t i, attn_st_tensor *info)
+{
+    (void)i;
+    return !f || !info ? ATTN_EINVAL : ATTN_ENOTSUP;
+}
+
+attn_status attn_st_find(const attn_st *f, const char *name, attn_st_tensor *info)
+{
+    return !f || !name || !info ? ATTN_EINVAL : ATTN_ENOTSUP;
+}
+
+const char *attn_st_metadata(const attn_st *f, const char *key)
+{
+    (void)f, (void)key;
+    return NULL;
+}
+
+attn_status attn_st_read_f32(const attn_st *f, const char *name, float *dst, size_t n)
+{
+    return !f || !name || (!dst && n) ? ATTN_EINVAL : ATTN_ENOTSUP;
+}
+
+attn_status attn_layer_load_safetensors(attn_layer_weights *out, const attn_st *f, const attn_layer_names *names,
+                                        size_t n_heads, size_t n_kv_heads, char *err, size_t errlen)
+{
+    (void)n_heads, (void)n_kv_heads;
+    if (!out)
+        return attn_st_fail(err, errlen, ATTN_EINVAL, "safetensors: NULL argument");
+    memset(out, 0, sizeof *out);
+    if (!f || !names)
+        return attn_st_fail(err, errlen, ATTN_EINVAL, "safetensors: NULL argument");
+    return attn_st_fail(err, errlen, ATTN_ENOTSUP, "%s", ATTN_ST_NO_JANSSON);
+}
+
+#endif /* ATTN_HAVE_JANSSON */
+
+/* Needs no parser: it frees what a load allocated (nothing, without jansson: a zeroed struct). */
 void attn_layer_weights_free(attn_layer_weights *w)
 {
     if (!w)

@@ -25,7 +25,7 @@ endif
 FAULT_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=posix_memalign,--wrap=aligned_alloc \
              -Wl,--wrap=free,--wrap=mmap,--wrap=munmap
 # The loader's JSON parser, jansson, is a shared library (--wrap cannot reach it): fault-check hooks its allocator
-# with json_set_alloc_funcs instead.
+# with json_set_alloc_funcs instead (a build configured --without-jansson has no loader scenarios).
 tests/fault-check: tests/fault_check.o $(TEST_COMMON_OBJS) libattn.a
 	$(LINK) $(FAULT_WRAP) $(LIBS)
 

@@ -24,6 +24,8 @@
  * (ATTN_OK with a wrong name). Those outcomes are printed as notes, not problems, unless FAULT_CHECK_STRICT_JSON=1;
  * a crash, a leak, a written *out or any other status is a problem wherever the failure was injected.
  * FAULT_CHECK_TRACE=1 prints every allocation of each clean call with its caller (library + offset), on stderr.
+ * Built without jansson (configure --without-jansson) the loader has no parser and allocates nothing: its scenarios
+ * are left out.
  * Exit status 1 on any problem, each described on one line. */
 #define _GNU_SOURCE /* dladdr, for FAULT_CHECK_TRACE */
 #include <dlfcn.h>
@@ -38,7 +40,9 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#if ATTN_HAVE_JANSSON
 #include <jansson.h>
+#endif
 
 #include "common.h"
 
@@ -221,6 +225,7 @@ int __wrap_munmap(void *addr, size_t len)
     return __real_munmap(addr, len);
 }
 
+#if ATTN_HAVE_JANSSON
 /* The JSON parser's allocator, counted and failed like the rest. */
 static void *fi_json_malloc(size_t n)
 {
@@ -243,6 +248,7 @@ static void fi_json_hooks(void)
 {
     json_set_alloc_funcs(fi_json_malloc, fi_json_free);
 }
+#endif
 
 static void fi_arm(unsigned long fail_at, int persist)
 {
@@ -867,6 +873,7 @@ static void sa_teardown(scenario *s)
 }
 
 /* ---- safetensors ----------------------------------------------------------------------------------------------- */
+#if ATTN_HAVE_JANSSON
 
 /* A small valid file: a layer in separate projections of mixed dtypes, the same layer as in_proj_weight/bias,
  * and metadata. d_model 8, 2 heads of 4, 1 KV head. */
@@ -1101,6 +1108,7 @@ static void ld_teardown(scenario *s)
     if (memcmp(&q->w, &zero, sizeof zero) && q->w.data)
         attn_layer_weights_free(&q->w);
 }
+#endif /* ATTN_HAVE_JANSSON */
 
 /* ---- main ------------------------------------------------------------------------------------------------------ */
 
@@ -1116,7 +1124,9 @@ int main(void)
     strict_json = sj && *sj && strcmp(sj, "0");
     const char *tr = getenv("FAULT_CHECK_TRACE");
     fi_trace = tr && *tr && strcmp(tr, "0");
+#if ATTN_HAVE_JANSSON
     fi_json_hooks();
+#endif
     attn_ctx *probe = NULL;
     if (tc_ctx_create(&probe, ATTN_ISA_AUTO, 1, 0, 0) != ATTN_OK) {
         printf("fault-check: attn_ctx_create failed\n");
@@ -1237,6 +1247,7 @@ int main(void)
     }
 
     /* safetensors, last: attn_st_open on a file in /tmp, attn_st_open_memory, attn_layer_load_safetensors. */
+#if ATTN_HAVE_JANSSON
     {
         size_t size = 0;
         unsigned char *bytes = st_build(&size);
@@ -1279,6 +1290,9 @@ int main(void)
         unlink(path);
         free(bytes);
     }
+#else
+    printf("fault-check: safetensors scenarios left out (built without jansson: the loader only refuses)\n");
+#endif
 
     const char *parser = "jansson";
     if (n_note_einval)

@@ -2,7 +2,8 @@
  * and BF16 values read back exactly (known bit patterns and random ones, decoded by an independent formula), odd
  * sizes and unaligned data, metadata, offset order, lookups and argument errors; every hostile header is refused
  * with ATTN_EINVAL, a one-line reason and *out untouched; layers load in both naming forms, with GQA, and wrong
- * shapes or names are refused. */
+ * shapes or names are refused. Built without jansson (no ATTN_HAVE_JANSSON), the tests instead check that every
+ * entry point refuses valid files with ATTN_ENOTSUP and the documented reason, after its argument checks. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <criterion/criterion.h>
@@ -145,6 +146,8 @@ static void write_tmp(const void *p, size_t n, char path[64])
     cr_assert_eq(write(fd, p, n), (ssize_t)n);
     cr_assert_eq(close(fd), 0);
 }
+
+#if ATTN_HAVE_JANSSON
 
 /* ---- independent decoders and exact encoders ---- */
 
@@ -964,3 +967,125 @@ Test(safetensors, layer_errors)
     free(bytes);
     ref_free(&L);
 }
+
+#else /* !ATTN_HAVE_JANSSON */
+
+/* ---- built without jansson: every entry point refuses ---- */
+
+#define NO_JANSSON "attn was built without jansson (configure --without-jansson)"
+
+/* A file a jansson build opens and loads a layer from (d_model 2, one head of 2): F32 and F16 tensors,
+ * metadata. */
+static unsigned char *valid_file(size_t *len)
+{
+    static const float w[4] = {1.0f, 0.5f, -0.25f, 2.0f};
+    static const uint16_t b[2] = {0x3c00, 0xc000}; /* F16 1, -2 */
+    sb s;
+    sb_init(&s);
+    sb_meta(&s, "\"format\":\"pt\"");
+    sb_f32(&s, "wq", 2, (size_t[]){2, 2}, w);
+    sb_f32(&s, "wk", 2, (size_t[]){2, 2}, w);
+    sb_f32(&s, "wv", 2, (size_t[]){2, 2}, w);
+    sb_u16(&s, "bq", "F16", 1, (size_t[]){2}, b);
+    return sb_finish(&s, 0, len);
+}
+
+Test(safetensors, without_jansson_open)
+{
+    attn_st *const sentinel = (attn_st *)&sentinel;
+    size_t len, empty_len;
+    unsigned char *bytes = valid_file(&len), *empty = raw_file("{}", 2, 0, &empty_len);
+    for (int disk = 0; disk < 2; disk++)
+        for (int which = 0; which < 2; which++) {
+            const unsigned char *p = which ? empty : bytes;
+            const size_t n = which ? empty_len : len;
+            attn_st *f = sentinel;
+            char err[256];
+            memset(err, 'x', sizeof err);
+            attn_status st;
+            if (disk) {
+                char path[64];
+                write_tmp(p, n, path);
+                st = attn_st_open(&f, path, err, sizeof err);
+                unlink(path);
+            } else {
+                st = attn_st_open_memory(&f, p, n, err, sizeof err);
+            }
+            cr_assert_eq(st, ATTN_ENOTSUP, "%s, %s file: status %d", disk ? "attn_st_open" : "attn_st_open_memory",
+                         which ? "empty" : "valid", (int)st);
+            cr_assert_str_eq(err, NO_JANSSON);
+            cr_assert_eq(f, sentinel, "*out written");
+        }
+    /* No err buffer, one too small: the same status, a NUL-terminated err. */
+    attn_st *f = sentinel;
+    cr_assert_eq(attn_st_open_memory(&f, bytes, len, NULL, 0), ATTN_ENOTSUP);
+    char tiny[1] = {'x'};
+    cr_assert_eq(attn_st_open_memory(&f, bytes, len, tiny, 1), ATTN_ENOTSUP);
+    cr_assert_eq(tiny[0], '\0');
+    cr_assert_eq(attn_st_open(&f, "/nonexistent/model.safetensors", NULL, 0), ATTN_ENOTSUP);
+    cr_assert_eq(f, sentinel);
+
+    /* Argument errors come first, as in a jansson build. */
+    char err[64] = "";
+    cr_assert_eq(attn_st_open_memory(NULL, bytes, len, err, sizeof err), ATTN_EINVAL);
+    cr_assert_eq(attn_st_open_memory(&f, NULL, len, err, sizeof err), ATTN_EINVAL);
+    cr_assert_eq(attn_st_open(NULL, "/tmp", err, sizeof err), ATTN_EINVAL);
+    cr_assert_eq(attn_st_open(&f, NULL, err, sizeof err), ATTN_EINVAL);
+    cr_assert(err[0] && strcmp(err, NO_JANSSON), "argument errors have their own reason: %s", err);
+    cr_assert_eq(f, sentinel);
+    free(bytes);
+    free(empty);
+}
+
+Test(safetensors, without_jansson_handle)
+{
+    /* No handle can be opened: one that is not NULL (never dereferenced by these builds) gets past the argument
+     * checks. */
+    static char storage;
+    const attn_st *fake = (const attn_st *)&storage;
+    attn_st_tensor t;
+    memset(&t, 0x5a, sizeof t);
+    const attn_st_tensor before = t;
+    cr_assert_eq(attn_st_tensor_at(fake, 0, &t), ATTN_ENOTSUP);
+    cr_assert_eq(attn_st_find(fake, "wq", &t), ATTN_ENOTSUP);
+    cr_assert_eq(attn_st_tensor_at(NULL, 0, &t), ATTN_EINVAL);
+    cr_assert_eq(attn_st_tensor_at(fake, 0, NULL), ATTN_EINVAL);
+    cr_assert_eq(attn_st_find(NULL, "wq", &t), ATTN_EINVAL);
+    cr_assert_eq(attn_st_find(fake, NULL, &t), ATTN_EINVAL);
+    cr_assert_eq(attn_st_find(fake, "wq", NULL), ATTN_EINVAL);
+    cr_assert(memcmp(&t, &before, sizeof t) == 0, "info written");
+
+    float v[4] = {7.0f, 7.0f, 7.0f, 7.0f};
+    cr_assert_eq(attn_st_read_f32(fake, "wq", v, 4), ATTN_ENOTSUP);
+    cr_assert_eq(attn_st_read_f32(fake, "wq", NULL, 0), ATTN_ENOTSUP);
+    cr_assert_eq(attn_st_read_f32(NULL, "wq", v, 4), ATTN_EINVAL);
+    cr_assert_eq(attn_st_read_f32(fake, NULL, v, 4), ATTN_EINVAL);
+    cr_assert_eq(attn_st_read_f32(fake, "wq", NULL, 4), ATTN_EINVAL);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(v[i], 7.0f, "dst written");
+
+    cr_assert_eq(attn_st_count(fake), 0);
+    cr_assert_eq(attn_st_count(NULL), 0);
+    cr_assert_null(attn_st_metadata(fake, "format"));
+    cr_assert_null(attn_st_metadata(NULL, "format"));
+    attn_st_close(NULL);
+
+    const attn_layer_names names = {.wq = "wq", .wk = "wk", .wv = "wv", .bq = "bq"};
+    attn_layer_weights w, zero;
+    memset(&zero, 0, sizeof zero);
+    memset(&w, 0x77, sizeof w);
+    char err[256];
+    memset(err, 'x', sizeof err);
+    cr_assert_eq(attn_layer_load_safetensors(&w, fake, &names, 1, 0, err, sizeof err), ATTN_ENOTSUP);
+    cr_assert_str_eq(err, NO_JANSSON);
+    cr_assert(memcmp(&w, &zero, sizeof w) == 0, "*out not zeroed");
+    memset(&w, 0x77, sizeof w);
+    cr_assert_eq(attn_layer_load_safetensors(&w, NULL, &names, 1, 0, err, sizeof err), ATTN_EINVAL);
+    cr_assert(memcmp(&w, &zero, sizeof w) == 0, "*out not zeroed");
+    cr_assert_eq(attn_layer_load_safetensors(&w, fake, NULL, 1, 0, NULL, 0), ATTN_EINVAL);
+    cr_assert_eq(attn_layer_load_safetensors(NULL, fake, &names, 1, 0, NULL, 0), ATTN_EINVAL);
+    attn_layer_weights_free(&w); /* zeroed */
+    attn_layer_weights_free(NULL);
+}
+
+#endif /* ATTN_HAVE_JANSSON */

@@ -2,7 +2,8 @@
 # clang (-fsanitize=fuzzer plus ASan and UBSan) from the library's sources, into tests/fuzz/ of the build directory,
 # apart from the gcc objects of libattn.a. Nothing here runs unless one of these targets is asked for.
 #
-#   make fuzz-build     tests/fuzz/fuzz_api, tests/fuzz/fuzz_safetensors, tests/fuzz/fuzz_env
+#   make fuzz-build     tests/fuzz/fuzz_api, tests/fuzz/fuzz_safetensors, tests/fuzz/fuzz_env (fuzz_safetensors only
+#                       when configure found jansson: without it the loader is stubs returning ATTN_ENOTSUP)
 #   make fuzz           each for FUZZ_SECONDS seconds (default 60), one after another, on a working copy of its
 #                       seed corpus (and regression inputs) in tests/fuzz/work/; prints the executions of each and
 #                       fails if any crashed (the input is saved in tests/fuzz/crashes/, the log in tests/fuzz/*.log)
@@ -10,7 +11,7 @@
 #                       for CI
 #   make fuzz-clean     removes what these targets built (make clean does too)
 #
-# Variables: FUZZ_CC (clang), FUZZ_SECONDS (60), FUZZ_TARGETS (all three), FUZZ_ARGS (more libFuzzer flags for make
+# Variables: FUZZ_CC (clang), FUZZ_SECONDS (60), FUZZ_TARGETS (all of them), FUZZ_ARGS (more libFuzzer flags for make
 # fuzz, e.g. FUZZ_ARGS=-seed=1). A crash found by make fuzz: copy tests/fuzz/crashes/<target>-crash-* into
 # $(srcdir)/tests/fuzz/regress/<target>/, and make fuzz-regress replays it from then on. One fuzzer runs at a time,
 # single process (no -jobs/-workers).
@@ -21,7 +22,7 @@
 FUZZ_CC      = clang
 FUZZ_SECONDS = 60
 FUZZ_ARGS    =
-FUZZ_TARGETS = fuzz_api fuzz_safetensors fuzz_env
+FUZZ_TARGETS = fuzz_api $(if $(filter yes,$(HAVE_JANSSON)),fuzz_safetensors) fuzz_env
 FUZZ_SRC     = $(srcdir)/tests/fuzz
 FUZZ_OUT     = tests/fuzz
 FUZZ_OBJDIR  = $(FUZZ_OUT)/obj
