@@ -169,7 +169,7 @@ static size_t fz_kv_heads(fz_reader *r, size_t n_heads)
 
 static void fz_ctx_create(fz_reader *r)
 {
-    attn_config cfg;
+    attn_config cfg = {0};
     cfg.num_threads = fz_int_field(r);
     cfg.isa = (attn_isa)fz_enum_field(r, 5);
     cfg.block_q = fz_int_field(r);
@@ -177,9 +177,29 @@ static void fz_ctx_create(fz_reader *r)
     if (cfg.num_threads > 4 && cfg.num_threads <= 1024 && (fz_u8(r) & 1))
         cfg.num_threads = 2; /* keep the small call below from starting hundreds of threads most of the time */
     const int null_out = fz_u8(r) < 8;
-    const int inval = null_out || cfg.num_threads < 0 || cfg.num_threads > 1024 || (uint32_t)cfg.isa > 4 ||
-                      cfg.block_q < 0 || cfg.block_q > 4096 || cfg.block_kv < 0 || cfg.block_kv > 4096;
-    const attn_status want = inval ? ATTN_EINVAL : !attn_isa_supported(cfg.isa) ? ATTN_ENOTSUP : ATTN_OK;
+    int inval = null_out || cfg.num_threads < 0 || cfg.num_threads > 1024 || (uint32_t)cfg.isa > 4 ||
+                cfg.block_q < 0 || cfg.block_q > 4096 || cfg.block_kv < 0 || cfg.block_kv > 4096;
+    /* The kernel variant: none (most of the time), one of the registry's names, or one that is not. */
+    const uint8_t kv = fz_u8(r);
+    attn_isa level = cfg.isa == ATTN_ISA_AUTO ? fz_best : cfg.isa;
+    if (kv >= 160) {
+        size_t nv = 0;
+        while (attn_kernels_name(nv))
+            nv++;
+        if (kv >= 250) {
+            cfg.kernels = kv & 1 ? "avx512/nosuch" : "";
+            inval = 1;
+        } else {
+            cfg.kernels = attn_kernels_name(kv % nv);
+            attn_isa vl = ATTN_ISA_SCALAR;
+            while (strncmp(cfg.kernels, attn_isa_name(vl), strcspn(cfg.kernels, "/")) ||
+                   strlen(attn_isa_name(vl)) != strcspn(cfg.kernels, "/"))
+                vl = (attn_isa)(vl + 1);
+            inval |= cfg.isa != ATTN_ISA_AUTO && cfg.isa != vl;
+            level = vl;
+        }
+    }
+    const attn_status want = inval ? ATTN_EINVAL : !attn_isa_supported(level) ? ATTN_ENOTSUP : ATTN_OK;
     attn_ctx *const sentinel = (attn_ctx *)&fz_nisa, *ctx = sentinel;
     const attn_config saved = cfg;
     const attn_status s = attn_ctx_create(null_out ? NULL : &ctx, &cfg);
@@ -194,7 +214,9 @@ static void fz_ctx_create(fz_reader *r)
     }
     CHECK(attn_ctx_threads(ctx) == (cfg.num_threads ? cfg.num_threads : fz_default_threads), "threads %d",
           attn_ctx_threads(ctx));
-    CHECK(attn_ctx_isa(ctx) == (cfg.isa ? cfg.isa : fz_best), "isa %d", (int)attn_ctx_isa(ctx));
+    CHECK(attn_ctx_isa(ctx) == level, "isa %d", (int)attn_ctx_isa(ctx));
+    CHECK(!cfg.kernels || !strcmp(attn_ctx_kernels(ctx), cfg.kernels), "kernels %s, asked for %s",
+          attn_ctx_kernels(ctx), cfg.kernels);
     /* The context works: a small causal call with GQA gives a finite output. */
     const size_t H = 2, L = 3, D = 5;
     float q[2 * 3 * 5], k[3 * 5], v[3 * 5], out[2 * 3 * 5];
