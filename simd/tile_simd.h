@@ -213,8 +213,7 @@ static ATTN_DECL_SOFTMAX(ATTN_FN(softmax_f32))
             for (; j0 < a->nkp; j0 += VW)
                 vm = V_MAX(vm, V_LOAD(s + j0));
             vm = V_MAX(vm, vm2);
-        }
-        else
+        } else
             for (size_t j0 = lo / VW * VW; j0 < hi; j0 += VW) {
                 const M in = V_INRANGE(V_ADD(iota, V_BCAST((float)j0)), vlo, vhi);
                 vm = V_MAX(vm, V_SEL(in, V_LOAD(s + j0), ninf));
