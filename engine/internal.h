@@ -56,7 +56,10 @@ typedef struct attn_kv_src {
     size_t d;            /* key width */
 } attn_kv_src;
 
-static inline size_t attn_src_esz(const attn_kv_src *s) { return s->fmt == ATTN_F32 ? sizeof(float) : sizeof(uint16_t); }
+static inline size_t attn_src_esz(const attn_kv_src *s)
+{
+    return s->fmt == ATTN_F32 ? sizeof(float) : sizeof(uint16_t);
+}
 
 /* 1 if keys are stored in panels (attn_src_kpanel), 0 if as rows (attn_src_krow). */
 static inline int attn_src_panels(const attn_kv_src *s) { return s->kind == ATTN_KV_CACHE; }

@@ -1,6 +1,7 @@
-/* attn_sdpa: validation, then the online-softmax driver. Work items are (batch, KV head, block of query positions);
- * the query heads of a GQA group are folded into the rows of one block so they share every packed K/V tile. Each
- * item is computed by one thread in a fixed order, so results do not depend on the thread count. */
+/* attn_sdpa: validation, then the online-softmax driver. Work items form a list ragged over sequences: (sequence,
+ * KV head, block of query positions, key chunk); the query heads of a GQA group are folded into the rows of one
+ * block so they share every packed K/V tile. Each item is computed by one thread in a fixed order, so results do
+ * not depend on the thread count. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <string.h>
@@ -23,6 +24,18 @@ static size_t attn_chunk_run(size_t items, size_t nchunks, int nt)
     run = run > nchunks ? nchunks : run;
     return run < 1 ? 1 : run;
 }
+
+/* One sequence's share of the work list: items first .. first + nqb * kv_heads * nchunks - 1. Sequences may differ
+ * in their number of chunks (kv_valid cuts a sequence's keys; a paged pool's sequences differ in length), so the
+ * list is ragged and a batch of unequal sequences is still one parallel region. */
+typedef struct attn_work {
+    size_t first, nqb, nchunks;
+} attn_work;
+
+/* A work item: the rows of query block qb of KV head kvh of sequence b, against key chunk c. */
+typedef struct attn_item {
+    size_t b, kvh, qb, c;
+} attn_item;
 
 static attn_strides attn_layout_strides(attn_layout layout, size_t heads, size_t len, size_t width)
 {
@@ -60,7 +73,9 @@ typedef struct attn_job {
                                        a multiple of 4 KiB apart, as BSHD gives, alias in L1: AVX2 P2 was 18%
                                        slower reading those in place) */
     size_t ntiles, tile_floats;
-    size_t chunk, nchunks;          /* split-KV: keys per chunk (a multiple of bkv) and chunks; nchunks 1: off */
+    size_t chunk, nchunks;          /* split-KV: keys per chunk (a multiple of bkv) and the most chunks of any
+                                       sequence; nchunks 1: off */
+    const attn_work *work;          /* [batch + 1]: each sequence's items; work[batch].first = all items */
     float *part;                    /* split-KV partial results, part_floats per (batch, KV head, chunk) */
     size_t part_floats;
 } attn_job;
@@ -374,10 +389,31 @@ static void attn_rows_probs(const attn_job *j, const attn_scratch *sc, const att
     }
 }
 
-/* Split-KV partial results of one (b, kvh, chunk): o [rows][dvp], then m, l and "saw a key" per row. */
-static float *attn_part(const attn_job *j, size_t bh, size_t chunk)
+/* Item it of the list: its sequence by bisection over the first items (the last sequence starting at or before
+ * it: empty sequences are skipped), then its place within the sequence. Query blocks go latest first (with causal
+ * masks those cost most, so dynamic scheduling balances); chunks of one KV head are consecutive. */
+static attn_item attn_item_at(const attn_job *j, size_t it)
 {
-    return j->part + (bh * j->nchunks + chunk) * j->part_floats;
+    size_t lo = 0, hi = j->batch;
+    while (hi - lo > 1) {
+        const size_t mid = lo + (hi - lo) / 2;
+        if (j->work[mid].first <= it)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    const attn_work *w = &j->work[lo];
+    const size_t k = it - w->first, per_qb = j->kv_heads * w->nchunks;
+    const attn_item x = {.b = lo, .qb = w->nqb - 1 - k / per_qb, .kvh = k % per_qb / w->nchunks,
+                         .c = k % w->nchunks};
+    return x;
+}
+
+/* Split-KV partial results of one item (a sequence's only query block): o [rows][dvp], then m, l and "saw a key"
+ * per row. */
+static float *attn_part(const attn_job *j, size_t it)
+{
+    return j->part + it * j->part_floats;
 }
 
 static void attn_part_store(const attn_job *j, const attn_scratch *sc, const attn_rows *rw, float *part)
@@ -405,21 +441,22 @@ static void attn_axpy(float *restrict o, const float *restrict x, float w, size_
  * sc's m, l, o (fresh from attn_rows_setup), and marks rows that saw no key at all with alo = ahi = 0. Chunk by
  * chunk, so that the partials (long gone from the caches) stream in order from memory; each element still sums
  * its chunks in chunk order. sc->lo holds "row saw a key" meanwhile (the tile ranges are rebuilt before use). */
-static void attn_part_merge(const attn_job *j, const attn_scratch *sc, const attn_rows *rw, size_t bh)
+static void attn_part_merge(const attn_job *j, const attn_scratch *sc, const attn_rows *rw)
 {
-    const size_t n = rw->n, rm = j->rows_max;
+    const size_t n = rw->n, rm = j->rows_max, nc = j->work[rw->b].nchunks;
+    const size_t first = j->work[rw->b].first + rw->kvh * nc; /* this KV head's chunks, in order */
     for (size_t r = 0; r < n; r++)
         sc->lo[r] = 0;
-    for (size_t c = 0; c < j->nchunks; c++) {
-        const float *p = attn_part(j, bh, c) + rm * j->dvp;
+    for (size_t c = 0; c < nc; c++) {
+        const float *p = attn_part(j, first + c) + rm * j->dvp;
         for (size_t r = 0; r < n; r++)
             if (p[2 * rm + r] != 0.0f) {
                 sc->lo[r] = 1;
                 sc->m[r] = p[r] > sc->m[r] ? p[r] : sc->m[r];
             }
     }
-    for (size_t c = 0; c < j->nchunks; c++) {
-        const float *po = attn_part(j, bh, c), *p = po + rm * j->dvp;
+    for (size_t c = 0; c < nc; c++) {
+        const float *po = attn_part(j, first + c), *p = po + rm * j->dvp;
         for (size_t r = 0; r < n; r++) {
             if (p[2 * rm + r] == 0.0f)
                 continue;
@@ -503,10 +540,19 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const fl
      * order. The cut depends on the shape and block_kv only, never on the thread count. */
     j.chunk = (ctx->var->split_keys + j.bkv - 1) / j.bkv * j.bkv;
     j.nchunks = nqb == 1 && j.kv_len > j.chunk ? (j.kv_len + j.chunk - 1) / j.chunk : 1;
-    size_t items;
-    if (attn_mul_overflow(nqb, per_qb, &items) || attn_mul_overflow(items, j.nchunks, &items))
+    size_t items, work_bytes;
+    if (attn_mul_overflow(nqb, per_qb, &items) || attn_mul_overflow(items, j.nchunks, &items) ||
+        attn_mul_overflow(j.batch + 1, sizeof(attn_work), &work_bytes) || work_bytes > SIZE_MAX - 63)
         return ATTN_ERANGE;
-    const int nt = attn_call_threads(ctx, items);
+    work_bytes = (work_bytes + 63) / 64 * 64;
+    /* The list's length, at most the bound just checked: a split sequence has chunks up to its last key only
+     * (kv_valid may end it early, or at 0: no chunk at all). */
+    items = 0;
+    for (size_t b = 0; b < j.batch; b++) {
+        const size_t kv_end = d->kv_valid ? (size_t)d->kv_valid[b] : j.kv_len;
+        items += hk * (j.nchunks == 1 ? nqb : (kv_end + j.chunk - 1) / j.chunk);
+    }
+    const int nt = attn_call_threads(ctx, items > per_qb ? items : per_qb);
     /* One workspace holds every thread's scratch, the split-KV partials and, when several query blocks read the
      * same KV head, its K/V tiles packed once for all of them (transposing K per block cost about a quarter of
      * the block's FMAs). Without memory for the packing, each block packs its own tiles. */
@@ -525,21 +571,29 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const fl
                     attn_mul_overflow(npack, j.tile_floats * sizeof(float), &pack_bytes)))
         pack_bytes = 0;
     size_t bytes;
-    if (__builtin_add_overflow(scratch_bytes, part_bytes, &bytes))
+    if (__builtin_add_overflow(scratch_bytes, part_bytes, &bytes) || __builtin_add_overflow(bytes, work_bytes, &bytes))
         return ATTN_ERANGE;
     int cached;
     float *ws = NULL;
     if (pack_bytes && !__builtin_add_overflow(bytes, pack_bytes, &bytes))
         ws = attn_ws_acquire(ctx, bytes, &cached);
     if (!ws) {
-        bytes = scratch_bytes + part_bytes;
+        bytes = scratch_bytes + part_bytes + work_bytes;
         pack_bytes = npack = 0;
         if (!(ws = attn_ws_acquire(ctx, bytes, &cached)))
             return ATTN_ENOMEM;
     }
     float *scratch = ws; /* all three sizes are multiples of 64 bytes */
     j.part = part_bytes ? ws + scratch_bytes / sizeof(float) : NULL;
-    j.packed = pack_bytes ? ws + (scratch_bytes + part_bytes) / sizeof(float) : NULL;
+    attn_work *work = (attn_work *)(void *)(ws + (scratch_bytes + part_bytes) / sizeof(float));
+    j.packed = pack_bytes ? ws + (scratch_bytes + part_bytes + work_bytes) / sizeof(float) : NULL;
+    for (size_t b = 0, first = 0; b <= j.batch; b++) { /* the same counts as items above */
+        const size_t kv_end = b < j.batch && d->kv_valid ? (size_t)d->kv_valid[b] : j.kv_len;
+        work[b] = (attn_work){.first = first, .nqb = nqb,
+                              .nchunks = j.nchunks == 1 ? 1 : (kv_end + j.chunk - 1) / j.chunk};
+        first += hk * nqb * work[b].nchunks;
+    }
+    j.work = work;
 
 #ifdef ATTN_HAVE_OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -567,8 +621,8 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const fl
 #pragma omp for schedule(dynamic, 1)
 #endif
             for (size_t it = 0; it < items; it++) {
-                const size_t qb = nqb - 1 - it / per_qb, bh = it % per_qb;
-                const attn_rows rw = attn_rows_setup(&j, &sc, bh / hk, bh % hk, qb, 0, (int64_t)j.kv_len);
+                const attn_item x = attn_item_at(&j, it);
+                const attn_rows rw = attn_rows_setup(&j, &sc, x.b, x.kvh, x.qb, 0, (int64_t)j.kv_len);
                 attn_rows_run(&j, &sc, &rw);
                 attn_rows_write(&j, &sc, &rw);
                 if (j.probs)
@@ -582,20 +636,20 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const fl
 #pragma omp for schedule(dynamic, run)
 #endif
             for (size_t it = 0; it < items; it++) {
-                const size_t bh = it / j.nchunks, c = it % j.nchunks;
-                const int64_t from = (int64_t)(c * j.chunk), to = (int64_t)(c * j.chunk + j.chunk);
-                attn_rows rw = attn_rows_setup(&j, &sc, bh / hk, bh % hk, 0, from, to);
-                if ((it + 1) % run != 0 && c + 1 < j.nchunks && rw.uhi == to)
+                const attn_item x = attn_item_at(&j, it);
+                const int64_t from = (int64_t)(x.c * j.chunk), to = (int64_t)(x.c * j.chunk + j.chunk);
+                attn_rows rw = attn_rows_setup(&j, &sc, x.b, x.kvh, 0, from, to);
+                if ((it + 1) % run != 0 && x.c + 1 < j.work[x.b].nchunks && rw.uhi == to)
                     rw.pf_end = to + (int64_t)j.bkv < (int64_t)j.kv_len ? to + (int64_t)j.bkv : (int64_t)j.kv_len;
                 attn_rows_run(&j, &sc, &rw);
-                attn_part_store(&j, &sc, &rw, attn_part(&j, bh, c));
+                attn_part_store(&j, &sc, &rw, attn_part(&j, it));
             }
 #ifdef ATTN_HAVE_OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
             for (size_t bh = 0; bh < per_qb; bh++) {
                 attn_rows rw = attn_rows_setup(&j, &sc, bh / hk, bh % hk, 0, 0, (int64_t)j.kv_len);
-                attn_part_merge(&j, &sc, &rw, bh);
+                attn_part_merge(&j, &sc, &rw);
                 attn_rows_write(&j, &sc, &rw);
                 if (j.probs)
                     attn_rows_probs(&j, &sc, &rw);

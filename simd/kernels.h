@@ -1,5 +1,6 @@
-/* The kernel table: what differs per ISA and microarchitecture. The engine packs one tile of keys and values, then calls the kernels of
- * its context on a block of query rows; kernels never fail and never allocate (engine/ proves their preconditions). */
+/* The kernel table: what differs per ISA and microarchitecture. The engine packs one tile of keys and values, then
+ * calls the kernels of its context on a block of query rows; kernels never fail and never allocate (engine/ proves
+ * their preconditions). */
 #ifndef ATTN_KERNELS_H
 #define ATTN_KERNELS_H
 

@@ -10,8 +10,8 @@
 
 /* s[r0..r0+RB)[j0..j0+NV*VW) = q . kt over the whole head_dim, kt in this format. PF: prefetch the same lines of the
  * next tile's panels (kn: a KV cache's half or bfloat16 panels read in place) as this micro-kernel reads them;
- * fp32 panels (FMT_PF_PANELS 0) stream in order with the hardware prefetchers alone (software prefetch made D2 f32 13% slower,
- * while half panels without it were 11% slower). */
+ * fp32 panels (FMT_PF_PANELS 0) stream in order with the hardware prefetchers alone (software prefetch made D2 f32
+ * 13% slower, while half panels without it were 11% slower). */
 ATTN_INLINE void ATTN_F(attn_sc_micro)(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int NV,
                                        const int PF)
 {

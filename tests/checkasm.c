@@ -503,7 +503,9 @@ static int ca_check_gemm(const attn_kernels *k, tc_rng *r)
 }
 
 /* Every slot of attn_kernels, the per-format ones once per format. */
-enum { CA_SCORES_ROWS = 2 * ATTN_NFMT, CA_SOFTMAX, CA_PROBS, CA_SCALE, CA_CVT, CA_GEMM = CA_CVT + ATTN_NFMT - 1, CA_NSLOT };
+enum {
+    CA_SCORES_ROWS = 2 * ATTN_NFMT, CA_SOFTMAX, CA_PROBS, CA_SCALE, CA_CVT, CA_GEMM = CA_CVT + ATTN_NFMT - 1, CA_NSLOT
+};
 static const char *const ca_slots[CA_NSLOT] = {
     "scores_f32", "scores_f16", "scores_bf16", "pv_f32", "pv_f16", "pv_bf16", "scores_rows", "softmax", "probs",
     "scale",      "cvt_f16",    "cvt_bf16",    "gemm"};
