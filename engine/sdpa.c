@@ -409,6 +409,14 @@ static attn_item attn_item_at(const attn_job *j, size_t it)
     return x;
 }
 
+/* Key chunks of sequence b: 1 without split-KV; else chunks up to its last key only (kv_valid may end it early,
+ * or at 0: no chunk at all). */
+static size_t attn_seq_chunks(const attn_job *j, size_t b)
+{
+    const size_t kv_end = j->kv_valid ? (size_t)j->kv_valid[b] : j->kv_len;
+    return j->nchunks == 1 ? 1 : (kv_end + j->chunk - 1) / j->chunk;
+}
+
 /* Split-KV partial results of one item (a sequence's only query block): o [rows][dvp], then m, l and "saw a key"
  * per row. */
 static float *attn_part(const attn_job *j, size_t it)
@@ -545,13 +553,10 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const fl
         attn_mul_overflow(j.batch + 1, sizeof(attn_work), &work_bytes) || work_bytes > SIZE_MAX - 63)
         return ATTN_ERANGE;
     work_bytes = (work_bytes + 63) / 64 * 64;
-    /* The list's length, at most the bound just checked: a split sequence has chunks up to its last key only
-     * (kv_valid may end it early, or at 0: no chunk at all). */
+    /* The list's length, at most the bound just checked. */
     items = 0;
-    for (size_t b = 0; b < j.batch; b++) {
-        const size_t kv_end = d->kv_valid ? (size_t)d->kv_valid[b] : j.kv_len;
-        items += hk * (j.nchunks == 1 ? nqb : (kv_end + j.chunk - 1) / j.chunk);
-    }
+    for (size_t b = 0; b < j.batch; b++)
+        items += hk * nqb * attn_seq_chunks(&j, b);
     const int nt = attn_call_threads(ctx, items > per_qb ? items : per_qb);
     /* One workspace holds every thread's scratch, the split-KV partials and, when several query blocks read the
      * same KV head, its K/V tiles packed once for all of them (transposing K per block cost about a quarter of
@@ -587,10 +592,8 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const fl
     j.part = part_bytes ? ws + scratch_bytes / sizeof(float) : NULL;
     attn_work *work = (attn_work *)(void *)(ws + (scratch_bytes + part_bytes) / sizeof(float));
     j.packed = pack_bytes ? ws + (scratch_bytes + part_bytes + work_bytes) / sizeof(float) : NULL;
-    for (size_t b = 0, first = 0; b <= j.batch; b++) { /* the same counts as items above */
-        const size_t kv_end = b < j.batch && d->kv_valid ? (size_t)d->kv_valid[b] : j.kv_len;
-        work[b] = (attn_work){.first = first, .nqb = nqb,
-                              .nchunks = j.nchunks == 1 ? 1 : (kv_end + j.chunk - 1) / j.chunk};
+    for (size_t b = 0, first = 0; b <= j.batch; b++) {
+        work[b] = (attn_work){.first = first, .nqb = nqb, .nchunks = b < j.batch ? attn_seq_chunks(&j, b) : 0};
         first += hk * nqb * work[b].nchunks;
     }
     j.work = work;
