@@ -43,23 +43,23 @@ typedef struct attn_strides {
  * key) through the attn_src_* functions below, so another kind of storage (a paged pool) is a new kind here and a
  * case in each of them, not a change to the driver. */
 typedef enum attn_kv_kind {
-    ATTN_KV_DENSE, /* fp32 tensors in the call's layout: key and value rows, strided by ks / vs */
+    ATTN_KV_DENSE, /* tensors in the call's layout and kv_dtype: key and value rows, strided by ks / vs */
     ATTN_KV_CACHE, /* one sequence's cache (engine/kvcache.c): values as rows, keys as panels of ATTN_PAD keys
                       ([d][ATTN_PAD] per panel), KV head h's at h * ks.h / vs.h elements */
 } attn_kv_kind;
 
 typedef struct attn_kv_src {
     attn_kv_kind kind;
-    attn_dtype fmt; /* storage format of keys and values (DENSE: ATTN_F32) */
+    attn_dtype fmt; /* storage format of keys and values */
     const void *k, *v;
     attn_strides ks, vs; /* elements between sequences (batch entries), KV heads and positions */
     size_t d;            /* key width */
 } attn_kv_src;
 
-static inline size_t attn_src_esz(const attn_kv_src *s)
-{
-    return s->fmt == ATTN_F32 ? sizeof(float) : sizeof(uint16_t);
-}
+/* Bytes per element of a tensor of type t. */
+static inline size_t attn_dtype_size(attn_dtype t) { return t == ATTN_F32 ? sizeof(float) : sizeof(uint16_t); }
+
+static inline size_t attn_src_esz(const attn_kv_src *s) { return attn_dtype_size(s->fmt); }
 
 /* 1 if keys are stored in panels (attn_src_kpanel), 0 if as rows (attn_src_krow). */
 static inline int attn_src_panels(const attn_kv_src *s) { return s->kind == ATTN_KV_CACHE; }
@@ -82,10 +82,10 @@ static inline const void *attn_src_vrow(const attn_kv_src *s, size_t b, size_t k
     return (const char *)s->v + (b * s->vs.b + kvh * s->vs.h + t * s->vs.s) * attn_src_esz(s);
 }
 
-/* attn_sdpa over the keys and values of src (the desc's batch, heads and lengths describe them; a CACHE source has
- * batch 1). */
-attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const attn_kv_src *src,
-                          float *out, float *probs);
+/* attn_sdpa over the keys and values of src (the desc's batch, heads and lengths describe them, its kv_dtype is
+ * ignored for src->fmt; a CACHE source has batch 1). */
+attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const void *q, const attn_kv_src *src,
+                          void *out, float *probs);
 
 /* a * b into *r; 1 on overflow. */
 static inline int attn_mul_overflow(size_t a, size_t b, size_t *r) { return __builtin_mul_overflow(a, b, r); }

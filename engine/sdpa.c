@@ -54,9 +54,14 @@ static attn_strides attn_layout_strides(attn_layout layout, size_t heads, size_t
 /* Everything a block needs, resolved once per call. */
 typedef struct attn_job {
     const attn_kernels *kern;
-    const float *q;
+    const void *q;
     attn_kv_src src;                /* where the keys and values live */
-    float *out, *probs;
+    void *out;
+    float *probs;
+    attn_dtype qdt, odt;            /* element types of q and out */
+    int round_q, round_kv;          /* ATTN_MATH_BF16: round Q (K and V) to bfloat16 as they are widened (inputs
+                                       stored as bfloat16 already are) */
+    int round_p;                    /* ATTN_MATH_BF16: round the softmax weights before P.V */
     const int32_t *kv_valid;
     attn_strides qs, os;
     size_t batch, heads, kv_heads, group, q_len, kv_len, d, dv, dvp, window;
@@ -83,7 +88,8 @@ typedef struct attn_job {
 /* Per-thread scratch, carved from one 64-byte aligned allocation; every piece a multiple of 16 floats. */
 typedef struct attn_scratch {
     float *q, *s, *kt, *vp, *o, *m, *l;
-    float *kr; /* one key row gathered from a cache's panels (widened to fp32) for the transposing pack */
+    float *kr; /* one key row gathered from a cache's panels or stored as half/bfloat16, widened to fp32, for the
+                  transposing pack */
     int *lo, *hi;
     int64_t *alo, *ahi; /* absolute visible key range per row */
 } attn_scratch;
@@ -98,7 +104,7 @@ static size_t attn_scratch_size(const attn_job *j)
         return 0;
     parts[5] = parts[6] = parts[7] = parts[8] = j->rows_max; /* m, l, lo, hi */
     parts[9] = parts[10] = 2 * j->rows_max;                  /* alo, ahi: int64 */
-    parts[11] = attn_src_panels(&j->src) ? j->d : 0; /* kr: one key row for the transposing pack */
+    parts[11] = j->d; /* kr: one key row, widened, for the transposing pack */
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         size_t p = attn_round16(parts[i]);
         if (p < parts[i] || __builtin_add_overflow(total, p, &total))
@@ -123,7 +129,7 @@ static attn_scratch attn_scratch_carve(const attn_job *j, float *base)
     sc.hi = (int *)ATTN_TAKE(j->rows_max);
     sc.alo = (int64_t *)ATTN_TAKE(2 * j->rows_max);
     sc.ahi = (int64_t *)ATTN_TAKE(2 * j->rows_max);
-    sc.kr = ATTN_TAKE(attn_src_panels(&j->src) ? j->d : 0);
+    sc.kr = ATTN_TAKE(j->d);
 #undef ATTN_TAKE
     return sc;
 }
@@ -137,15 +143,19 @@ static void attn_panel_key(const attn_job *j, float *row, size_t b, size_t kvh, 
         row[c] = f == ATTN_F16    ? attn_f16_to_f32(((const uint16_t *)src)[i])
                  : f == ATTN_BF16 ? attn_bf16_to_f32(((const uint16_t *)src)[i])
                                   : ((const float *)src)[i];
+    if (j->round_kv)
+        j->kern->round_bf16(row, j->d);
 }
 
-/* dst[0..n) = a stored row widened to fp32. */
+/* dst[0..n) = a stored key or value row widened to fp32 (and rounded to bfloat16 for ATTN_MATH_BF16). */
 static void attn_kv_widen(const attn_job *j, float *dst, const void *src, size_t n)
 {
     if (j->src.fmt == ATTN_F32)
         memcpy(dst, src, n * sizeof(float));
     else
         j->kern->cvt[j->src.fmt](dst, src, n);
+    if (j->round_kv)
+        j->kern->round_bf16(dst, n);
 }
 
 /* Values [t0, t0+nk) of one KV head as fp32 rows of dvp, zero from column dv on. */
@@ -177,6 +187,8 @@ static void attn_pack_tile(const attn_job *j, float *kt, float *vp, float *row, 
             const float *k = row;
             if (attn_src_panels(&j->src)) /* a tile across stored panels (block_kv not a multiple of ATTN_PAD) */
                 attn_panel_key(j, row, b, kvh, t0 + t);
+            else if (j->src.fmt != ATTN_F32 || j->round_kv)
+                attn_kv_widen(j, row, attn_src_krow(&j->src, b, kvh, t0 + t), j->d);
             else
                 k = attn_src_krow(&j->src, b, kvh, t0 + t);
             attn_panel_row(kt, k, j->d, t);
@@ -210,8 +222,10 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
      * of whole vectors. V rows likewise. Several blocks that lost the shared packing to a failed allocation still
      * transpose K, so that their sums run in the same order as with it (same bits); so does a tile that starts
      * inside a cache panel. V rows are summed in the same order from either place. */
-    const int panels = attn_src_panels(&j->src), k_pan = j->k_in_place && panels && t0 % ATTN_PAD == 0;
-    const int k_rows = j->k_in_place && !panels && j->d % ATTN_PAD == 0, v_rows = j->dv == j->dvp;
+    const int panels = attn_src_panels(&j->src), k_pan = j->k_in_place && panels && t0 % ATTN_PAD == 0 &&
+                                                !j->round_kv;
+    const int k_rows = j->k_in_place && !panels && j->d % ATTN_PAD == 0 && j->src.fmt == ATTN_F32;
+    const int v_rows = j->dv == j->dvp && !j->round_kv;
     a->kt = k_rows ? NULL : sc->kt;
     a->kdt = a->vdt = ATTN_F32;
     if (k_pan) {
@@ -258,6 +272,23 @@ typedef struct attn_rows {
                                  the next chunk when this thread takes it next); at least uhi */
 } attn_rows;
 
+/* dst[0..d) = scale * query row at element e of q, widened to fp32 (rounded to bfloat16 first for
+ * ATTN_MATH_BF16: the scale multiplies the rounded query, so the fp32 score is scale * (q . k) up to rounding). */
+static void attn_q_row(const attn_job *j, float *dst, size_t e)
+{
+    if (j->qdt == ATTN_F32 && !j->round_q) {
+        j->kern->scale(dst, (const float *)j->q + e, j->d, j->scale);
+        return;
+    }
+    if (j->qdt == ATTN_F32)
+        memcpy(dst, (const float *)j->q + e, j->d * sizeof(float));
+    else
+        j->kern->cvt[j->qdt](dst, (const uint16_t *)j->q + e, j->d);
+    if (j->round_q)
+        j->kern->round_bf16(dst, j->d);
+    j->kern->scale(dst, dst, j->d, j->scale);
+}
+
 /* Scaled query copies, each row's visible keys within [kfrom, kto), and a fresh online-softmax state. */
 static attn_rows attn_rows_setup(const attn_job *j, const attn_scratch *sc, size_t b, size_t kvh, size_t qb,
                                  int64_t kfrom, int64_t kto)
@@ -271,7 +302,7 @@ static attn_rows attn_rows_setup(const attn_job *j, const attn_scratch *sc, size
         kto = j->kv_valid[b];
     for (size_t r = 0; r < rw.n; r++) {
         const size_t h = kvh * j->group + r / rw.nq, i = rw.q0 + r % rw.nq;
-        j->kern->scale(sc->q + r * j->d, j->q + b * j->qs.b + h * j->qs.h + i * j->qs.s, j->d, j->scale);
+        attn_q_row(j, sc->q + r * j->d, b * j->qs.b + h * j->qs.h + i * j->qs.s);
         /* Bottom-right alignment: query i sits at position i + kv_len - q_len. */
         const int64_t p = (int64_t)i + (int64_t)j->kv_len - (int64_t)j->q_len;
         int64_t lo = kfrom, hi = kto;
@@ -329,14 +360,18 @@ static void attn_rows_run(const attn_job *j, const attn_scratch *sc, const attn_
         }
         (a.kt ? j->kern->scores[a.kdt] : j->kern->scores_rows)(&a);
         j->kern->softmax(&a);
+        if (j->round_p)
+            for (size_t r = 0; r < a.rows; r++)
+                if (a.lo[r] < a.hi[r])
+                    j->kern->round_bf16(a.s + r * a.nkp + a.lo[r], (size_t)(a.hi[r] - a.lo[r]));
         j->kern->pv[a.vdt](&a);
     }
 }
 
-static float *attn_out_row(const attn_job *j, const attn_rows *rw, size_t r)
+static void *attn_out_row(const attn_job *j, const attn_rows *rw, size_t r)
 {
     const size_t h = rw->kvh * j->group + r / rw->nq, i = rw->q0 + r % rw->nq;
-    return j->out + rw->b * j->os.b + h * j->os.h + i * j->os.s;
+    return (char *)j->out + (rw->b * j->os.b + h * j->os.h + i * j->os.s) * attn_dtype_size(j->odt);
 }
 
 static float *attn_probs_row(const attn_job *j, const attn_rows *rw, size_t r)
@@ -349,12 +384,20 @@ static float *attn_probs_row(const attn_job *j, const attn_rows *rw, size_t r)
 static void attn_rows_write(const attn_job *j, const attn_scratch *sc, const attn_rows *rw)
 {
     for (size_t r = 0; r < rw->n; r++) {
-        float *orow = attn_out_row(j, rw, r);
+        void *orow = attn_out_row(j, rw, r);
         if (sc->alo[r] >= sc->ahi[r]) {
-            memset(orow, 0, j->dv * sizeof(float));
+            memset(orow, 0, j->dv * attn_dtype_size(j->odt));
             continue;
         }
-        j->kern->scale(orow, sc->o + r * j->dvp, j->dv, 1.0f / sc->l[r]);
+        if (j->odt == ATTN_F32) {
+            j->kern->scale(orow, sc->o + r * j->dvp, j->dv, 1.0f / sc->l[r]);
+            continue;
+        }
+        float *o = sc->o + r * j->dvp;
+        uint16_t *h = orow;
+        j->kern->scale(o, o, j->dv, 1.0f / sc->l[r]);
+        for (size_t c = 0; c < j->dv; c++) /* rounded once, from the fp32 result */
+            h[c] = j->odt == ATTN_F16 ? attn_f32_to_f16(o[c]) : attn_f32_to_bf16(o[c]);
     }
 }
 
@@ -486,21 +529,22 @@ static int attn_count_overflows(size_t a, size_t b, size_t c, size_t d)
            attn_mul_overflow(n, sizeof(float), &n);
 }
 
-attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const float *k, const float *v,
-                      float *out, float *probs)
+attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const void *q, const void *k, const void *v,
+                      void *out, float *probs)
 {
     if (!d || !k || !v)
         return ATTN_EINVAL;
-    const attn_kv_src src = {.kind = ATTN_KV_DENSE, .fmt = ATTN_F32, .k = k, .v = v, .d = d->head_dim};
+    const attn_kv_src src = {.kind = ATTN_KV_DENSE, .fmt = d->kv_dtype, .k = k, .v = v, .d = d->head_dim};
     return attn_sdpa_src(ctx, d, q, &src, out, probs);
 }
 
-attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const attn_kv_src *src,
-                          float *out, float *probs)
+attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const void *q, const attn_kv_src *src,
+                          void *out, float *probs)
 {
     if (!ctx || !d || !q || !src || !src->k || !src->v || !out || (unsigned)src->fmt > ATTN_BF16 ||
-        (src->kind == ATTN_KV_CACHE && (d->batch != 1 || src->ks.h % (ATTN_PAD * src->d))) ||
-        (src->kind == ATTN_KV_DENSE && src->fmt != ATTN_F32))
+        (unsigned)d->q_dtype > ATTN_BF16 || (unsigned)d->out_dtype > ATTN_BF16 ||
+        (unsigned)d->math > ATTN_MATH_BF16 ||
+        (src->kind == ATTN_KV_CACHE && (d->batch != 1 || src->ks.h % (ATTN_PAD * src->d))))
         return ATTN_EINVAL;
     const size_t hk = d->n_kv_heads ? d->n_kv_heads : d->n_heads, dv = d->v_dim ? d->v_dim : d->head_dim;
     if (!d->batch || !d->n_heads || !d->q_len || !d->kv_len || !d->head_dim || !hk || d->n_heads % hk)
@@ -520,6 +564,8 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const fl
 
     attn_job j = {
         .kern = ctx->kern, .q = q, .src = *src, .out = out, .probs = probs, .kv_valid = d->kv_valid,
+        .qdt = d->q_dtype, .odt = d->out_dtype, .round_q = d->math == ATTN_MATH_BF16 && d->q_dtype != ATTN_BF16,
+        .round_kv = d->math == ATTN_MATH_BF16 && src->fmt != ATTN_BF16, .round_p = d->math == ATTN_MATH_BF16,
         .batch = d->batch, .heads = d->n_heads, .kv_heads = hk, .group = d->n_heads / hk, .q_len = d->q_len,
         .kv_len = d->kv_len, .d = d->head_dim, .dv = dv, .dvp = attn_round16(dv), .window = d->window,
         .causal = d->mask == ATTN_MASK_CAUSAL,
@@ -570,7 +616,7 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const fl
             return ATTN_ERANGE;
     }
     j.ntiles = (j.kv_len + j.bkv - 1) / j.bkv;
-    j.v_in_place = j.src.fmt == ATTN_F32 && j.dv == j.dvp && j.src.vs.s == j.dv;
+    j.v_in_place = j.src.fmt == ATTN_F32 && !j.round_kv && j.dv == j.dvp && j.src.vs.s == j.dv;
     j.tile_floats = attn_round16(j.bkvp * (j.d + (j.v_in_place ? 0 : j.dvp)));
     if (nqb > 1 && (j.tile_floats >= SIZE_MAX / 8 || attn_mul_overflow(per_qb, j.ntiles, &npack) ||
                     attn_mul_overflow(npack, j.tile_floats * sizeof(float), &pack_bytes)))

@@ -31,16 +31,23 @@ const char *attn_strerror(attn_status s);
 /* The library version as "MAJOR.MINOR.PATCH"; a static string. */
 const char *attn_version(void);
 
-/* Kernel sets. AUTO means "the best this CPU runs" (avx512 > avx2 > scalar on x86-64, neon on aarch64). */
+/* Kernel sets. AUTO means "the best this CPU runs" (avx512bf16 > avx512 > avx2 > scalar on x86-64, neon on
+ * aarch64). A level above avx512 runs ATTN_MATH_F32 on the AVX-512 kernels and ATTN_MATH_BF16 on its own bf16
+ * instructions; a lower level runs ATTN_MATH_BF16 by rounding to bfloat16 and fp32 FMAs, to the same rounding
+ * points. */
 typedef enum attn_isa {
     ATTN_ISA_AUTO = 0,
     ATTN_ISA_SCALAR,
-    ATTN_ISA_AVX2,   /* AVX2 + FMA */
-    ATTN_ISA_AVX512, /* AVX-512F */
-    ATTN_ISA_NEON,   /* AArch64 Advanced SIMD */
+    ATTN_ISA_AVX2,        /* AVX2 + FMA + F16C */
+    ATTN_ISA_AVX512,      /* AVX-512 F/BW/VL */
+    ATTN_ISA_NEON,        /* AArch64 Advanced SIMD */
+    ATTN_ISA_AVX512_BF16, /* "avx512bf16": AVX-512 + AVX512_BF16 (vdpbf16ps) */
+    ATTN_ISA_AMX,         /* "amx": AMX-TILE + AMX-BF16 with the tile state granted by the OS (not built yet:
+                             attn_isa_supported gives 0) */
 } attn_isa;
 
-/* "auto", "scalar", "avx2", "avx512", "neon"; "unknown" for values outside the enum. Never NULL. */
+/* "auto", "scalar", "avx2", "avx512", "neon", "avx512bf16", "amx"; "unknown" for values outside the enum. Never
+ * NULL. */
 const char *attn_isa_name(attn_isa isa);
 
 /* 1 if the kernel set is compiled into this library and this CPU (and OS) runs it, else 0.
@@ -99,6 +106,18 @@ typedef enum attn_layout { ATTN_LAYOUT_BHSD = 0, ATTN_LAYOUT_BSHD = 1 } attn_lay
  * j <= its position. */
 typedef enum attn_mask { ATTN_MASK_NONE = 0, ATTN_MASK_CAUSAL = 1 } attn_mask;
 
+/* Element types of tensors. Half and bfloat16 are stored rounded to nearest even; F16 is IEEE binary16. */
+typedef enum attn_dtype { ATTN_F32 = 0, ATTN_F16 = 1, ATTN_BF16 = 2 } attn_dtype;
+
+/* How attention multiplies. */
+typedef enum attn_math {
+    ATTN_MATH_F32 = 0,  /* inputs widened exactly to fp32; fp32 products and sums */
+    ATTN_MATH_BF16 = 1, /* Q, K, V and the softmax weights P rounded to bfloat16 (nearest even) before their
+                           products, as FlashAttention does with bf16: P = bf16(exp(s - running max)), the row sums
+                           from the unrounded weights; products and sums in fp32, softmax in fp32. The scale
+                           multiplies the fp32 score, never the rounded Q */
+} attn_math;
+
 /* Shape and options of one scaled-dot-product attention call. */
 typedef struct attn_sdpa_desc {
     size_t batch, n_heads;    /* both >= 1 */
@@ -114,9 +133,17 @@ typedef struct attn_sdpa_desc {
                                  p - window < j <= p */
     const int32_t *kv_valid;  /* NULL, or [batch]: keys j >= kv_valid[b] are masked (right padding);
                                  0 <= kv_valid[b] <= kv_len, else ATTN_EINVAL */
+    attn_dtype q_dtype;       /* element type of q: F32 (0), F16 or BF16 */
+    attn_dtype kv_dtype;      /* element type of k and v */
+    attn_dtype out_dtype;     /* element type of out: the fp32 result rounded to nearest even once */
+    attn_math math;           /* 0: ATTN_MATH_F32 */
 } attn_sdpa_desc;
 
-/* out = softmax(scale * q k^T + mask) v for every batch and head.
+/* out = softmax(scale * q k^T + mask) v for every batch and head. q, k, v and out hold elements of the desc's
+ * q_dtype, kv_dtype and out_dtype (all F32 when left 0); half and bfloat16 inputs are widened tile by tile, never
+ * copied whole. Accuracy against float64 computed from the stored (and, for ATTN_MATH_BF16, bf16-rounded) inputs:
+ * ATTN_MATH_F32 within 2e-5 * max(1, |ref|); ATTN_MATH_BF16 within 1e-2 * the largest |V| entry the row sees, plus
+ * the output's own rounding. Every ISA rounds at the same points; only the order of the sums may differ.
  * q: [batch, n_heads, q_len, head_dim] (or BSHD), k: [.., n_kv_heads, kv_len, head_dim], v: [.., kv_len, v_dim],
  * out: like q with v_dim columns. probs: NULL, or [batch][n_heads][q_len][kv_len] (always this layout) that
  * receives the softmax weights, 0 for masked entries. A query row that sees no key gets all-zero output and
@@ -127,8 +154,8 @@ typedef struct attn_sdpa_desc {
  * finite scores (1e30) give exact one-hot probabilities, never NaN. The caller's MXCSR / FPCR (flush-to-zero) is
  * never changed; subnormal inputs are computed as such. Results are bitwise identical for any thread count (for
  * one ISA) and whether or not the optional packing workspace could be allocated. */
-attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const float *q, const float *k, const float *v,
-              float *out, float *probs);
+attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const void *q, const void *k, const void *v,
+                      void *out, float *probs);
 
 /* y = x w^T + b, PyTorch nn.Linear: x [n_tokens][in_features], w [out_features][in_features], b NULL or
  * [out_features], y [n_tokens][out_features]. w is packed per call into the column panels of the context's
@@ -249,8 +276,6 @@ attn_status attn_layer_load_safetensors(attn_layer_weights *out, const attn_st *
  * built without jansson, where every load leaves a zeroed struct). */
 void attn_layer_weights_free(attn_layer_weights *w);
 
-/* Storage type of a KV cache. Values are rounded to nearest even when appended; all arithmetic is fp32. */
-typedef enum attn_dtype { ATTN_F32 = 0, ATTN_F16 = 1, ATTN_BF16 = 2 } attn_dtype;
 
 /* The keys and values of one sequence, for decoding: capacity positions of n_kv_heads x head_dim values each, as
  * dtype (decode reads half and bfloat16 at half the bytes of fp32 and widens them in registers).

@@ -75,6 +75,17 @@ static inline __m256 attn_hsums_avx2(const __m256 *a)
 #define PVD_NV 2
 #define SR_RB 4 /* decode scores: 4 query rows x 2 key rows = 8 accumulators, one V_HSUMS */
 #define SR_JB 2
+/* Round to bfloat16, kept as fp32: add 0x7fff plus the lowest kept bit, clear the low half; a NaN is quieted
+ * instead (adding could carry it into infinity). */
+static inline __m256 attn_rbf16_avx2(__m256 x)
+{
+    const __m256i u = _mm256_castps_si256(x), hi = _mm256_set1_epi32((int)0xffff0000u);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    const __m256i r = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd), hi);
+    const __m256i qnan = _mm256_and_si256(_mm256_or_si256(u, _mm256_set1_epi32(0x400000)), hi);
+    return _mm256_blendv_ps(_mm256_castsi256_ps(r), _mm256_castsi256_ps(qnan), _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+#define V_RBF16(x) attn_rbf16_avx2(x)
 #define ATTN_SFX avx2
 #define ATTN_KERNELS_ISA ATTN_ISA_AVX2
 

@@ -33,6 +33,17 @@ static inline float32x4_t attn_iota_neon(void)
 #define V_CVT_F16(p) vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)))
 #define V_CVT_BF16(p) vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16))
 
+/* Round to bfloat16, kept as fp32: add 0x7fff plus the lowest kept bit, clear the low half; a NaN is quieted
+ * instead. */
+static inline float32x4_t attn_rbf16_neon(float32x4_t x)
+{
+    const uint32x4_t u = vreinterpretq_u32_f32(x), hi = vdupq_n_u32(0xffff0000u);
+    const uint32x4_t odd = vandq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(1));
+    const uint32x4_t r = vandq_u32(vaddq_u32(vaddq_u32(u, vdupq_n_u32(0x7fff)), odd), hi);
+    const uint32x4_t qnan = vandq_u32(vorrq_u32(u, vdupq_n_u32(0x400000)), hi);
+    return vreinterpretq_f32_u32(vbslq_u32(vceqq_f32(x, x), r, qnan));
+}
+#define V_RBF16(x) attn_rbf16_neon(x)
 #define SC_RB 8 /* 8 rows x 2 q-registers = 16 chains of the 32 registers */
 #define SC_NV 2
 #define PV_RB 4

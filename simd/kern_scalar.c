@@ -128,6 +128,12 @@ static ATTN_DECL_CVT(attn_cvt_bf16_scalar)
         dst[i] = attn_bf16_to_f32(src[i]);
 }
 
+static ATTN_DECL_ROUND(attn_round_bf16_scalar)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = attn_bf16_to_f32(attn_f32_to_bf16(x[i]));
+}
+
 static ATTN_DECL_GEMM(attn_gemm_f32_scalar)
 {
     for (size_t r = 0; r < g->rows; r++)
@@ -151,5 +157,6 @@ const attn_kernels attn_kernels_scalar = {
     .probs = attn_probs_f32_scalar,
     .scale = attn_scale_f32_scalar,
     .cvt = {NULL, attn_cvt_f16_scalar, attn_cvt_bf16_scalar},
+    .round_bf16 = attn_round_bf16_scalar,
     .gemm = attn_gemm_f32_scalar,
 };

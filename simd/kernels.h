@@ -70,6 +70,7 @@ typedef struct attn_gemm_args {
 #define ATTN_DECL_SCALE(name) void name(float *dst, const float *src, size_t n, float f)
 #define ATTN_DECL_CVT(name) void name(float *dst, const uint16_t *src, size_t n)
 #define ATTN_DECL_GEMM(name) void name(const attn_gemm_args *g)
+#define ATTN_DECL_ROUND(name) void name(float *x, size_t n)
 
 typedef struct attn_kernels {
     attn_isa isa;
@@ -102,6 +103,9 @@ typedef struct attn_kernels {
     /* dst[i] = src[i] widened to fp32 (exact) for i < n: a KV cache's stored rows. [ATTN_F16] IEEE half,
      * [ATTN_BF16] bfloat16; [ATTN_F32] is NULL (a copy). */
     ATTN_DECL_CVT((*cvt[ATTN_NFMT]));
+    /* x[i] = x[i] rounded to bfloat16 (nearest even; a NaN stays a quiet NaN), kept as fp32, for i < n (no
+     * alignment needed): ATTN_MATH_BF16's rounding of Q, K, V and P on every level. */
+    ATTN_DECL_ROUND((*round_bf16));
     /* c[r][j] = bias[j] + sum_i a[r][i] * b[i][j] for r < rows, j < nc: one column block of a projection. */
     ATTN_DECL_GEMM((*gemm));
 } attn_kernels;

@@ -310,6 +310,15 @@ static ATTN_DECL_CVT(ATTN_FN(cvt_bf16))
         dst[i] = attn_bf16_to_f32(src[i]);
 }
 
+static ATTN_DECL_ROUND(ATTN_FN(round_bf16))
+{
+    size_t i = 0;
+    for (; i + VW <= n; i += VW)
+        V_STOREU(x + i, V_RBF16(V_LOADU(x + i)));
+    for (; i < n; i++)
+        x[i] = attn_bf16_to_f32(attn_f32_to_bf16(x[i]));
+}
+
 /* c[r0..r0+RB)[j0..j0+NV*VW) = bias + a . bp over the whole reduction: the scores micro-kernel's blocking, with the
  * accumulators seeded from the bias and stored once. Columns at or past nc go through a buffer and are dropped. */
 ATTN_INLINE void attn_gemm_micro(const attn_gemm_args *g, size_t r0, size_t j0, const int RB, const int NV)
@@ -386,5 +395,6 @@ const attn_kernels ATTN_CAT(attn_kernels_, ATTN_SFX) = {
     .probs = ATTN_FN(probs_f32),
     .scale = ATTN_FN(scale_f32),
     .cvt = {NULL, ATTN_FN(cvt_f16), ATTN_FN(cvt_bf16)},
+    .round_bf16 = ATTN_FN(round_bf16),
     .gemm = ATTN_FN(gemm_f32),
 };

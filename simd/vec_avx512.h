@@ -47,6 +47,17 @@ static inline __m512 attn_hsums_avx512(const __m512 *a)
     (M)(_mm512_cmp_ps_mask((idx), (lo), _CMP_GE_OQ) & _mm512_cmp_ps_mask((idx), (hi), _CMP_LT_OQ))
 #define V_SEL(m, a, b) _mm512_mask_blend_ps((m), (b), (a))
 
+/* Round to bfloat16, kept as fp32 (the integer form of vcvtneps2bf16, which plain AVX-512F lacks): add 0x7fff
+ * plus the lowest kept bit, clear the low half; a NaN is quieted instead. */
+static inline __m512 attn_rbf16_avx512(__m512 x)
+{
+    const __m512i u = _mm512_castps_si512(x), hi = _mm512_set1_epi32((int)0xffff0000u);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd), hi);
+    const __m512i qnan = _mm512_and_si512(_mm512_or_si512(u, _mm512_set1_epi32(0x400000)), hi);
+    return _mm512_castsi512_ps(_mm512_mask_blend_epi32(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), r, qnan));
+}
+#define V_RBF16(x) attn_rbf16_avx512(x)
 #define V_CVT_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
 #define V_CVT_BF16(p) \
     _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(p))), 16))
