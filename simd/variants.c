@@ -45,6 +45,10 @@ static const attn_variant attn_variants[] = {
      "unmeasured, from published figures: two 512-bit FMA ports like Zen 5 (same register blocking), and a 2 MiB "
      "L2 holds 512-row blocks (1.3 MiB of q, s, o and a K/V tile), halving the L3 reads of K/V per FMA"},
 #endif
+#if ATTN_HAVE_AVX512BF16
+    {ATTN_ISA_AVX512_BF16, "avx512bf16/generic", &attn_kernels_avx512bf16, NULL, 256, 256, ATTN_SPLIT,
+     "the AVX-512 table and blocks, with vdpbf16ps kernels for ATTN_MATH_BF16"},
+#endif
 #if ATTN_HAVE_NEON
     {ATTN_ISA_NEON, "neon/generic", &attn_kernels_neon, NULL, 256, 256, ATTN_SPLIT,
      "8x2 q-register scores, 4x4 P.V: checked under qemu, not timed on hardware"},
@@ -67,6 +71,7 @@ int attn_level_runs(attn_isa level)
     case ATTN_ISA_SCALAR: return built;
     case ATTN_ISA_AVX2: return built && (f & ATTN_CPU_AVX2);
     case ATTN_ISA_AVX512: return built && (f & ATTN_CPU_AVX512);
+    case ATTN_ISA_AVX512_BF16: return built && (f & ATTN_CPU_AVX512) && (f & ATTN_CPU_AVX512_BF16);
     case ATTN_ISA_NEON: return built && (f & ATTN_CPU_NEON);
     default: return 0;
     }
@@ -105,7 +110,7 @@ const attn_variant *attn_variant_find(const char *name, attn_isa level)
 
 attn_isa attn_isa_best(void)
 {
-    static const attn_isa ladder[] = {ATTN_ISA_AVX512, ATTN_ISA_AVX2, ATTN_ISA_NEON};
+    static const attn_isa ladder[] = {ATTN_ISA_AVX512_BF16, ATTN_ISA_AVX512, ATTN_ISA_AVX2, ATTN_ISA_NEON};
     for (size_t i = 0; i < sizeof ladder / sizeof ladder[0]; i++)
         if (attn_level_runs(ladder[i]))
             return ladder[i];
