@@ -62,6 +62,8 @@ typedef struct attn_job {
     int round_q, round_kv;          /* ATTN_MATH_BF16: round Q (K and V) to bfloat16 as they are widened (inputs
                                        stored as bfloat16 already are) */
     int round_p;                    /* ATTN_MATH_BF16: round the softmax weights before P.V */
+    int bf16p;                      /* ATTN_MATH_BF16 on the table's bfloat16 dot-product slots: q, K and V in
+                                       bfloat16 pairs (kernels.h scores_bf16p), always packed */
     const int32_t *kv_valid;
     attn_strides qs, os;
     size_t batch, heads, kv_heads, group, q_len, kv_len, d, dv, dvp, window;
@@ -104,7 +106,7 @@ static size_t attn_scratch_size(const attn_job *j)
         return 0;
     parts[5] = parts[6] = parts[7] = parts[8] = j->rows_max; /* m, l, lo, hi */
     parts[9] = parts[10] = 2 * j->rows_max;                  /* alo, ahi: int64 */
-    parts[11] = j->d; /* kr: one key row, widened, for the transposing pack */
+    parts[11] = j->d > j->dv ? j->d : j->dv; /* kr: one key or value row, widened, for the packs */
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         size_t p = attn_round16(parts[i]);
         if (p < parts[i] || __builtin_add_overflow(total, p, &total))
@@ -129,7 +131,7 @@ static attn_scratch attn_scratch_carve(const attn_job *j, float *base)
     sc.hi = (int *)ATTN_TAKE(j->rows_max);
     sc.alo = (int64_t *)ATTN_TAKE(2 * j->rows_max);
     sc.ahi = (int64_t *)ATTN_TAKE(2 * j->rows_max);
-    sc.kr = ATTN_TAKE(j->d);
+    sc.kr = ATTN_TAKE(j->d > j->dv ? j->d : j->dv);
 #undef ATTN_TAKE
     return sc;
 }
@@ -198,6 +200,40 @@ static void attn_pack_tile(const attn_job *j, float *kt, float *vp, float *row, 
         attn_pack_v(j, vp, b, kvh, t0, nk);
 }
 
+/* Packs keys and values [t0, t0+nk) of one KV head as bfloat16 pairs (kernels.h scores_bf16p, pv_bf16p): kt in
+ * pair panels, vp in key pairs of dvp columns, zero keys up to nkp and zero columns from dv. row: max(d, dv)
+ * floats of scratch. The values were rounded to bfloat16 as they were widened, so the conversion is exact. */
+static void attn_pack_tile_bf16p(const attn_job *j, void *kt, void *vp, float *row, size_t b, size_t kvh,
+                                 size_t t0, size_t nk, size_t nkp)
+{
+    const size_t d2 = (j->d + 1) / 2, panel = d2 * ATTN_PAD * 2; /* halves per panel */
+    uint16_t *k = kt, *v = vp;
+    if (nk < nkp)
+        memset(k + nk / ATTN_PAD * panel, 0, panel * sizeof *k);
+    for (size_t t = 0; t < nk; t++) {
+        if (attn_src_panels(&j->src))
+            attn_panel_key(j, row, b, kvh, t0 + t);
+        else
+            attn_kv_widen(j, row, attn_src_krow(&j->src, b, kvh, t0 + t), j->d);
+        uint16_t *dst = k + t / ATTN_PAD * panel + t % ATTN_PAD * 2;
+        for (size_t c = 0; c < j->d; c++)
+            dst[c / 2 * ATTN_PAD * 2 + c % 2] = attn_f32_to_bf16(row[c]);
+        if (j->d % 2)
+            dst[j->d / 2 * ATTN_PAD * 2 + 1] = 0;
+    }
+    if (!vp)
+        return;
+    memset(v + nk / 2 * j->dvp * 2, 0, (nkp - nk / 2 * 2) * j->dvp * sizeof *v);
+    for (size_t t = 0; t < nk; t++) {
+        attn_kv_widen(j, row, attn_src_vrow(&j->src, b, kvh, t0 + t), j->dv);
+        uint16_t *dst = v + t / 2 * j->dvp * 2 + t % 2;
+        for (size_t c = 0; c < j->dv; c++)
+            dst[2 * c] = attn_f32_to_bf16(row[c]);
+        for (size_t c = j->dv; c < j->dvp; c++)
+            dst[2 * c] = 0;
+    }
+}
+
 /* Points a at the tile starting at key t0 (a multiple of bkv): the call's shared packing when there is one, else
  * the stored rows in place where whole vectors allow, else this thread's scratch, packed now. */
 static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_args *a, size_t b, size_t kvh,
@@ -215,6 +251,13 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
             a->vp = attn_src_vrow(&j->src, b, kvh, t0);
             a->ldv = j->src.vs.s;
         }
+        return;
+    }
+    if (j->bf16p) {
+        a->kt = sc->kt;
+        a->vp = with_v ? sc->vp : NULL;
+        a->kdt = a->vdt = ATTN_BF16;
+        attn_pack_tile_bf16p(j, sc->kt, a->vp ? sc->vp : NULL, sc->kr, b, kvh, t0, a->nk, a->nkp);
         return;
     }
     /* A block alone with its KV head (decode): read K where it is stored, as stored (the kernels widen half and
@@ -273,9 +316,22 @@ typedef struct attn_rows {
 } attn_rows;
 
 /* dst[0..d) = scale * query row at element e of q, widened to fp32 (rounded to bfloat16 first for
- * ATTN_MATH_BF16: the scale multiplies the rounded query, so the fp32 score is scale * (q . k) up to rounding). */
-static void attn_q_row(const attn_job *j, float *dst, size_t e)
+ * ATTN_MATH_BF16: the scale multiplies the rounded query, so the fp32 score is scale * (q . k) up to rounding).
+ * On the bfloat16 dot-product slots: the rounded row as pair words, unscaled. */
+static void attn_q_row(const attn_job *j, float *dst, size_t e, float *row)
 {
+    if (j->bf16p) { /* dst is the row's ceil(d/2) pair words, row d floats of scratch; the scores kernel scales */
+        if (j->qdt == ATTN_F32)
+            memcpy(row, (const float *)j->q + e, j->d * sizeof(float));
+        else
+            j->kern->cvt[j->qdt](row, (const uint16_t *)j->q + e, j->d);
+        uint16_t *h = (uint16_t *)(void *)dst;
+        for (size_t c = 0; c < j->d; c++)
+            h[c] = attn_f32_to_bf16(row[c]);
+        if (j->d % 2)
+            h[j->d] = 0;
+        return;
+    }
     if (j->qdt == ATTN_F32 && !j->round_q) {
         j->kern->scale(dst, (const float *)j->q + e, j->d, j->scale);
         return;
@@ -302,7 +358,8 @@ static attn_rows attn_rows_setup(const attn_job *j, const attn_scratch *sc, size
         kto = j->kv_valid[b];
     for (size_t r = 0; r < rw.n; r++) {
         const size_t h = kvh * j->group + r / rw.nq, i = rw.q0 + r % rw.nq;
-        attn_q_row(j, sc->q + r * j->d, b * j->qs.b + h * j->qs.h + i * j->qs.s);
+        float *qr = j->bf16p ? (float *)(void *)((uint32_t *)(void *)sc->q + r * ((j->d + 1) / 2)) : sc->q + r * j->d;
+        attn_q_row(j, qr, b * j->qs.b + h * j->qs.h + i * j->qs.s, sc->kr);
         /* Bottom-right alignment: query i sits at position i + kv_len - q_len. */
         const int64_t p = (int64_t)i + (int64_t)j->kv_len - (int64_t)j->q_len;
         int64_t lo = kfrom, hi = kto;
@@ -330,7 +387,7 @@ static attn_tile_args attn_rows_args(const attn_job *j, const attn_scratch *sc, 
 {
     attn_tile_args a = {
         .rows = rw->n, .d = j->d, .dvp = j->dvp, .q = sc->q, .lo = sc->lo, .hi = sc->hi, .s = sc->s, .m = sc->m,
-        .l = sc->l, .o = sc->o,
+        .l = sc->l, .o = sc->o, .scale = j->scale,
     };
     return a;
 }
@@ -357,6 +414,12 @@ static void attn_rows_run(const attn_job *j, const attn_scratch *sc, const attn_
                                             : attn_src_krow(&j->src, rw->b, rw->kvh, (size_t)tn);
             a.vn = a.vp != sc->vp ? attn_src_vrow(&j->src, rw->b, rw->kvh, (size_t)tn) : NULL;
             a.knn = (size_t)(rw->pf_end - tn) < j->bkv ? (size_t)(rw->pf_end - tn) : j->bkv;
+        }
+        if (j->bf16p) {
+            j->kern->scores_bf16p(&a);
+            j->kern->softmax(&a);
+            j->kern->pv_bf16p(&a);
+            continue;
         }
         (a.kt ? j->kern->scores[a.kdt] : j->kern->scores_rows)(&a);
         j->kern->softmax(&a);
@@ -417,7 +480,7 @@ static void attn_rows_probs(const attn_job *j, const attn_scratch *sc, const att
     for (int64_t t0 = tfirst; t0 < rw->uhi; t0 += bkv) {
         attn_tile_at(j, sc, &a, rw->b, rw->kvh, (size_t)t0, 0);
         attn_tile_ranges(sc, rw->n, t0, (int64_t)a.nk);
-        (a.kt ? j->kern->scores[a.kdt] : j->kern->scores_rows)(&a);
+        (j->bf16p ? j->kern->scores_bf16p : a.kt ? j->kern->scores[a.kdt] : j->kern->scores_rows)(&a);
         for (size_t g = 0; g < j->group; g++) { /* the rows of one head are evenly strided in probs */
             attn_tile_args ah = a;
             const size_t r0 = g * rw->nq;
@@ -566,6 +629,7 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const vo
         .kern = ctx->kern, .q = q, .src = *src, .out = out, .probs = probs, .kv_valid = d->kv_valid,
         .qdt = d->q_dtype, .odt = d->out_dtype, .round_q = d->math == ATTN_MATH_BF16 && d->q_dtype != ATTN_BF16,
         .round_kv = d->math == ATTN_MATH_BF16 && src->fmt != ATTN_BF16, .round_p = d->math == ATTN_MATH_BF16,
+        .bf16p = d->math == ATTN_MATH_BF16 && ctx->kern->scores_bf16p && ctx->kern->pv_bf16p,
         .batch = d->batch, .heads = d->n_heads, .kv_heads = hk, .group = d->n_heads / hk, .q_len = d->q_len,
         .kv_len = d->kv_len, .d = d->head_dim, .dv = dv, .dvp = attn_round16(dv), .window = d->window,
         .causal = d->mask == ATTN_MASK_CAUSAL,
@@ -616,7 +680,7 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const vo
             return ATTN_ERANGE;
     }
     j.ntiles = (j.kv_len + j.bkv - 1) / j.bkv;
-    j.v_in_place = j.src.fmt == ATTN_F32 && !j.round_kv && j.dv == j.dvp && j.src.vs.s == j.dv;
+    j.v_in_place = j.src.fmt == ATTN_F32 && !j.round_kv && !j.bf16p && j.dv == j.dvp && j.src.vs.s == j.dv;
     j.tile_floats = attn_round16(j.bkvp * (j.d + (j.v_in_place ? 0 : j.dvp)));
     if (nqb > 1 && (j.tile_floats >= SIZE_MAX / 8 || attn_mul_overflow(per_qb, j.ntiles, &npack) ||
                     attn_mul_overflow(npack, j.tile_floats * sizeof(float), &pack_bytes)))
@@ -660,8 +724,12 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const vo
             for (size_t it = 0; it < npack; it++) {
                 const size_t t0 = it % j.ntiles * j.bkv, nk = j.kv_len - t0 < j.bkv ? j.kv_len - t0 : j.bkv;
                 float *kt = j.packed + it * j.tile_floats;
-                attn_pack_tile(&j, kt, j.v_in_place ? NULL : kt + j.d * j.bkvp, sc.kr, it / j.ntiles / hk,
-                               it / j.ntiles % hk, t0, nk, attn_round16(nk));
+                if (j.bf16p)
+                    attn_pack_tile_bf16p(&j, kt, kt + j.d * j.bkvp, sc.kr, it / j.ntiles / hk, it / j.ntiles % hk,
+                                         t0, nk, attn_round16(nk));
+                else
+                    attn_pack_tile(&j, kt, j.v_in_place ? NULL : kt + j.d * j.bkvp, sc.kr, it / j.ntiles / hk,
+                                   it / j.ntiles % hk, t0, nk, attn_round16(nk));
             }
         }
         if (j.nchunks == 1) {

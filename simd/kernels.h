@@ -46,6 +46,7 @@ typedef struct attn_tile_args {
     float *s;          /* scratch [rows][nkp]: scores, then probabilities */
     float *m, *l;      /* per row: running maximum and running sum of exp(score - m) */
     float *o;          /* [rows][dvp]: running unnormalised output */
+    float scale;       /* scores_bf16p only: the softmax scale, applied to each fp32 sum of bfloat16 products */
 } attn_tile_args;
 
 /* One block of a matrix product c = a b + bias, the layer's projections (b is a weight matrix, packed once). */
@@ -106,6 +107,16 @@ typedef struct attn_kernels {
     /* x[i] = x[i] rounded to bfloat16 (nearest even; a NaN stays a quiet NaN), kept as fp32, for i < n (no
      * alignment needed): ATTN_MATH_BF16's rounding of Q, K, V and P on every level. */
     ATTN_DECL_ROUND((*round_bf16));
+    /* ATTN_MATH_BF16 on bfloat16 dot-product instructions (NULL where the level has none: the engine then rounds
+     * to bfloat16 and runs the fp32 slots). Operands are bfloat16 pairs along the reduction, 32-bit words whose
+     * lower half is the even element. scores_bf16p: as scores, s = scale * (q . k), with q [rows][ceil(d/2)] pair
+     * words (dimensions 2c, 2c+1; a zero pads odd d) and kt in panels of ATTN_PAD keys, word (c, key) at
+     * kt[(key / ATTN_PAD) * ceil(d/2) * ATTN_PAD + c * ATTN_PAD + key % ATTN_PAD] (keys nk..nkp-1 zero).
+     * pv_bf16p: as pv after the softmax, rounding each row's weights s[r][0..nkp) to bfloat16 pair words in place
+     * (s is clobbered), with vp's word (key pair j2, column c) at vp[j2 * ldv + c] (keys 2 j2, 2 j2 + 1; keys
+     * from nk and columns from dv zero). Keys outside a row's [lo, hi) are never read for that row. */
+    ATTN_DECL_SCORES((*scores_bf16p));
+    ATTN_DECL_PV((*pv_bf16p));
     /* c[r][j] = bias[j] + sum_i a[r][i] * b[i][j] for r < rows, j < nc: one column block of a projection. */
     ATTN_DECL_GEMM((*gemm));
 } attn_kernels;

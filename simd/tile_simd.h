@@ -396,5 +396,8 @@ const attn_kernels ATTN_CAT(attn_kernels_, ATTN_SFX) = {
     .scale = ATTN_FN(scale_f32),
     .cvt = {NULL, ATTN_FN(cvt_f16), ATTN_FN(cvt_bf16)},
     .round_bf16 = ATTN_FN(round_bf16),
+#ifdef ATTN_BF16P_SLOTS
+    ATTN_BF16P_SLOTS
+#endif
     .gemm = ATTN_FN(gemm_f32),
 };
