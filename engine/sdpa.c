@@ -210,7 +210,17 @@ static void attn_pack_tile_bf16p(const attn_job *j, void *kt, void *vp, float *r
     uint16_t *k = kt, *v = vp;
     if (nk < nkp)
         memset(k + nk / ATTN_PAD * panel, 0, panel * sizeof *k);
-    for (size_t t = 0; t < nk; t++) {
+    /* bfloat16 rows, the common case, are copied as they are: a key row's adjacent dimensions are already pairs. */
+    const int copy = j->src.fmt == ATTN_BF16 && !attn_src_panels(&j->src);
+    for (size_t t = 0; copy && t < nk; t++) {
+        const uint16_t *src = attn_src_krow(&j->src, b, kvh, t0 + t);
+        uint16_t *dst = k + t / ATTN_PAD * panel + t % ATTN_PAD * 2;
+        for (size_t c = 0; c < j->d; c++)
+            dst[c / 2 * ATTN_PAD * 2 + c % 2] = src[c];
+        if (j->d % 2)
+            dst[j->d / 2 * ATTN_PAD * 2 + 1] = 0;
+    }
+    for (size_t t = 0; !copy && t < nk; t++) {
         if (attn_src_panels(&j->src))
             attn_panel_key(j, row, b, kvh, t0 + t);
         else
@@ -224,7 +234,15 @@ static void attn_pack_tile_bf16p(const attn_job *j, void *kt, void *vp, float *r
     if (!vp)
         return;
     memset(v + nk / 2 * j->dvp * 2, 0, (nkp - nk / 2 * 2) * j->dvp * sizeof *v);
-    for (size_t t = 0; t < nk; t++) {
+    for (size_t t = 0; copy && t < nk; t++) {
+        const uint16_t *src = attn_src_vrow(&j->src, b, kvh, t0 + t);
+        uint16_t *dst = v + t / 2 * j->dvp * 2 + t % 2;
+        for (size_t c = 0; c < j->dv; c++)
+            dst[2 * c] = src[c];
+        for (size_t c = j->dv; c < j->dvp; c++)
+            dst[2 * c] = 0;
+    }
+    for (size_t t = 0; !copy && t < nk; t++) {
         attn_kv_widen(j, row, attn_src_vrow(&j->src, b, kvh, t0 + t), j->dv);
         uint16_t *dst = v + t / 2 * j->dvp * 2 + t % 2;
         for (size_t c = 0; c < j->dv; c++)
@@ -321,11 +339,17 @@ typedef struct attn_rows {
 static void attn_q_row(const attn_job *j, float *dst, size_t e, float *row)
 {
     if (j->bf16p) { /* dst is the row's ceil(d/2) pair words, row d floats of scratch; the scores kernel scales */
+        uint16_t *h = (uint16_t *)(void *)dst;
+        if (j->qdt == ATTN_BF16) {
+            memcpy(h, (const uint16_t *)j->q + e, j->d * sizeof *h);
+            if (j->d % 2)
+                h[j->d] = 0;
+            return;
+        }
         if (j->qdt == ATTN_F32)
             memcpy(row, (const float *)j->q + e, j->d * sizeof(float));
         else
             j->kern->cvt[j->qdt](row, (const uint16_t *)j->q + e, j->d);
-        uint16_t *h = (uint16_t *)(void *)dst;
         for (size_t c = 0; c < j->d; c++)
             h[c] = attn_f32_to_bf16(row[c]);
         if (j->d % 2)
@@ -456,11 +480,7 @@ static void attn_rows_write(const attn_job *j, const attn_scratch *sc, const att
             j->kern->scale(orow, sc->o + r * j->dvp, j->dv, 1.0f / sc->l[r]);
             continue;
         }
-        float *o = sc->o + r * j->dvp;
-        uint16_t *h = orow;
-        j->kern->scale(o, o, j->dv, 1.0f / sc->l[r]);
-        for (size_t c = 0; c < j->dv; c++) /* rounded once, from the fp32 result */
-            h[c] = j->odt == ATTN_F16 ? attn_f32_to_f16(o[c]) : attn_f32_to_bf16(o[c]);
+        j->kern->narrow[j->odt](orow, sc->o + r * j->dvp, j->dv, 1.0f / sc->l[r]); /* rounded once */
     }
 }
 

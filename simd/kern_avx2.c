@@ -86,6 +86,12 @@ static inline __m256 attn_rbf16_avx2(__m256 x)
     return _mm256_blendv_ps(_mm256_castsi256_ps(r), _mm256_castsi256_ps(qnan), _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 #define V_RBF16(x) attn_rbf16_avx2(x)
+/* Stores: IEEE half by F16C (round to nearest even); the upper halves of values V_RBF16 rounded. */
+#define V_STORE_F16(p, x) _mm_storeu_si128((__m128i *)(void *)(p), _mm256_cvtps_ph((x), _MM_FROUND_TO_NEAREST_INT))
+#define V_STORE_BF16(p, x)                                                                                    \
+    _mm_storeu_si128((__m128i *)(void *)(p),                                                                  \
+                     _mm_packus_epi32(_mm_srli_epi32(_mm256_castsi256_si128(_mm256_castps_si256(x)), 16),       \
+                                      _mm_srli_epi32(_mm256_extracti128_si256(_mm256_castps_si256(x), 1), 16)))
 #define ATTN_SFX avx2
 #define ATTN_KERNELS_ISA ATTN_ISA_AVX2
 

@@ -33,7 +33,7 @@ static inline __m512 attn_dp(__m512 acc, __m512i a, __m512i b)
 }
 
 /* s[r0..r0+RB)[j0..j0+16 NV) = scale * (q . k) over d2 pair words. */
-static inline void attn_sc_bf16p_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int NV)
+ATTN_INLINE void attn_sc_bf16p_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int NV)
 {
     __m512 acc[SC_RB][SC_NV] = {{_mm512_setzero_ps()}}; /* whole, or GCC 12 warns of lanes NV leaves unused */
     const size_t d2 = (a->d + 1) / 2;
@@ -66,7 +66,7 @@ static inline void attn_sc_bf16p_micro(const attn_tile_args *a, size_t r0, size_
             _mm512_store_ps(s + r * a->nkp + v * VW, _mm512_mul_ps(acc[r][v], sc));
 }
 
-static inline void attn_sc_bf16p_rows(const attn_tile_args *a, size_t r0, const int RB)
+ATTN_INLINE void attn_sc_bf16p_rows(const attn_tile_args *a, size_t r0, const int RB)
 {
     size_t j0 = 0;
     for (; j0 + SC_NV * VW <= a->nkp; j0 += SC_NV * VW)
@@ -89,7 +89,7 @@ static ATTN_DECL_SCORES(attn_scores_bf16p_avx512bf16)
 
 /* o[r0..r0+RB)[c0..c0+16 NV) += sum over key pairs [j2lo, j2hi) of p pair . v pair. p: row r's pair words at
  * (uint32_t *)(s + r * nkp). */
-static inline void attn_pv_bf16p_micro(const attn_tile_args *a, size_t r0, size_t c0, size_t j2lo, size_t j2hi,
+ATTN_INLINE void attn_pv_bf16p_micro(const attn_tile_args *a, size_t r0, size_t c0, size_t j2lo, size_t j2hi,
                                        const int RB, const int NV)
 {
     __m512 acc[PV_RB][PV_NV] = {{_mm512_setzero_ps()}};
@@ -120,7 +120,7 @@ static inline void attn_pv_bf16p_micro(const attn_tile_args *a, size_t r0, size_
             _mm512_store_ps(a->o + (r0 + r) * a->dvp + c0 + v * VW, acc[r][v]);
 }
 
-static inline void attn_pv_bf16p_pairs(const attn_tile_args *a, size_t r0, size_t j2lo, size_t j2hi, const int RB)
+ATTN_INLINE void attn_pv_bf16p_pairs(const attn_tile_args *a, size_t r0, size_t j2lo, size_t j2hi, const int RB)
 {
     if (j2lo >= j2hi)
         return;
@@ -161,7 +161,7 @@ static void attn_pv_bf16p_row(const attn_tile_args *a, size_t r, size_t jlo, siz
 }
 
 /* Rows r0..r0+RB: the key pairs every row sees through the blocked kernel, each row's ragged ends row by row. */
-static inline void attn_pv_bf16p_group(const attn_tile_args *a, size_t r0, const int RB)
+ATTN_INLINE void attn_pv_bf16p_group(const attn_tile_args *a, size_t r0, const int RB)
 {
     int clo = a->lo[r0], chi = a->hi[r0];
     for (int r = 1; r < RB; r++) {

@@ -44,6 +44,9 @@ static inline float32x4_t attn_rbf16_neon(float32x4_t x)
     return vreinterpretq_f32_u32(vbslq_u32(vceqq_f32(x, x), r, qnan));
 }
 #define V_RBF16(x) attn_rbf16_neon(x)
+/* Stores: IEEE half (round to nearest even, the FPCR default); the upper halves of values V_RBF16 rounded. */
+#define V_STORE_F16(p, x) vst1_u16((p), vreinterpret_u16_f16(vcvt_f16_f32(x)))
+#define V_STORE_BF16(p, x) vst1_u16((p), vshrn_n_u32(vreinterpretq_u32_f32(x), 16))
 #define SC_RB 8 /* 8 rows x 2 q-registers = 16 chains of the 32 registers */
 #define SC_NV 2
 #define PV_RB 4

@@ -134,6 +134,18 @@ static ATTN_DECL_ROUND(attn_round_bf16_scalar)
         x[i] = attn_bf16_to_f32(attn_f32_to_bf16(x[i]));
 }
 
+static ATTN_DECL_NARROW(attn_narrow_f16_scalar)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = attn_f32_to_f16(src[i] * f);
+}
+
+static ATTN_DECL_NARROW(attn_narrow_bf16_scalar)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = attn_f32_to_bf16(src[i] * f);
+}
+
 static ATTN_DECL_GEMM(attn_gemm_f32_scalar)
 {
     for (size_t r = 0; r < g->rows; r++)
@@ -158,5 +170,6 @@ const attn_kernels attn_kernels_scalar = {
     .scale = attn_scale_f32_scalar,
     .cvt = {NULL, attn_cvt_f16_scalar, attn_cvt_bf16_scalar},
     .round_bf16 = attn_round_bf16_scalar,
+    .narrow = {NULL, attn_narrow_f16_scalar, attn_narrow_bf16_scalar},
     .gemm = attn_gemm_f32_scalar,
 };

@@ -72,6 +72,7 @@ typedef struct attn_gemm_args {
 #define ATTN_DECL_CVT(name) void name(float *dst, const uint16_t *src, size_t n)
 #define ATTN_DECL_GEMM(name) void name(const attn_gemm_args *g)
 #define ATTN_DECL_ROUND(name) void name(float *x, size_t n)
+#define ATTN_DECL_NARROW(name) void name(uint16_t *dst, const float *src, size_t n, float f)
 
 typedef struct attn_kernels {
     attn_isa isa;
@@ -107,6 +108,9 @@ typedef struct attn_kernels {
     /* x[i] = x[i] rounded to bfloat16 (nearest even; a NaN stays a quiet NaN), kept as fp32, for i < n (no
      * alignment needed): ATTN_MATH_BF16's rounding of Q, K, V and P on every level. */
     ATTN_DECL_ROUND((*round_bf16));
+    /* dst[i] = src[i] * f rounded to nearest even, for i < n (no alignment needed): outputs stored as [ATTN_F16]
+     * IEEE half or [ATTN_BF16] bfloat16 (a NaN stays a quiet NaN); [ATTN_F32] is NULL (scale). */
+    ATTN_DECL_NARROW((*narrow[ATTN_NFMT]));
     /* ATTN_MATH_BF16 on bfloat16 dot-product instructions (NULL where the level has none: the engine then rounds
      * to bfloat16 and runs the fp32 slots). Operands are bfloat16 pairs along the reduction, 32-bit words whose
      * lower half is the even element. scores_bf16p: as scores, s = scale * (q . k), with q [rows][ceil(d/2)] pair

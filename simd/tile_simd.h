@@ -319,6 +319,26 @@ static ATTN_DECL_ROUND(ATTN_FN(round_bf16))
         x[i] = attn_bf16_to_f32(attn_f32_to_bf16(x[i]));
 }
 
+static ATTN_DECL_NARROW(ATTN_FN(narrow_f16))
+{
+    const V vf = V_BCAST(f);
+    size_t i = 0;
+    for (; i + VW <= n; i += VW)
+        V_STORE_F16(dst + i, V_MUL(V_LOADU(src + i), vf));
+    for (; i < n; i++)
+        dst[i] = attn_f32_to_f16(src[i] * f);
+}
+
+static ATTN_DECL_NARROW(ATTN_FN(narrow_bf16))
+{
+    const V vf = V_BCAST(f);
+    size_t i = 0;
+    for (; i + VW <= n; i += VW)
+        V_STORE_BF16(dst + i, V_RBF16(V_MUL(V_LOADU(src + i), vf)));
+    for (; i < n; i++)
+        dst[i] = attn_f32_to_bf16(src[i] * f);
+}
+
 /* c[r0..r0+RB)[j0..j0+NV*VW) = bias + a . bp over the whole reduction: the scores micro-kernel's blocking, with the
  * accumulators seeded from the bias and stored once. Columns at or past nc go through a buffer and are dropped. */
 ATTN_INLINE void attn_gemm_micro(const attn_gemm_args *g, size_t r0, size_t j0, const int RB, const int NV)
@@ -396,6 +416,7 @@ const attn_kernels ATTN_CAT(attn_kernels_, ATTN_SFX) = {
     .scale = ATTN_FN(scale_f32),
     .cvt = {NULL, ATTN_FN(cvt_f16), ATTN_FN(cvt_bf16)},
     .round_bf16 = ATTN_FN(round_bf16),
+    .narrow = {NULL, ATTN_FN(narrow_f16), ATTN_FN(narrow_bf16)},
 #ifdef ATTN_BF16P_SLOTS
     ATTN_BF16P_SLOTS
 #endif

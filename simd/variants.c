@@ -47,7 +47,14 @@ static const attn_variant attn_variants[] = {
 #endif
 #if ATTN_HAVE_AVX512BF16
     {ATTN_ISA_AVX512_BF16, "avx512bf16/generic", &attn_kernels_avx512bf16, NULL, 256, 256, ATTN_SPLIT,
-     "the AVX-512 table and blocks, with vdpbf16ps kernels for ATTN_MATH_BF16"},
+     "the AVX-512 table and blocks, with vdpbf16ps kernels (6x4 zmm) for ATTN_MATH_BF16"},
+    {ATTN_ISA_AVX512_BF16, "avx512bf16/zen4", &attn_kernels_avx512bf16, attn_is_zen4, 256, 256, ATTN_SPLIT,
+     "the generic table and blocks: vdpbf16ps issues at the FMA rate on Zen 4 (unmeasured here)"},
+    {ATTN_ISA_AVX512_BF16, "avx512bf16/zen5", &attn_kernels_avx512bf16, attn_is_zen5, 256, 256, ATTN_SPLIT,
+     "the generic table and blocks: on Zen 5 (EPYC, 1 thread, 2026-12-02) MATH_BF16 P2 ran 1.69x fp32"},
+    {ATTN_ISA_AVX512_BF16, "avx512bf16/spr", &attn_kernels_avx512, attn_is_spr, 512, 256, ATTN_SPLIT,
+     "unmeasured: vdpbf16ps runs at 0.55x the fp32 FMA rate on Sapphire Rapids, so MATH_BF16 rounds to bfloat16 "
+     "and runs the fp32 AVX-512 kernels (the AVX-512 table has no bfloat16 dot-product slots); avx512/spr blocks"},
 #endif
 #if ATTN_HAVE_NEON
     {ATTN_ISA_NEON, "neon/generic", &attn_kernels_neon, NULL, 256, 256, ATTN_SPLIT,

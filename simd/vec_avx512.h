@@ -58,6 +58,11 @@ static inline __m512 attn_rbf16_avx512(__m512 x)
     return _mm512_castsi512_ps(_mm512_mask_blend_epi32(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), r, qnan));
 }
 #define V_RBF16(x) attn_rbf16_avx512(x)
+/* Stores: IEEE half (round to nearest even); the upper halves of values V_RBF16 rounded. */
+#define V_STORE_F16(p, x) \
+    _mm256_storeu_si256((__m256i *)(void *)(p), _mm512_cvtps_ph((x), _MM_FROUND_TO_NEAREST_INT))
+#define V_STORE_BF16(p, x) \
+    _mm256_storeu_si256((__m256i *)(void *)(p), _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(x), 16)))
 #define V_CVT_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
 #define V_CVT_BF16(p) \
     _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(p))), 16))

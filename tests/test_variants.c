@@ -32,6 +32,19 @@ Test(variants, pick_by_cpu)
     cr_assert_str_eq(pick(ATTN_ISA_AVX512, ATTN_VENDOR_INTEL, 6, 0x55, avx512, 1024), "avx512/generic");
     cr_assert_str_eq(pick(ATTN_ISA_AVX512, ATTN_VENDOR_OTHER, 6, 0x55, avx512, 4096), "avx512/generic");
 #endif
+#if ATTN_HAVE_AVX512BF16
+    {
+        const unsigned bf16 = avx512 | ATTN_CPU_AVX512_BF16;
+        cr_assert_str_eq(pick(ATTN_ISA_AVX512_BF16, ATTN_VENDOR_AMD, 0x1a, 0x02, bf16, 1024), "avx512bf16/zen5");
+        cr_assert_str_eq(pick(ATTN_ISA_AVX512_BF16, ATTN_VENDOR_AMD, 0x19, 0x11, bf16, 1024), "avx512bf16/zen4");
+        /* The masked-model VM with AMX: vdpbf16ps is slow there, so the variant without bf16 dot-product slots. */
+        cr_assert_str_eq(pick(ATTN_ISA_AVX512_BF16, ATTN_VENDOR_INTEL, 6, 167, bf16 | ATTN_CPU_AMX, 2048),
+                         "avx512bf16/spr");
+        cr_assert_str_eq(pick(ATTN_ISA_AVX512_BF16, ATTN_VENDOR_OTHER, 6, 1, bf16, 512), "avx512bf16/generic");
+        cr_assert(attn_variant_find("avx512bf16/zen5", ATTN_ISA_AUTO)->kern->scores_bf16p);
+        cr_assert(!attn_variant_find("avx512bf16/spr", ATTN_ISA_AUTO)->kern->scores_bf16p);
+    }
+#endif
 #if ATTN_HAVE_AVX2
     cr_assert_str_eq(pick(ATTN_ISA_AVX2, ATTN_VENDOR_AMD, 0x1a, 0x02, ATTN_CPU_AVX2, 1024), "avx2/generic");
 #endif
@@ -45,7 +58,9 @@ Test(variants, registry_matches_names)
     for (; attn_variant_at(n); n++) {
         const attn_variant *v = attn_variant_at(n);
         cr_assert_str_eq(attn_kernels_name(n), v->name);
-        cr_assert_eq(v->kern->isa, v->level, "%s: table %s is of another level", v->name, v->kern->table);
+        /* A bf16 level may run the AVX-512 table (MATH_BF16 then rounds and uses fp32 FMAs), never a higher one. */
+        cr_assert(v->kern->isa == v->level || (v->level == ATTN_ISA_AVX512_BF16 && v->kern->isa == ATTN_ISA_AVX512),
+                  "%s: table %s is of another level", v->name, v->kern->table);
         cr_assert(v->block_q >= 1 && v->block_q <= 4096 && v->block_kv >= 1 && v->block_kv <= 4096, "%s", v->name);
         cr_assert(v->split_keys >= 1 && v->how && *v->how, "%s", v->name);
         const char *slash = strchr(v->name, '/');
