@@ -82,12 +82,14 @@ int main(int argc, char **argv)
     for (int s = 0; s < p->n_sets; s++)
         for (int t = 0; t < p->n_thr; t++)
             p->peak[s][t] = p->by_variant[s] ? bench_level_peak(p->isas[s], t) : machine_peak[t];
+    for (int t = 0; t < p->n_thr; t++)
+        p->dot_peak[t] = bench_dot_peak(t);
     p->have_bw = bench_measure_bw(p->threads, p->n_thr, p->bw_best);
     bench_startup_probe(t_max > 1 ? t_max : (bench_num_procs() >= 2 ? 2 : 1));
 
     for (int s = 0; s < bench_opt.n_shapes; s++) {
         const bench_shape *sh = &bench_opt.shapes[s];
-        p->n_rows += (sh->dm ? 2 : sh->q <= DECODE_MAX_Q ? bench_opt.n_dtypes : 1) * p->n_sets * p->n_thr;
+        p->n_rows += (sh->dm ? 2 : bench_uses_cache(sh) ? bench_opt.n_dtypes : 1) * p->n_sets * p->n_thr;
     }
     bench_print_table_header(p);
     fflush(bench_hout);
@@ -99,5 +101,6 @@ int main(int argc, char **argv)
     for (int s = 0; s < p->n_sets; s++)
         for (int t = 0; t < p->n_thr; t++)
             attn_ctx_destroy(p->ctxs[s][t]);
+    free(p->res);
     return failed ? 1 : 0;
 }

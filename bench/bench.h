@@ -18,11 +18,21 @@ typedef double attn_bench_fma_fn(uint64_t iters, float mul, float add, float *si
 #define ATTN_BENCH_AVX512_CHAINS 16
 #define ATTN_BENCH_NEON_CHAINS 16
 
+/* The bf16 dot-product loop has the same signature and contract, but each chain is acc += x . y over bf16 pairs
+ * (vdpbf16ps: 16 fp32 lanes, each adding two bf16 products), counted as 64 flops per zmm instruction (32 multiplies,
+ * 32 adds). The operands are chosen so that the chains stay where they were seeded (x*y - x*y per lane) and *sink
+ * gets their mean. 24 chains cover a 6-cycle latency on two pipes (Zen 4/5) and leave room for the two operands in
+ * the 32 zmm registers. */
+#define ATTN_BENCH_AVX512BF16_CHAINS 24
+
 #if defined(ATTN_HAVE_AVX2) && ATTN_HAVE_AVX2
 attn_bench_fma_fn attn_bench_fma_avx2;    /* bench/peak_avx2.c: -mavx2 -mfma, 8 lanes */
 #endif
 #if defined(ATTN_HAVE_AVX512) && ATTN_HAVE_AVX512
 attn_bench_fma_fn attn_bench_fma_avx512;  /* bench/peak_avx512.c: -mavx512f -mavx2 -mfma, 16 lanes */
+#endif
+#if defined(ATTN_HAVE_AVX512BF16) && ATTN_HAVE_AVX512BF16
+attn_bench_fma_fn attn_bench_dpbf16_avx512bf16; /* bench/peak_avx512bf16.c: + -mavx512bf16, vdpbf16ps zmm */
 #endif
 #if defined(ATTN_HAVE_NEON) && ATTN_HAVE_NEON
 attn_bench_fma_fn attn_bench_fma_neon;    /* bench/peak_neon.c: aarch64 baseline, 4 lanes */

@@ -22,15 +22,21 @@
 #define PEAK_CHUNK_S 50e-6       /* the FMA loop is timed in chunks this long; the median chunk sets the rate */
 #define MAX_LIST 64              /* entries in --threads / --isa / --kv-dtype / shapes */
 #define MAX_THREADS ATTN_MAX_THREADS
-#define N_CONCRETE 4             /* bench_concrete_isas: scalar, avx2, avx512, neon */
+#define MAX_LEVELS 16            /* ISA levels the library names (attn_isa_name until "unknown") */
 
 /* ---- options.c ---- */
 
 typedef struct bench_shape {
-    char name[64];
+    char name[80];
     size_t h, hkv, q, kv, d;
     int causal;
-    size_t dm; /* > 0: a whole self-attention layer of d_model dm over q = kv tokens (head_dim d = dm / h) */
+    size_t dm;        /* > 0: a whole self-attention layer of d_model dm over q = kv tokens (head_dim d = dm / h) */
+    attn_dtype dtype; /* q, k, v and out of attn_sdpa (F32 for the fp32 shapes and layers) */
+    attn_math math;
+    int sdpa;         /* 1: a decode-length shape (q_len <= DECODE_MAX_Q) timed through attn_sdpa on dense tensors
+                         instead of attn_decode from a KV cache (the shapes with a dtype or math of their own) */
+    char base[80];    /* the fp32 shape this one is compared with (vs_f32), "" for none: P2 for P2-bf16 */
+    int custom;       /* a --shape row: --dtype and --math expand it */
 } bench_shape;
 
 /* One --isa entry: a level (kernels NULL: the variant the library picks), or a variant by name. */
@@ -50,8 +56,12 @@ typedef struct bench_options {
     int isa_given;                   /* --isa was on the command line */
     int threads_req[MAX_LIST];       /* 0 = "max" */
     int n_threads_req;
-    attn_dtype dtypes[MAX_LIST];
+    attn_dtype dtypes[MAX_LIST];     /* --kv-dtype */
     int n_dtypes;
+    attn_dtype shape_dtypes[MAX_LIST];  /* --dtype: the tensors of --shape rows; default f32 */
+    int n_shape_dtypes;
+    attn_math maths[MAX_LIST];       /* --math for --shape rows; none given: each dtype's own (bf16 for bf16) */
+    int n_maths;
     int reps, warmup, reps_given;
     double max_seconds;
     int block_q, block_kv;
@@ -67,12 +77,14 @@ typedef struct bench_options {
 } bench_options;
 
 extern bench_options bench_opt;
-extern const attn_isa bench_concrete_isas[N_CONCRETE];
 
 void bench_parse_args(int argc, char **argv);
 void bench_usage_error(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 const char *bench_dtype_name(attn_dtype t);
-/* "scalar, avx2, avx512": the ISAs this CPU and build run. */
+const char *bench_math_name(attn_math m);
+/* Every ISA level the library has a name for (attn_isa_name), AUTO excluded, in enum order; returns the count. */
+int bench_isa_levels(const attn_isa **levels);
+/* "scalar, avx2, avx512, avx512bf16": the ISAs this CPU and build run. */
 void bench_isa_list(char *buf, size_t n);
 /* The level of a variant name, from its part before the slash; ATTN_ISA_AUTO if none matches. */
 attn_isa bench_variant_level(const char *name);
@@ -96,9 +108,10 @@ attn_ctx *bench_make_ctx(const attn_config *cfg, const char *what);
 typedef struct bench_job {
     const bench_shape *s;
     const attn_ctx *ctx;
-    attn_dtype dtype;
-    const float *q, *k, *v;
-    float *out;
+    attn_dtype dtype;            /* sdpa: q, k, v and out (the shape's); decode: the cache's */
+    attn_math math;
+    const void *q, *k, *v;       /* decode: q fp32 */
+    void *out;
     const attn_kv_cache *cache;  /* decode shapes */
     int mode;                    /* layer shapes: 1 the four projections (attn_linear), 2 attn_self_attention */
     const attn_layer *layer;
@@ -107,6 +120,18 @@ typedef struct bench_job {
 } bench_job;
 
 attn_status bench_call_once(const bench_job *j);
+/* 1 if s is timed as attn_decode from a KV cache of each --kv-dtype, 0 for attn_sdpa (and layers). */
+int bench_uses_cache(const bench_shape *s);
+
+/* The inputs of an attention shape: q, k, v uniform in [-1, 1) from the --seed PRNG, then rounded to nearest even
+ * into the shape's dtype (untimed, once); out zeroed. The fp32 k and v stay (kf, vf) only for cache shapes, which
+ * append them. */
+typedef struct bench_inputs {
+    void *q, *k, *v, *out;
+    float *kf, *vf;
+} bench_inputs;
+int bench_inputs_make(const bench_shape *s, bench_inputs *in); /* 0: out of memory (everything freed) */
+void bench_inputs_free(bench_inputs *in);
 /* Unmasked (query, key) pairs of one head; causal is bottom-right aligned. */
 double bench_unmasked_pairs(const bench_shape *s);
 
@@ -118,7 +143,13 @@ typedef struct bench_plan {
     attn_isa isas[MAX_LIST];              /* per set: its level */
     const char *kernels[MAX_LIST];        /* per set: attn_ctx_kernels */
     int by_variant[MAX_LIST];             /* per set: asked for by variant name, so rated against its level's peak */
-    double peak[MAX_LIST][MAX_LIST];      /* per set and thread index, GFLOP/s; 0: not measured */
+    double peak[MAX_LIST][MAX_LIST];      /* per set and thread index, GFLOP/s, of fp32 rows; 0: not measured */
+    double dot_peak[MAX_LIST];            /* per thread index: the bf16 dot peak (MATH_BF16 rows on avx512bf16) */
+    int any_dot, any_bf16_fma, any_nopeak;/* rows rated against the dot peak / bf16 math against an FMA peak / none */
+    int any_ratio_missing;                /* a row with a base whose fp32 row was not in the run */
+    int any_base_shared;                  /* a vs_f32 divided by a time-shared fp32 row */
+    struct bench_result *res;             /* the fp32 rows so far, for the vs_f32 column */
+    int n_res, cap_res;
     int have_bw;
     double bw_best[MAX_LIST];             /* per thread index, GB/s */
     int n_rows, row_no, any_shared;       /* progress [row_no/n_rows]; a row was time-shared */
@@ -131,6 +162,7 @@ int bench_run_shape(const bench_shape *s, bench_plan *p);
 
 typedef struct bench_fma_kind {
     attn_isa isa;
+    int dot;                   /* 1: the bf16 dot-product loop (not an fp32 FMA peak: not in the machine's peak) */
     const char *loop;          /* what the loop does, for the report */
     attn_bench_fma_fn *fn;
     double g1;                 /* GFLOP/s of one thread alone */
@@ -147,14 +179,19 @@ typedef struct bench_probe_result {
     int shared;
 } bench_probe_result;
 
-/* The 1-thread FMA peak of level in GFLOP/s, measured for --peak-ms on first use; 0 with --peak-ms 0 or when this
- * CPU does not run the level. */
+/* The 1-thread fp32 FMA peak of level in GFLOP/s, measured for --peak-ms on first use; 0 with --peak-ms 0 or when
+ * this CPU does not run the level. Levels above avx512 run fp32 on the AVX-512 kernels: theirs is avx512's. */
 double bench_peak1(attn_isa level);
+/* The 1-thread bf16 dot-product peak (vdpbf16ps) in GFLOP/s, measured on first use; 0 when not measured or not run. */
+double bench_dot_peak1(void);
 double bench_measure_fma(attn_bench_fma_fn *fn, int T, double seconds, double *desched_out, double *min_rate);
 /* FMA peaks of every ISA at every thread count (prints them); fills machine_peak per thread index. */
 void bench_measure_peaks(const int *threads, int n_thr, double *machine_peak);
-/* This level's peak at thread index ti (after bench_measure_peaks); 0 if not measured. */
+/* This level's fp32 FMA peak at thread index ti (after bench_measure_peaks; avx512's for the levels above it); 0 if
+ * not measured. */
 double bench_level_peak(attn_isa isa, int ti);
+/* The bf16 dot peak at thread index ti (after bench_measure_peaks); 0 if not measured or this CPU has none. */
+double bench_dot_peak(int ti);
 /* Read bandwidth at every thread count (prints it); 0 if not measured. */
 int bench_measure_bw(const int *threads, int n_thr, double *bw_best);
 /* The start-up time-sharing probe on T threads (prints it). */
@@ -170,11 +207,15 @@ void bench_progress_minor(const char *fmt, ...) __attribute__((format(printf, 1,
 void bench_progress_clear(void);
 
 typedef struct bench_row {
-    const char *shape, *isa, *kernels, *dtype;
+    const char *shape, *isa, *kernels, *dtype, *math;
     int threads, reps;
     double median_ms, best_ms, gflops;
+    int has_base, has_ratio;   /* has_base: the row is compared with an fp32 row (which may not be in the run) */
+    int base_shared;           /* the fp32 row of vs_f32 was time-shared */
+    double ratio;              /* vs_f32: the median of the base shape's fp32 row (same set, T) / this median */
     int has_peak;
     double peak, peak_pct;
+    const char *peak_kind;     /* "fma" (the machine's), "fma-level" (the level's), "bf16dot"; NULL: none */
     int is_decode, has_bw;
     double gbps, bw_pct;
     int probed, timeshared;

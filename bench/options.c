@@ -14,28 +14,38 @@
 
 bench_options bench_opt;
 
+#define F32 ATTN_F32, ATTN_MATH_F32
+#define BF16 ATTN_BF16, ATTN_MATH_BF16
+/* The default set (DESIGN.md §5): the fp32 shapes, then the v1 bf16 rows, each after the shape it is compared with. */
 static const bench_shape named_shapes[] = {
-    {"seed", 1, 1, 3, 3, 4, 0, 0},
-    {"P1", 8, 8, 512, 512, 64, 0, 0},
-    {"P2", 8, 8, 2048, 2048, 128, 0, 0},
-    {"P3", 8, 8, 2048, 2048, 128, 1, 0},
-    {"D1", 32, 8, 1, 4096, 128, 1, 0},
-    {"D2", 32, 8, 1, 32768, 128, 1, 0},
+    /* name, heads, kv heads, q_len, kv_len, head_dim, causal, d_model, dtype, math, sdpa, base, custom */
+    {"seed", 1, 1, 3, 3, 4, 0, 0, F32, 0, "", 0},
+    {"P1", 8, 8, 512, 512, 64, 0, 0, F32, 0, "", 0},
+    {"P2", 8, 8, 2048, 2048, 128, 0, 0, F32, 0, "", 0},
+    {"P3", 8, 8, 2048, 2048, 128, 1, 0, F32, 0, "", 0},
+    {"D1", 32, 8, 1, 4096, 128, 1, 0, F32, 0, "", 0},
+    {"D2", 32, 8, 1, 32768, 128, 1, 0, F32, 0, "", 0},
+    {"P2-bf16", 8, 8, 2048, 2048, 128, 0, 0, BF16, 0, "P2", 0},     /* q, k, v, out BF16, ATTN_MATH_BF16 */
+    {"P3-bf16", 8, 8, 2048, 2048, 128, 1, 0, BF16, 0, "P3", 0},
+    {"D2-bf16", 32, 8, 1, 32768, 128, 1, 0, BF16, 1, "D2", 0},     /* attn_sdpa on dense BF16 tensors */
 };
 #define N_NAMED (sizeof named_shapes / sizeof named_shapes[0])
 
 /* Layer shapes: not in the default set, asked for by name or with --layer. */
 static const bench_shape layer_shapes[] = {
-    {"L1", 16, 16, 2048, 2048, 64, 0, 1024},
+    {"L1", 16, 16, 2048, 2048, 64, 0, 1024, F32, 0, "", 0},
 };
+#undef F32
+#undef BF16
 #define N_LAYER (sizeof layer_shapes / sizeof layer_shapes[0])
 static void short_usage(FILE *f)
 {
     fprintf(f,
             "usage: %s [--shapes LIST] [--shape H,HKV,Q,KV,D[,causal]]... [--isa auto|all|variants|LIST]\n"
             "       [--threads LIST|max] [--reps N] [--warmup N] [--max-seconds S] [--kv-dtype f32|f16|bf16]\n"
-            "       [--layer N,DM,H[,HKV][,causal]]... [--block-q N] [--block-kv N] [--csv FILE|-] [--json FILE|-] [--peak-ms MS] [--bw-mib N]\n"
-            "       [--bw-passes N] [--probe-ms MS] [--seed N] [--quiet] [--help] [--version]\n"
+            "       [--dtype f32|f16|bf16] [--math f32|bf16] [--layer N,DM,H[,HKV][,causal]]... [--block-q N]\n"
+            "       [--block-kv N] [--csv FILE|-] [--json FILE|-] [--peak-ms MS] [--bw-mib N] [--bw-passes N]\n"
+            "       [--probe-ms MS] [--seed N] [--quiet] [--help] [--version]\n"
             "       %s --kernels [--isa LIST] [--reps N] [--peak-ms MS] [--seed N]\n"
             "       %s --tune [--isa LEVEL] [--tune-shapes LIST] [--reps N] [--peak-ms MS] [--seed N]\n",
             BENCH_PROG, BENCH_PROG, BENCH_PROG);
@@ -48,7 +58,8 @@ static void help(void)
         "",
         "Times attention from libattn (attn_sdpa; attn_decode from a KV cache for decode shapes) on the DESIGN.md",
         "shapes or custom ones, for each ISA and thread count, against this machine's FMA peak and read bandwidth,",
-        "both measured in the same run. All shapes: batch 1, fp32, BHSD layout, v_dim = head_dim.",
+        "both measured in the same run. All shapes: batch 1, BHSD layout, v_dim = head_dim; fp32 unless named -bf16",
+        "(or given --dtype/--math).",
         "",
         "What to run:",
         "  --shapes LIST        named shapes, comma-separated, case-insensitive, or 'all' (the default set):",
@@ -58,6 +69,11 @@ static void help(void)
         "                         P3    heads 8/8   q 2048  kv 2048   d 128  causal",
         "                         D1    heads 32/8  q 1     kv 4096   d 128  causal (decode, GQA, K+V in L3)",
         "                         D2    heads 32/8  q 1     kv 32768  d 128  causal (decode, GQA, K+V in DRAM)",
+        "                         P2-bf16, P3-bf16  P2, P3 with q, k, v and out BF16 and ATTN_MATH_BF16",
+        "                         D2-bf16  D2 through attn_sdpa on dense BF16 q, k, v, out, ATTN_MATH_BF16",
+        "                       The -bf16 rows are compared with the fp32 row of the same shape (P2, P3, D2 with",
+        "                       an f32 KV cache), kernel set and thread count in column vs_f32; each runs right",
+        "                       after that row when both are in the run.",
         "                       L1 (not in the default set): a self-attention layer, 2048 tokens, d_model",
         "                         1024, 16 heads of 64 (the projection target); see --layer.",
         "  --layer N,DM,H[,HKV][,causal|none]",
@@ -71,16 +87,30 @@ static void help(void)
         "                       kv_len, head_dim, mask (default none; 1/0 also accepted). Named in the output",
         "                       as hH/HKV_qQ_kvKV_dD[_causal]. --shapes and --shape add up, in the order given;",
         "                       either one replaces the default set.",
+        "  --dtype f32|f16|bf16 the element type of q, k, v and out of every --shape row (a comma list runs each;",
+        "                       default f32), inputs rounded to it (nearest even) before timing. Rows in f16 or",
+        "                       bf16 are named with -f16 or -bf16. A decode-length row (q_len <= 16) that is not",
+        "                       plain f32 (dtype and math) runs attn_sdpa on dense tensors, not attn_decode",
+        "                       from a cache (which has no math mode); --kv-dtype does not apply to it.",
+        "  --math f32|bf16      attn_sdpa_desc.math of every --shape row (a comma list runs each); default: bf16",
+        "                       for --dtype bf16, f32 otherwise. A math other than that default is named too:",
+        "                       -mbf16 or -mf32 (h8/8_q2048_kv2048_d128-bf16 is bf16 with bf16 math, like",
+        "                       P2-bf16; ..._d128-bf16-mf32 bf16 with fp32 math; ..._d128-mbf16 fp32 tensors,",
+        "                       bf16 math). Each is compared with the plain f32 row of the same shape (vs_f32)",
+        "                       when that row is in the run (--dtype f32,bf16). Named shapes and layers ignore",
+        "                       --dtype and --math.",
         "  --isa auto|all|variants|LIST",
         "                       kernel sets: 'auto' (default) = the context default (ATTN_ISA, else the best the",
         "                       CPU runs); 'all' = every ISA attn_isa_supported() says this CPU runs;",
         "                       'variants' = every kernel variant this CPU runs (attn_kernels_supported); or a",
-        "                       list of scalar,avx2,avx512,neon and variant names such as avx512/zen4 (the",
-        "                       level/variant names attn_kernels_name lists; auto, all, variants may be mixed",
-        "                       in). An ISA or variant this CPU or build lacks is an error (exit 2). A level",
-        "                       runs the variant the library picks for this CPU; a variant name forces that one",
+        "                       list of levels (the names attn_isa_name gives: scalar, avx2, avx512, neon,",
+        "                       avx512bf16, amx) and variant names such as avx512/zen4 or avx512bf16/generic",
+        "                       (attn_kernels_name's level/variant names; auto, all, variants may be mixed in).",
+        "                       An ISA or variant this CPU or build lacks is an error (exit 2). A level runs the",
+        "                       variant the library picks for this CPU; a variant name forces that one",
         "                       (attn_config.kernels). Rows show the variant the context uses (attn_ctx_kernels);",
-        "                       sets that resolve to the same variant run once.",
+        "                       sets that resolve to the same variant run once. avx512bf16 runs fp32 math on the",
+        "                       AVX-512 kernels and math bf16 on its own (vdpbf16ps).",
         "  --threads LIST|max   thread counts, e.g. 1,2,4 or max (= omp_get_max_threads()); default 1,max,",
         "                       duplicates dropped. Each context is created with attn_config{num_threads=T}.",
         "  --kv-dtype f32|f16|bf16",
@@ -88,7 +118,7 @@ static void help(void)
         "                       an attn_kv_cache of that dtype (create + append, untimed) and times",
         "                       attn_decode, as a server would. When the build lacks that dtype (ATTN_ENOTSUP)",
         "                       it prints 'skipped: kv-dtype f16 not supported by this build' and goes on (exit 0).",
-        "                       Longer shapes always run f32 through attn_sdpa. Default f32.",
+        "                       Longer shapes run attn_sdpa with their own dtype. Default f32.",
         "  --block-q N, --block-kv N",
         "                       attn_config block_q / block_kv (1..4096); default 0 = ATTN_BLOCK_* or the",
         "                       library's tuned default.",
@@ -102,8 +132,9 @@ static void help(void)
         "  --max-seconds S      cap on one row's timed reps (default 10; 0 = no cap): when warm-up shows that",
         "                       N reps would take longer than S, fewer reps run (at least 1; column 'reps').",
         "                       Warm-ups after one that took longer than S are skipped.",
-        "  --peak-ms MS         time per FMA-peak measurement, per ISA and thread count (default 200; 0 skips",
-        "                       it: peak columns stay empty).",
+        "  --peak-ms MS         time per FMA-peak measurement, per ISA and thread count, and of the bf16 dot",
+        "                       peak (vdpbf16ps) where the CPU has avx512bf16 (default 200; 0 skips them: peak",
+        "                       columns stay empty).",
         "  --bw-mib N           read-bandwidth array in MiB, far larger than L3 (default 1024; 0 skips it:",
         "                       bw_pct stays empty).",
         "  --bw-passes N        passes over that array per thread count (default 5); best and median printed,",
@@ -137,14 +168,17 @@ static void help(void)
         "                       block_q, block_kv) and the registry line for simd/variants.c. With P1,P2,P3:",
         "                       about 20 s for avx512 on a Zen 5 core, about 6 min for scalar.",
         "  --tune-shapes LIST   the shapes --tune times (named attention shapes as for --shapes; default",
-        "                       P1,P2,P3).",
+        "                       P1,P2,P3). P2-bf16, P3-bf16, D2-bf16 run in bf16 with bf16 math; when all of",
+        "                       them are, %peak on avx512bf16 is of the bf16 dot peak.",
         "",
         "Output:",
         "  --csv FILE|-         also write CSV (header line first) with the columns",
         "                       shape,isa,kernels,threads,kv_dtype,median_ms,best_ms,gflops,peak_gflops,peak_pct,",
         "                       gbps,bw_pct (isa = the level, kernels = the variant, as in attn_ctx_kernels);",
         "                       gbps and bw_pct empty for non-decode shapes; peak/bw columns empty when",
-        "                       their measurement was skipped.",
+        "                       their measurement was skipped; then math, vs_f32 (empty when the row has no fp32",
+        "                       row to compare with) and peak_kind (fma, fma-level or bf16dot: which peak",
+        "                       peak_gflops is; empty when none).",
         "  --json FILE|-        also write a JSON array of objects with those fields (empty = null) plus",
         "                       \"timeshared\" (true/false). With '-' the CSV/JSON owns stdout and the readable",
         "                       report goes to stderr; only one of them may be '-'.",
@@ -153,15 +187,25 @@ static void help(void)
         "  --version            print the bench and library versions.",
         "",
         "Columns of the table (and the CSV/JSON fields):",
-        "  shape, isa (kernels), thr(eads), kv (kv_dtype), reps (reps actually timed); the isa column shows",
-        "                       the kernel variant, e.g. avx512/zen5 (CSV/JSON: isa avx512, kernels avx512/zen5)",
+        "  shape, isa (kernels), thr(eads), kv (kv_dtype), math, reps (reps actually timed); the isa column",
+        "                       shows the kernel variant, e.g. avx512/zen5 (CSV/JSON: isa avx512, kernels",
+        "                       avx512/zen5); kv is the KV cache's dtype for decode rows, the dtype of q, k, v",
+        "                       and out for attn_sdpa rows; math is attn_sdpa_desc.math (f32 for attn_decode)",
         "  median_ms, best_ms   per-call wall time (CLOCK_MONOTONIC), median and minimum over the reps",
         "  GFLOP/s (gflops)     4 * heads * head_dim * unmasked (query,key) pairs / median time; causal is",
         "                       bottom-right: query i sees key j <= i + kv_len - q_len",
-        "  peak (peak_gflops)   the machine's FMA peak at T threads: T x the best ISA's measured 1-thread FMA",
-        "                       rate (or its T-threads-at-once sum, if higher); not the row ISA's own peak.",
+        "  vs_f32               rows with a dtype or math of their own: the median time of the fp32 row of",
+        "                       the same shape, kernel set and thread count / this row's (2.00x: twice as",
+        "                       fast; for D2-bf16 the D2 row from an f32 KV cache); '-' when that row is not",
+        "                       in the run",
+        "  peak (peak_gflops)   the machine's fp32 FMA peak at T threads: T x the best ISA's measured 1-thread",
+        "                       FMA rate (or its T-threads-at-once sum, if higher); not the row ISA's own peak.",
         "                       Rows of a variant asked for by name (or by 'variants') use their level's own",
-        "                       peak instead (T x that ISA's 1-thread FMA rate), so variants compare alike.",
+        "                       peak instead (T x that ISA's 1-thread FMA rate), so variants compare alike;",
+        "                       avx512bf16 and amx run fp32 on the AVX-512 kernels, so theirs is avx512's.",
+        "                       Rows in ATTN_MATH_BF16 on avx512bf16 (marked b) use the bf16 dot peak: T x",
+        "                       the 1-thread vdpbf16ps rate, 64 flops per instruction. MATH_BF16 rows on",
+        "                       other levels round to bf16 and use fp32 FMAs: the fp32 FMA peak as above.",
         "  %peak (peak_pct)     100 * GFLOP/s / peak",
         "  GB/s (gbps)          decode shapes only: K+V bytes (kv_heads * kv_len * 2 * head_dim * 4, or 2 for",
         "                       f16/bf16) / median time",
@@ -296,7 +340,7 @@ static void add_shape(const bench_shape *s, const char *flag)
 static void parse_shapes(const char *flag, const char *arg, bench_shape *list, int *n_list)
 {
     char buf[LIST_BUF], *tok[MAX_LIST];
-    int n = split_arg(flag, arg, buf, tok, "a comma list of seed,P1,P2,P3,D1,D2,L1 or all");
+    int n = split_arg(flag, arg, buf, tok, "a comma list of seed,P1,P2,P3,D1,D2,P2-bf16,P3-bf16,D2-bf16,L1 or all");
     for (int i = 0; i < n; i++) {
         if (!strcasecmp(tok[i], "all")) {
             for (size_t j = 0; j < N_NAMED; j++)
@@ -313,14 +357,15 @@ static void parse_shapes(const char *flag, const char *arg, bench_shape *list, i
         for (j = 0; j < N_LAYER && strcasecmp(tok[i], layer_shapes[j].name); j++)
             ;
         if (j == N_LAYER)
-            bench_usage_error("%s: unknown shape '%s' (known: seed, P1, P2, P3, D1, D2, L1, all)", flag, tok[i]);
+            bench_usage_error("%s: unknown shape '%s' (known: seed, P1, P2, P3, D1, D2, P2-bf16, P3-bf16, D2-bf16, "
+                              "L1, all)", flag, tok[i]);
         add_shape_to(list, n_list, &layer_shapes[j], flag);
     }
 }
 
 static void parse_custom_shape(const char *flag, const char *arg)
 {
-    char buf[256], *tok[8];
+    char buf[256], *tok[8] = {0};
     if (strlen(arg) >= sizeof buf)
         bench_usage_error("%s: value too long", flag);
     strcpy(buf, arg);
@@ -334,9 +379,9 @@ static void parse_custom_shape(const char *flag, const char *arg)
         if (!parse_u64(tok[i], 1, (uint64_t)1 << 31, &v[i]))
             bench_usage_error("%s '%s': %s must be an integer in 1..2^31, got '%s'", flag, arg, what[i], tok[i]);
     bench_shape s;
+    memset(&s, 0, sizeof s);
     s.h = v[0], s.hkv = v[1], s.q = v[2], s.kv = v[3], s.d = v[4];
-    s.causal = 0;
-    s.dm = 0;
+    s.custom = 1; /* --dtype and --math expand it after parsing */
     if (n == 6) {
         if (!strcasecmp(tok[5], "causal") || !strcmp(tok[5], "1"))
             s.causal = 1;
@@ -364,7 +409,7 @@ static size_t layer_bytes(const bench_shape *s)
 
 static void parse_layer_shape(const char *flag, const char *arg)
 {
-    char buf[256], *tok[8];
+    char buf[256], *tok[8] = {0};
     if (strlen(arg) >= sizeof buf)
         bench_usage_error("%s: value too long", flag);
     strcpy(buf, arg);
@@ -401,28 +446,51 @@ static void parse_layer_shape(const char *flag, const char *arg)
     add_shape(&s, flag);
 }
 
+/* The levels come from the library: every attn_isa after AUTO that attn_isa_name knows ("scalar", ..., "avx512bf16",
+ * "amx"), so a level added to attn.h is accepted by --isa and listed without a change here. */
+int bench_isa_levels(const attn_isa **levels)
+{
+    static attn_isa all[MAX_LEVELS];
+    static int n;
+    if (!n)
+        for (int i = 1; i <= MAX_LEVELS && strcmp(attn_isa_name((attn_isa)i), "unknown"); i++)
+            all[n++] = (attn_isa)i;
+    *levels = all;
+    return n;
+}
+
 static int isa_from_name(const char *s, attn_isa *out)
 {
-    static const attn_isa all[] = {ATTN_ISA_AUTO, ATTN_ISA_SCALAR, ATTN_ISA_AVX2, ATTN_ISA_AVX512,
-                                   ATTN_ISA_NEON};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (!strcasecmp(s, attn_isa_name(all[i]))) {
-            *out = all[i];
+    const attn_isa *lv;
+    const int n = bench_isa_levels(&lv);
+    if (!strcasecmp(s, attn_isa_name(ATTN_ISA_AUTO))) {
+        *out = ATTN_ISA_AUTO;
+        return 1;
+    }
+    for (int i = 0; i < n; i++)
+        if (!strcasecmp(s, attn_isa_name(lv[i]))) {
+            *out = lv[i];
             return 1;
         }
     return 0;
 }
 
-const attn_isa bench_concrete_isas[N_CONCRETE] = {ATTN_ISA_SCALAR, ATTN_ISA_AVX2, ATTN_ISA_AVX512, ATTN_ISA_NEON};
+/* The level names, ", "-separated (all of them, or only those this CPU and build run). */
+static void level_list(char *buf, size_t n, int runnable)
+{
+    const attn_isa *lv;
+    const int nl = bench_isa_levels(&lv);
+    buf[0] = '\0';
+    for (int j = 0; j < nl; j++)
+        if (!runnable || attn_isa_supported(lv[j])) {
+            size_t l = strlen(buf);
+            snprintf(buf + l, n - l, "%s%s", l ? ", " : "", attn_isa_name(lv[j]));
+        }
+}
 
 void bench_isa_list(char *buf, size_t n)
 {
-    buf[0] = '\0';
-    for (int j = 0; j < N_CONCRETE; j++)
-        if (attn_isa_supported(bench_concrete_isas[j])) {
-            size_t l = strlen(buf);
-            snprintf(buf + l, n - l, "%s%s", l ? ", " : "", attn_isa_name(bench_concrete_isas[j]));
-        }
+    level_list(buf, n, 1);
 }
 
 attn_isa bench_variant_level(const char *name)
@@ -456,15 +524,17 @@ static void add_isa_req(attn_isa isa, const char *kernels)
 
 static void parse_isa(const char *flag, const char *arg)
 {
-    char buf[LIST_BUF], *tok[MAX_LIST], names[512];
+    char buf[LIST_BUF], *tok[MAX_LIST], names[512], levels[128];
     int n = split_arg(flag, arg, buf, tok, "auto, all, variants, or a comma list of ISAs and kernel variants");
     bench_opt.n_isa_req = 0;
     bench_opt.isa_given = 1;
     for (int i = 0; i < n; i++) {
         if (!strcasecmp(tok[i], "all")) {
-            for (int j = 0; j < N_CONCRETE; j++)
-                if (attn_isa_supported(bench_concrete_isas[j]))
-                    add_isa_req(bench_concrete_isas[j], NULL);
+            const attn_isa *lv;
+            const int nl = bench_isa_levels(&lv);
+            for (int j = 0; j < nl; j++)
+                if (attn_isa_supported(lv[j]))
+                    add_isa_req(lv[j], NULL);
             continue;
         }
         if (!strcasecmp(tok[i], "variants")) {
@@ -484,8 +554,9 @@ static void parse_isa(const char *flag, const char *arg)
         const char *v = attn_kernels_name(j);
         if (!v) {
             variant_list(names, sizeof names, 0);
-            bench_usage_error("%s: unknown ISA or kernel variant '%s' (accepted: auto, all, variants, scalar, avx2, "
-                              "avx512, neon, %s)", flag, tok[i], names);
+            level_list(levels, sizeof levels, 0);
+            bench_usage_error("%s: unknown ISA or kernel variant '%s' (accepted: auto, all, variants, %s, %s)", flag,
+                              tok[i], levels, names);
         }
         if (!attn_kernels_supported(v)) {
             variant_list(names, sizeof names, 1);
@@ -509,11 +580,12 @@ static void parse_threads(const char *flag, const char *arg)
     }
 }
 
-static void parse_dtypes(const char *flag, const char *arg)
+/* --kv-dtype into bench_opt.dtypes, --dtype into bench_opt.shape_dtypes. */
+static void parse_dtypes(const char *flag, const char *arg, attn_dtype *list, int *n_list)
 {
     char buf[LIST_BUF], *tok[MAX_LIST];
     int n = split_arg(flag, arg, buf, tok, "f32, f16 or bf16 (or a comma list)");
-    bench_opt.n_dtypes = 0;
+    *n_list = 0;
     for (int i = 0; i < n; i++) {
         attn_dtype t;
         if (!strcasecmp(tok[i], "f32"))
@@ -525,16 +597,106 @@ static void parse_dtypes(const char *flag, const char *arg)
         else
             bench_usage_error("%s: unknown dtype '%s' (accepted: f32, f16, bf16)", flag, tok[i]);
         int dup = 0;
-        for (int j = 0; j < bench_opt.n_dtypes; j++)
-            dup |= bench_opt.dtypes[j] == t;
+        for (int j = 0; j < *n_list; j++)
+            dup |= list[j] == t;
         if (!dup)
-            bench_opt.dtypes[bench_opt.n_dtypes++] = t;
+            list[(*n_list)++] = t;
+    }
+}
+
+static void parse_maths(const char *flag, const char *arg)
+{
+    char buf[LIST_BUF], *tok[MAX_LIST];
+    int n = split_arg(flag, arg, buf, tok, "f32 or bf16 (or a comma list)");
+    bench_opt.n_maths = 0;
+    for (int i = 0; i < n; i++) {
+        attn_math m;
+        if (!strcasecmp(tok[i], "f32"))
+            m = ATTN_MATH_F32;
+        else if (!strcasecmp(tok[i], "bf16"))
+            m = ATTN_MATH_BF16;
+        else
+            bench_usage_error("%s: unknown math '%s' (accepted: f32, bf16)", flag, tok[i]);
+        int dup = 0;
+        for (int j = 0; j < bench_opt.n_maths; j++)
+            dup |= bench_opt.maths[j] == m;
+        if (!dup)
+            bench_opt.maths[bench_opt.n_maths++] = m;
     }
 }
 
 const char *bench_dtype_name(attn_dtype t)
 {
     return t == ATTN_F16 ? "f16" : t == ATTN_BF16 ? "bf16" : "f32";
+}
+
+const char *bench_math_name(attn_math m)
+{
+    return m == ATTN_MATH_BF16 ? "bf16" : "f32";
+}
+
+/* --dtype and --math: each --shape row becomes one row per dtype and math, in place. The plain f32 row keeps its
+ * name; the others add -DTYPE, and -mMATH when the math is not the dtype's own (bf16 for bf16, f32 otherwise), and are
+ * compared with the plain row. A decode-length row other than plain f32 runs attn_sdpa (attn_decode has no math). */
+static void expand_custom_shapes(void)
+{
+    static bench_shape out[MAX_LIST];
+    int n = 0;
+    for (int i = 0; i < bench_opt.n_shapes; i++) {
+        const bench_shape *s = &bench_opt.shapes[i];
+        if (!s->custom) {
+            add_shape_to(out, &n, s, "--shape");
+            continue;
+        }
+        for (int a = 0; a < bench_opt.n_shape_dtypes; a++) {
+            const attn_dtype dt = bench_opt.shape_dtypes[a];
+            const attn_math own = dt == ATTN_BF16 ? ATTN_MATH_BF16 : ATTN_MATH_F32;
+            const int nm = bench_opt.n_maths ? bench_opt.n_maths : 1;
+            for (int b = 0; b < nm; b++) {
+                bench_shape e = *s;
+                e.dtype = dt;
+                e.math = bench_opt.n_maths ? bench_opt.maths[b] : own;
+                const int plain = dt == ATTN_F32 && e.math == ATTN_MATH_F32;
+                e.sdpa = !plain && e.q <= DECODE_MAX_Q;
+                snprintf(e.base, sizeof e.base, "%s", plain ? "" : s->name);
+                snprintf(e.name, sizeof e.name, "%s%s%s%s%s", s->name, dt != ATTN_F32 ? "-" : "",
+                         dt != ATTN_F32 ? bench_dtype_name(dt) : "", e.math != own ? "-m" : "",
+                         e.math != own ? bench_math_name(e.math) : "");
+                add_shape_to(out, &n, &e, "--shape with --dtype/--math");
+            }
+        }
+    }
+    memcpy(bench_opt.shapes, out, sizeof out[0] * (size_t)n);
+    bench_opt.n_shapes = n;
+}
+
+/* A shape compared with an fp32 one (base) that comes later in the list moves to just after it, so that its vs_f32
+ * column can be filled in as it is printed; everything else keeps the order given. */
+static void order_after_bases(void)
+{
+    static bench_shape out[MAX_LIST];
+    int n = 0, placed[MAX_LIST] = {0};
+    const int ns = bench_opt.n_shapes;
+    for (int i = 0; i < ns; i++) {
+        const bench_shape *s = &bench_opt.shapes[i];
+        if (placed[i])
+            continue;
+        int later = 0, earlier = 0;
+        for (int j = 0; j < ns && s->base[0]; j++)
+            if (!strcmp(bench_opt.shapes[j].name, s->base))
+                *(j < i ? &earlier : &later) = 1;
+        if (later && !earlier)
+            continue; /* placed after its base below */
+        out[n++] = *s;
+        placed[i] = 1;
+        for (int k = 0; k < i; k++) /* the shapes compared with this one that were listed before it */
+            if (!placed[k] && !strcmp(bench_opt.shapes[k].base, s->name)) {
+                out[n++] = bench_opt.shapes[k];
+                placed[k] = 1;
+            }
+    }
+    memcpy(bench_opt.shapes, out, sizeof out[0] * (size_t)n);
+    bench_opt.n_shapes = n;
 }
 
 void bench_parse_args(int argc, char **argv)
@@ -554,6 +716,9 @@ void bench_parse_args(int argc, char **argv)
     bench_opt.n_threads_req = 2;
     bench_opt.dtypes[0] = ATTN_F32;
     bench_opt.n_dtypes = 1;
+    bench_opt.shape_dtypes[0] = ATTN_F32;
+    bench_opt.n_shape_dtypes = 1;
+    int dtype_given = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -590,7 +755,7 @@ void bench_parse_args(int argc, char **argv)
         static const char *const known[] = {"--shapes", "--shape", "--isa", "--threads", "--reps", "--warmup",
                                             "--max-seconds", "--kv-dtype", "--block-q", "--block-kv", "--csv",
                                             "--json", "--peak-ms", "--bw-mib", "--bw-passes", "--probe-ms",
-                                            "--seed", "--layer", "--tune-shapes"};
+                                            "--seed", "--layer", "--tune-shapes", "--dtype", "--math"};
         size_t k = 0;
         while (k < sizeof known / sizeof known[0] && strcmp(name, known[k]))
             k++;
@@ -619,7 +784,12 @@ void bench_parse_args(int argc, char **argv)
         else if (!strcmp(name, "--threads"))
             parse_threads(name, val);
         else if (!strcmp(name, "--kv-dtype"))
-            parse_dtypes(name, val);
+            parse_dtypes(name, val, bench_opt.dtypes, &bench_opt.n_dtypes);
+        else if (!strcmp(name, "--dtype")) {
+            parse_dtypes(name, val, bench_opt.shape_dtypes, &bench_opt.n_shape_dtypes);
+            dtype_given = 1;
+        } else if (!strcmp(name, "--math"))
+            parse_maths(name, val);
         else if (!strcmp(name, "--csv") || !strcmp(name, "--json")) {
             if (!*val)
                 bench_usage_error("%s needs a file name or -", name);
@@ -659,9 +829,17 @@ void bench_parse_args(int argc, char **argv)
             *(!strcmp(name, "--peak-ms") ? &bench_opt.peak_ms : &bench_opt.probe_ms) = d;
         }
     }
+    int any_custom = 0;
+    for (int i = 0; i < bench_opt.n_shapes; i++)
+        any_custom |= bench_opt.shapes[i].custom;
+    if ((dtype_given || bench_opt.n_maths) && !any_custom)
+        bench_usage_error("--dtype and --math apply to --shape rows: give a --shape (P2-bf16, P3-bf16 and D2-bf16 "
+                          "are the named bf16 rows)");
+    expand_custom_shapes();
     if (bench_opt.n_shapes == 0)
         for (size_t j = 0; j < N_NAMED; j++)
             add_shape(&named_shapes[j], "default");
+    order_after_bases();
     if (bench_opt.n_isa_req == 0)
         bench_usage_error("--isa all: attn_isa_supported() reports no ISA at all");
     if (bench_opt.csv_path && bench_opt.json_path && !strcmp(bench_opt.csv_path, "-") &&
@@ -677,7 +855,7 @@ void bench_parse_args(int argc, char **argv)
                               bench_opt.tune_shapes[i].name);
     if (bench_opt.mode == BENCH_TUNE) {
         if (bench_opt.n_isa_req != 1 || bench_opt.isa_req[0].kernels)
-            bench_usage_error("--tune --isa: one level (auto, scalar, avx2, avx512 or neon), not a list or variant");
+            bench_usage_error("--tune --isa: one level (auto or a level such as avx512), not a list or variant");
         if (!bench_opt.n_tune_shapes) /* the default: short prefill, long prefill, long causal prefill */
             for (size_t j = 1; j <= 3; j++)
                 add_shape_to(bench_opt.tune_shapes, &bench_opt.n_tune_shapes, &named_shapes[j], "--tune");

@@ -61,30 +61,35 @@ static double fma_scalar(uint64_t iters, float mul, float add, float *sink)
     return (double)iters * SCALAR_CHAINS * 2;
 }
 
-static bench_fma_kind fma_kinds[4];
+static bench_fma_kind fma_kinds[8];
 static int n_fma_kinds;
 
-static void add_kind(attn_isa isa, const char *loop, attn_bench_fma_fn *fn)
+static void add_kind(attn_isa isa, int dot, const char *loop, attn_bench_fma_fn *fn)
 {
-    fma_kinds[n_fma_kinds++] = (bench_fma_kind){.isa = isa, .loop = loop, .fn = fn};
+    fma_kinds[n_fma_kinds++] = (bench_fma_kind){.isa = isa, .dot = dot, .loop = loop, .fn = fn};
 }
 
 static void setup_fma_kinds(void)
 {
     if (n_fma_kinds)
         return;
-    add_kind(ATTN_ISA_SCALAR, "12 chains mul+add, 1 lane", fma_scalar);
+    add_kind(ATTN_ISA_SCALAR, 0, "12 chains mul+add, 1 lane", fma_scalar);
 #if defined(ATTN_HAVE_AVX2) && ATTN_HAVE_AVX2
     if (attn_isa_supported(ATTN_ISA_AVX2))
-        add_kind(ATTN_ISA_AVX2, "12 ymm FMA chains", attn_bench_fma_avx2);
+        add_kind(ATTN_ISA_AVX2, 0, "12 ymm FMA chains", attn_bench_fma_avx2);
 #endif
 #if defined(ATTN_HAVE_AVX512) && ATTN_HAVE_AVX512
     if (attn_isa_supported(ATTN_ISA_AVX512))
-        add_kind(ATTN_ISA_AVX512, "16 zmm FMA chains", attn_bench_fma_avx512);
+        add_kind(ATTN_ISA_AVX512, 0, "16 zmm FMA chains", attn_bench_fma_avx512);
+#endif
+#if defined(ATTN_HAVE_AVX512BF16) && ATTN_HAVE_AVX512BF16
+    /* Its fp32 peak is avx512's (fp32 math runs on the AVX-512 kernels); this is its bf16 one. */
+    if (attn_isa_supported(ATTN_ISA_AVX512_BF16))
+        add_kind(ATTN_ISA_AVX512_BF16, 1, "24 zmm vdpbf16ps chains", attn_bench_dpbf16_avx512bf16);
 #endif
 #if defined(ATTN_HAVE_NEON) && ATTN_HAVE_NEON
     if (attn_isa_supported(ATTN_ISA_NEON))
-        add_kind(ATTN_ISA_NEON, "16 q-reg FMA chains", attn_bench_fma_neon);
+        add_kind(ATTN_ISA_NEON, 0, "16 q-reg FMA chains", attn_bench_fma_neon);
 #endif
 }
 
@@ -332,19 +337,36 @@ void bench_run_probe(int T, bench_probe_result *r)
 
 static int have_peak;
 
-double bench_peak1(attn_isa level)
+/* The level whose fp32 FMA loop rates level's fp32 rows: the levels above avx512 run fp32 on the AVX-512 kernels. */
+static attn_isa fp32_level(attn_isa level)
+{
+    return level == ATTN_ISA_AVX512_BF16 || level == ATTN_ISA_AMX ? ATTN_ISA_AVX512 : level;
+}
+
+static double peak1_of(attn_isa level, int dot)
 {
     setup_fma_kinds();
     for (int i = 0; i < n_fma_kinds && bench_opt.peak_ms > 0; i++)
-        if (fma_kinds[i].isa == level) {
+        if (fma_kinds[i].isa == level && fma_kinds[i].dot == dot) {
             if (fma_kinds[i].g1 <= 0) {
                 double d, rmin;
-                bench_progress_minor("measuring the %s FMA peak on 1 thread", attn_isa_name(level));
+                bench_progress_minor("measuring the %s %s peak on 1 thread", attn_isa_name(level),
+                                     dot ? "bf16 dot" : "FMA");
                 fma_kinds[i].g1 = bench_measure_fma(fma_kinds[i].fn, 1, bench_opt.peak_ms * 1e-3, &d, &rmin) / 1e9;
             }
             return fma_kinds[i].g1;
         }
     return 0;
+}
+
+double bench_peak1(attn_isa level)
+{
+    return peak1_of(fp32_level(level), 0);
+}
+
+double bench_dot_peak1(void)
+{
+    return peak1_of(ATTN_ISA_AVX512_BF16, 1);
 }
 
 void bench_measure_peaks(const int *threads, int n_thr, double *machine_peak)
@@ -363,7 +385,7 @@ void bench_measure_peaks(const int *threads, int n_thr, double *machine_peak)
                     fma_kinds[k].gflops[t] = fma_kinds[k].g1;
                     fma_kinds[k].desched[t] = d;
                 }
-            if (!best || fma_kinds[k].g1 > best->g1)
+            if (!fma_kinds[k].dot && (!best || fma_kinds[k].g1 > best->g1)) /* fp32: the co-run probe's loop */
                 best = &fma_kinds[k];
         }
         probe_kind = best;
@@ -383,28 +405,49 @@ void bench_measure_peaks(const int *threads, int n_thr, double *machine_peak)
                 double p = fma_kinds[k].g1 * threads[t];
                 p = fma_kinds[k].gflops[t] > p ? fma_kinds[k].gflops[t] : p;
                 fma_kinds[k].peak[t] = p;
-                machine_peak[t] = p > machine_peak[t] ? p : machine_peak[t];
+                if (!fma_kinds[k].dot) /* the machine's peak is fp32: the dot loop rates MATH_BF16 rows only */
+                    machine_peak[t] = p > machine_peak[t] ? p : machine_peak[t];
             }
         bench_progress_clear();
         fprintf(bench_hout,
                 "FMA peak   GFLOP/s, T threads at once: per-thread rate of the median %.0f-us chunk in %.0f ms, "
                 "summed\n           (desched = worst thread's lost time, which does not lower the rate)\n",
                 PEAK_CHUNK_S * 1e6, bench_opt.peak_ms);
-        fprintf(bench_hout, "           %-7s %-26s", "isa", "loop");
+        fprintf(bench_hout, "           %-10s %-26s", "isa", "loop");
         for (int t = 0; t < n_thr; t++)
             fprintf(bench_hout, " %9d thr %8s", threads[t], "desched");
         fputc('\n', bench_hout);
         for (int k = 0; k < n_fma_kinds; k++) {
-            fprintf(bench_hout, "           %-7s %-26s", attn_isa_name(fma_kinds[k].isa), fma_kinds[k].loop);
+            if (fma_kinds[k].dot)
+                continue;
+            fprintf(bench_hout, "           %-10s %-26s", attn_isa_name(fma_kinds[k].isa), fma_kinds[k].loop);
             for (int t = 0; t < n_thr; t++)
                 fprintf(bench_hout, " %13.1f %7.1f%%%s", fma_kinds[k].gflops[t], 100 * fma_kinds[k].desched[t],
                         fma_kinds[k].gflops[t] < CORUN_SHARED * threads[t] * fma_kinds[k].g1 ? "!" : " ");
             fputc('\n', bench_hout);
         }
-        fprintf(bench_hout, "           %-7s %-26s", "machine", "T x best 1-thread (= peak)");
+        fprintf(bench_hout, "           %-10s %-26s", "machine", "T x best 1-thread (= peak)");
         for (int t = 0; t < n_thr; t++)
             fprintf(bench_hout, " %13.1f %9s", machine_peak[t], "");
         fputc('\n', bench_hout);
+        /* The bf16 dot peak: its own lines, not in the machine's fp32 peak; the rows in math bf16 on avx512bf16 are
+         * rated against it (T x its 1-thread rate, or T at once if higher). */
+        for (int k = 0; k < n_fma_kinds; k++) {
+            if (!fma_kinds[k].dot)
+                continue;
+            fprintf(bench_hout, "bf16 dot   peak GFLOP/s, measured as above, 64 flops per vdpbf16ps zmm (32 bf16 "
+                                "products + 32 adds):\n           the peak of math bf16 rows on %s, not part of the "
+                                "machine's fp32 peak\n", attn_isa_name(fma_kinds[k].isa));
+            fprintf(bench_hout, "           %-10s %-26s", attn_isa_name(fma_kinds[k].isa), fma_kinds[k].loop);
+            for (int t = 0; t < n_thr; t++)
+                fprintf(bench_hout, " %13.1f %7.1f%%%s", fma_kinds[k].gflops[t], 100 * fma_kinds[k].desched[t],
+                        fma_kinds[k].gflops[t] < CORUN_SHARED * threads[t] * fma_kinds[k].g1 ? "!" : " ");
+            fputc('\n', bench_hout);
+            fprintf(bench_hout, "           %-10s %-26s", "bf16 dot", "T x 1-thread (= its peak)");
+            for (int t = 0; t < n_thr; t++)
+                fprintf(bench_hout, " %13.1f %9s", fma_kinds[k].peak[t], "");
+            fputc('\n', bench_hout);
+        }
         int flagged = 0;
         for (int k = 0; k < n_fma_kinds; k++)
             for (int t = 0; t < n_thr; t++)
@@ -420,8 +463,17 @@ void bench_measure_peaks(const int *threads, int n_thr, double *machine_peak)
 
 double bench_level_peak(attn_isa isa, int ti)
 {
+    isa = fp32_level(isa);
     for (int k = 0; have_peak && k < n_fma_kinds; k++)
-        if (fma_kinds[k].isa == isa)
+        if (fma_kinds[k].isa == isa && !fma_kinds[k].dot)
+            return fma_kinds[k].peak[ti];
+    return 0;
+}
+
+double bench_dot_peak(int ti)
+{
+    for (int k = 0; have_peak && k < n_fma_kinds; k++)
+        if (fma_kinds[k].dot)
             return fma_kinds[k].peak[ti];
     return 0;
 }

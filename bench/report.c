@@ -81,9 +81,9 @@ void bench_print_table_header(const bench_plan *p)
         int l = (int)strlen(p->kernels[i]);
         isa_w = l > isa_w ? l : isa_w;
     }
-    fprintf(bench_hout, "\n%-*s %-*s %4s %-4s %4s %11s %11s %9s %8s %6s %8s %6s %6s %5s %s\n", name_w, "shape", isa_w,
-            "isa", "thr", "kv", "reps", "median_ms", "best_ms", "GFLOP/s", "peak", "%peak", "GB/s", "%bw", "desch",
-            "corun", "ts");
+    fprintf(bench_hout, "\n%-*s %-*s %4s %-4s %-4s %4s %11s %11s %9s %7s %9s %6s %8s %6s %6s %5s %s\n", name_w, "shape",
+            isa_w, "isa", "thr", "kv", "math", "reps", "median_ms", "best_ms", "GFLOP/s", "vs_f32", "peak", "%peak",
+            "GB/s", "%bw", "desch", "corun", "ts");
 }
 
 static void csv_num(FILE *f, int has, double v, int last)
@@ -115,11 +115,16 @@ static void json_str(FILE *f, const char *s)
 
 void bench_emit_row(const bench_row *r)
 {
-    char peak[16] = "-", pct[16] = "-", gbps[16] = "-", bwp[16] = "-", des[16] = "-", cor[16] = "-";
+    char peak[24] = "-", pct[16] = "-", gbps[16] = "-", bwp[16] = "-", des[16] = "-", cor[16] = "-", vs[16] = "";
     if (r->has_peak) {
-        snprintf(peak, sizeof peak, "%.1f", r->peak);
+        /* b: the bf16 dot peak (the footer says which peak each kind of row is rated against) */
+        snprintf(peak, sizeof peak, "%.1f%s", r->peak, r->peak_kind && !strcmp(r->peak_kind, "bf16dot") ? "b" : " ");
         snprintf(pct, sizeof pct, "%.1f", r->peak_pct);
     }
+    if (r->has_ratio)
+        snprintf(vs, sizeof vs, "%.2fx%s", r->ratio, r->base_shared ? "*" : "");
+    else if (r->has_base)
+        snprintf(vs, sizeof vs, "-");
     if (r->is_decode) {
         snprintf(gbps, sizeof gbps, "%.2f", r->gbps);
         if (r->has_bw)
@@ -131,9 +136,9 @@ void bench_emit_row(const bench_row *r)
             snprintf(cor, sizeof cor, "%.0f%%", 100 * r->corun);
     }
     bench_progress_clear();
-    fprintf(bench_hout, "%-*s %-*s %4d %-4s %4d %11.5g %11.5g %9.4g %8s %6s %8s %6s %6s %5s %s\n", name_w, r->shape,
-            isa_w, r->kernels, r->threads, r->dtype, r->reps, r->median_ms, r->best_ms, r->gflops, peak, pct, gbps, bwp,
-            des, cor, r->timeshared ? "*" : "");
+    fprintf(bench_hout, "%-*s %-*s %4d %-4s %-4s %4d %11.5g %11.5g %9.4g %7s %9s %6s %8s %6s %6s %5s %s\n", name_w,
+            r->shape, isa_w, r->kernels, r->threads, r->dtype, r->math, r->reps, r->median_ms, r->best_ms, r->gflops,
+            vs, peak, pct, gbps, bwp, des, cor, r->timeshared ? "*" : "");
     fflush(bench_hout);
     if (csv_f) {
         fprintf(csv_f, "%s,%s,%s,%d,%s,", r->shape, r->isa, r->kernels, r->threads, r->dtype);
@@ -143,7 +148,10 @@ void bench_emit_row(const bench_row *r)
         csv_num(csv_f, r->has_peak, r->peak, 0);
         csv_num(csv_f, r->has_peak, r->peak_pct, 0);
         csv_num(csv_f, r->is_decode, r->gbps, 0);
-        csv_num(csv_f, r->is_decode && r->has_bw, r->bw_pct, 1);
+        csv_num(csv_f, r->is_decode && r->has_bw, r->bw_pct, 0);
+        fprintf(csv_f, "%s,", r->math);
+        csv_num(csv_f, r->has_ratio, r->ratio, 0);
+        fprintf(csv_f, "%s\n", r->has_peak && r->peak_kind ? r->peak_kind : "");
         fflush(csv_f);
     }
     if (json_f) {
@@ -162,6 +170,14 @@ void bench_emit_row(const bench_row *r)
         json_num(json_f, "peak_pct", r->has_peak, r->peak_pct);
         json_num(json_f, "gbps", r->is_decode, r->gbps);
         json_num(json_f, "bw_pct", r->is_decode && r->has_bw, r->bw_pct);
+        fputs(", \"math\": ", json_f);
+        json_str(json_f, r->math);
+        json_num(json_f, "vs_f32", r->has_ratio, r->ratio);
+        fputs(", \"peak_kind\": ", json_f);
+        if (r->has_peak && r->peak_kind)
+            json_str(json_f, r->peak_kind);
+        else
+            fputs("null", json_f);
         fprintf(json_f, ", \"timeshared\": %s}", r->timeshared ? "true" : "false");
         fflush(json_f);
     }
@@ -200,7 +216,8 @@ void bench_open_outputs(void)
                      : stdout;
     if (bench_opt.csv_path) {
         csv_f = open_out(bench_opt.csv_path, "--csv");
-        fputs("shape,isa,kernels,threads,kv_dtype,median_ms,best_ms,gflops,peak_gflops,peak_pct,gbps,bw_pct\n",
+        fputs("shape,isa,kernels,threads,kv_dtype,median_ms,best_ms,gflops,peak_gflops,peak_pct,gbps,bw_pct,math,vs_f32,"
+              "peak_kind\n",
               csv_f);
         fflush(csv_f);
     }
@@ -217,9 +234,11 @@ void bench_print_machine(const bench_plan *p, const char *auto_kernels)
     fprintf(bench_hout, "cpu        %s, %d logical CPUs, OpenMP max threads %d\n", model, bench_num_procs(),
             bench_max_threads());
     fprintf(bench_hout, "isa        ");
-    for (int j = 0; j < N_CONCRETE; j++)
-        fprintf(bench_hout, "%s %s%s", attn_isa_name(bench_concrete_isas[j]),
-                attn_isa_supported(bench_concrete_isas[j]) ? "yes" : "no", j + 1 < N_CONCRETE ? ", " : "");
+    const attn_isa *lv;
+    const int nl = bench_isa_levels(&lv);
+    for (int j = 0; j < nl; j++)
+        fprintf(bench_hout, "%s %s%s", attn_isa_name(lv[j]), attn_isa_supported(lv[j]) ? "yes" : "no",
+                j + 1 < nl ? ", " : "");
     fprintf(bench_hout, "; auto -> %s\n", auto_kernels);
     fprintf(bench_hout, "kernels    ");
     for (size_t i = 0; attn_kernels_name(i); i++)
@@ -257,12 +276,30 @@ void bench_print_footer(const bench_plan *p)
     for (int i = 0; i < p->n_sets; i++)
         any_variant |= p->by_variant[i];
     bench_progress_clear();
-    fprintf(bench_hout, "\nGFLOP/s = 4*heads*head_dim*unmasked pairs / median; peak = T x the best ISA's 1-thread FMA "
-                        "rate;\nGB/s = K+V bytes / median (decode shapes); %%bw = of the best measured read bandwidth "
-                        "at T threads.\n");
+    fprintf(bench_hout, "\nGFLOP/s = 4*heads*head_dim*unmasked pairs / median; peak = T x the best ISA's 1-thread fp32 "
+                        "FMA rate;\nGB/s = K+V bytes / median (decode shapes; 2 bytes per bf16/f16 element); %%bw = of "
+                        "the best measured read bandwidth\nat T threads.\n");
     if (any_variant)
         fprintf(bench_hout, "Variants asked for by name (--isa LEVEL/VARIANT or variants): peak = T x their level's "
-                            "1-thread FMA rate.\n");
+                            "1-thread fp32 FMA rate\n(avx512's for avx512bf16, which runs fp32 math on the AVX-512 "
+                            "kernels).\n");
+    if (p->any_dot)
+        fprintf(bench_hout, "Peak marked b: math bf16 rows on avx512bf16 are rated against the bf16 dot peak, T x the "
+                            "1-thread vdpbf16ps\nrate (64 flops per zmm instruction); every other row against the "
+                            "fp32 FMA peak.\n");
+    if (p->any_bf16_fma)
+        fprintf(bench_hout, "Math bf16 rows on levels without vdpbf16ps (scalar, avx2, avx512, neon) round to bf16 and "
+                            "use fp32 FMAs:\nrated against the fp32 FMA peak, as fp32 rows.\n");
+    if (p->any_nopeak)
+        fprintf(bench_hout, "Math bf16 rows above avx512bf16 (amx) have no peak: no loop measures their bf16 rate "
+                            "yet.\n");
+    fprintf(bench_hout, "vs_f32 = median of the fp32 row of the same shape, kernel set and T (D2-bf16: D2 from an "
+                        "f32 KV cache) / this\nrow's median: above 1 is faster than fp32.%s\n",
+            p->any_ratio_missing ? " '-': that fp32 row was not in this run (add P2, P3, D2 or the\nplain --shape "
+                                   "row, --dtype f32,...)." : "");
+    if (p->any_base_shared)
+        fprintf(bench_hout, "vs_f32 marked *: the fp32 row it compares with was time-shared (its ts column): the "
+                            "ratio is not the\nmachine's either.\n");
     if (p->any_shared)
         fprintf(bench_hout,
                 "* time-shared: a probe before or after this row saw a thread descheduled > %.0f%% of the time "

@@ -15,6 +15,15 @@
 #endif
 
 #include "bench_int.h"
+#include "half.h" /* attn_f32_to_bf16 / attn_f32_to_f16: the library's own rounding to nearest even */
+
+/* One fp32 row already timed: what a row with a dtype or math of its own is compared with (vs_f32). */
+struct bench_result {
+    const char *shape;
+    int si, ti;
+    double median_s;
+    int timeshared;
+};
 
 double bench_now_s(void)
 {
@@ -150,9 +159,8 @@ attn_status bench_call_once(const bench_job *j)
         return attn_linear(j->ctx, j->pq, n, qw, w->wo, w->bo, w->d_model, j->y);
     }
     if (j->cache)
-        return attn_decode(j->ctx, j->cache, j->q, j->s->q, j->s->h, j->s->causal ? ATTN_MASK_CAUSAL
-                                                                                 : ATTN_MASK_NONE,
-                           j->out);
+        return attn_decode(j->ctx, j->cache, (const float *)j->q, j->s->q, j->s->h,
+                           j->s->causal ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE, (float *)j->out);
     attn_sdpa_desc d;
     memset(&d, 0, sizeof d);
     d.batch = 1;
@@ -164,7 +172,75 @@ attn_status bench_call_once(const bench_job *j)
     d.v_dim = j->s->d;
     d.layout = ATTN_LAYOUT_BHSD;
     d.mask = j->s->causal ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE;
+    d.q_dtype = d.kv_dtype = d.out_dtype = j->s->dtype;
+    d.math = j->s->math;
     return attn_sdpa(j->ctx, &d, j->q, j->k, j->v, j->out, NULL);
+}
+
+int bench_uses_cache(const bench_shape *s)
+{
+    return !s->dm && s->q <= DECODE_MAX_Q && !s->sdpa;
+}
+
+static size_t dtype_size(attn_dtype t)
+{
+    return t == ATTN_F32 ? 4 : 2;
+}
+
+void bench_inputs_free(bench_inputs *in)
+{
+    if (in->kf != in->k)
+        free(in->kf);
+    if (in->vf != in->v)
+        free(in->vf);
+    free(in->q), free(in->k), free(in->v), free(in->out);
+    memset(in, 0, sizeof *in);
+}
+
+/* fp32 src into a new buffer of dtype t (rounded to nearest even as the library rounds); src itself for F32. */
+static void *convert(float *src, size_t n, attn_dtype t)
+{
+    if (t == ATTN_F32)
+        return src;
+    uint16_t *h = bench_alloc64(n * 2);
+    if (h)
+        for (size_t i = 0; i < n; i++)
+            h[i] = t == ATTN_BF16 ? attn_f32_to_bf16(src[i]) : attn_f32_to_f16(src[i]);
+    return h;
+}
+
+int bench_inputs_make(const bench_shape *s, bench_inputs *in)
+{
+    const size_t qn = s->h * s->q * s->d, kn = s->hkv * s->kv * s->d, es = dtype_size(s->dtype);
+    memset(in, 0, sizeof *in);
+    float *q = bench_alloc64(qn * 4), *k = bench_alloc64(kn * 4), *v = bench_alloc64(kn * 4);
+    in->out = bench_alloc64(qn * es);
+    if (!q || !k || !v || !in->out) {
+        free(q), free(k), free(v), free(in->out);
+        in->out = NULL;
+        return 0;
+    }
+    /* The same fp32 values for every dtype: a bf16 row's inputs are its fp32 row's, rounded. */
+    bench_fill_uniform(q, qn, bench_opt.seed * 4 + 0);
+    bench_fill_uniform(k, kn, bench_opt.seed * 4 + 1);
+    bench_fill_uniform(v, kn, bench_opt.seed * 4 + 2);
+    memset(in->out, 0, qn * es);
+    in->q = convert(q, qn, s->dtype), in->k = convert(k, kn, s->dtype), in->v = convert(v, kn, s->dtype);
+    in->kf = k, in->vf = v;
+    if (in->q != q)
+        free(q);
+    if (!in->q || !in->k || !in->v) {
+        bench_inputs_free(in);
+        return 0;
+    }
+    if (!bench_uses_cache(s)) { /* only a cache appends the fp32 rows */
+        if (in->kf != in->k)
+            free(in->kf);
+        if (in->vf != in->v)
+            free(in->vf);
+        in->kf = in->vf = NULL;
+    }
+    return 1;
 }
 
 typedef struct timing {
@@ -252,22 +328,69 @@ static void probe_row(int T, bench_probe_result *pb, bench_row *r, int before, c
     r->timeshared = pb->shared || pa.shared;
 }
 
-/* What every row has: its kernel set, thread count, timing, and GFLOP/s against the set's peak. */
-static void fill_row(bench_row *r, const bench_plan *p, int si, int ti, const char *shape, const char *dtype,
-                     const timing *tm, double flops)
+/* What every row has: its kernel set, thread count, timing, and GFLOP/s against the peak of what it runs: the
+ * fp32 FMA peak (the machine's, or its level's for a variant asked for by name), except that ATTN_MATH_BF16 on the
+ * avx512bf16 level runs vdpbf16ps and is rated against the bf16 dot peak. Levels above that (amx) have no loop
+ * measuring their bf16 peak yet: their MATH_BF16 rows get none rather than a ceiling they can pass. */
+static void fill_row(bench_row *r, bench_plan *p, int si, int ti, const char *shape, const char *dtype,
+                     attn_math math, const timing *tm, double flops)
 {
     r->shape = shape;
     r->isa = attn_isa_name(p->isas[si]);
     r->kernels = p->kernels[si];
     r->dtype = dtype;
+    r->math = bench_math_name(math);
     r->threads = p->threads[ti];
     r->reps = tm->reps;
     r->median_ms = tm->median_s * 1e3;
     r->best_ms = tm->best_s * 1e3;
     r->gflops = flops / tm->median_s / 1e9;
-    r->has_peak = p->peak[si][ti] > 0;
-    r->peak = p->peak[si][ti];
+    const int bf16 = math == ATTN_MATH_BF16;
+    if (bf16 && p->isas[si] == ATTN_ISA_AVX512_BF16) {
+        r->peak = p->dot_peak[ti];
+        r->peak_kind = "bf16dot";
+        p->any_dot = 1;
+    } else if (bf16 && p->isas[si] > ATTN_ISA_AVX512_BF16) {
+        r->peak = 0;
+        r->peak_kind = NULL;
+        p->any_nopeak = 1;
+    } else {
+        r->peak = p->peak[si][ti];
+        r->peak_kind = p->by_variant[si] ? "fma-level" : "fma";
+        p->any_bf16_fma |= bf16;
+    }
+    r->has_peak = r->peak > 0;
     r->peak_pct = r->has_peak ? 100 * r->gflops / r->peak : 0;
+}
+
+/* vs_f32: an fp32 row is kept; a row with a base looks up the base's row of the same set and thread count. */
+static void record_or_compare(bench_plan *p, bench_row *r, const bench_shape *s, int si, int ti, int f32_row,
+                              double median_s)
+{
+    /* after probe_row: r->timeshared is this row's */
+    if (f32_row && !s->base[0]) {
+        if (p->n_res == p->cap_res) {
+            int cap = p->cap_res ? 2 * p->cap_res : 64;
+            struct bench_result *n = realloc(p->res, sizeof *n * (size_t)cap);
+            if (!n)
+                return; /* only the vs_f32 column of later rows is lost */
+            p->res = n, p->cap_res = cap;
+        }
+        p->res[p->n_res++] = (struct bench_result){s->name, si, ti, median_s, r->timeshared};
+        return;
+    }
+    if (!s->base[0])
+        return;
+    r->has_base = 1;
+    for (int i = p->n_res - 1; i >= 0; i--)
+        if (p->res[i].si == si && p->res[i].ti == ti && !strcmp(p->res[i].shape, s->base)) {
+            r->has_ratio = 1;
+            r->ratio = p->res[i].median_s / median_s;
+            r->base_shared = p->res[i].timeshared;
+            p->any_base_shared |= r->base_shared;
+            return;
+        }
+    p->any_ratio_missing = 1;
 }
 
 /* A layer shape's two rows per kernel set and thread count: NAME/proj, the four projections through attn_linear (Q,
@@ -307,7 +430,7 @@ static int run_layer_shape(const bench_shape *s, bench_plan *p)
     const double proj_flops = 2.0 * (double)n * (double)dm * (double)(2 * qw + 2 * kw);
     const double layer_flops = proj_flops + 4.0 * (double)s->h * (double)s->d * bench_unmasked_pairs(&attn_part);
     for (int mode = 1; mode <= 2; mode++) {
-        char name[80];
+        char name[96];
         snprintf(name, sizeof name, "%s/%s", s->name, mode == 1 ? "proj" : "layer");
         for (int si = 0; si < p->n_sets; si++)
             for (int ti = 0; ti < p->n_thr; ti++) {
@@ -335,7 +458,7 @@ static int run_layer_shape(const bench_shape *s, bench_plan *p)
                 }
                 probe_row(T, &pb, &r, 0, label);
                 p->any_shared |= r.timeshared;
-                fill_row(&r, p, si, ti, name, "f32", &tm, mode == 1 ? proj_flops : layer_flops);
+                fill_row(&r, p, si, ti, name, "f32", ATTN_MATH_F32, &tm, mode == 1 ? proj_flops : layer_flops);
                 bench_emit_row(&r);
             }
     }
@@ -349,38 +472,33 @@ done:
 static int run_attn_shape(const bench_shape *s, bench_plan *p)
 {
     static int dtype_skipped[3]; /* per attn_dtype: said once, then skipped quietly */
-    const int decode = s->q <= DECODE_MAX_Q, sets = p->n_sets * p->n_thr;
+    const int decode = s->q <= DECODE_MAX_Q, cached = bench_uses_cache(s), sets = p->n_sets * p->n_thr;
     const size_t qn = s->h * s->q * s->d, kn = s->hkv * s->kv * s->d;
-    float *q = bench_alloc64(qn * 4), *k = bench_alloc64(kn * 4), *v = bench_alloc64(kn * 4),
-          *out = bench_alloc64(qn * 4);
+    bench_inputs in;
     int failed = 0;
-    if (!q || !k || !v || !out) {
+    bench_progress_minor("%s: filling inputs", s->name);
+    if (!bench_inputs_make(s, &in)) {
         bench_progress_clear();
         fprintf(stderr, "%s: shape %s: out of memory (%.0f MiB); skipped\n", BENCH_PROG, s->name,
                 (double)(2 * qn + 2 * kn) * 4 / (1 << 20));
-        free(q), free(k), free(v), free(out);
-        p->row_no += (decode ? bench_opt.n_dtypes : 1) * sets;
+        p->row_no += (cached ? bench_opt.n_dtypes : 1) * sets;
         return 1;
     }
-    bench_progress_minor("%s: filling inputs", s->name);
-    bench_fill_uniform(q, qn, bench_opt.seed * 4 + 0);
-    bench_fill_uniform(k, kn, bench_opt.seed * 4 + 1);
-    bench_fill_uniform(v, kn, bench_opt.seed * 4 + 2);
-    memset(out, 0, qn * 4);
     double flops = 4.0 * (double)s->h * (double)s->d * bench_unmasked_pairs(s);
 
-    int n_dt = decode ? bench_opt.n_dtypes : 1;
+    int n_dt = cached ? bench_opt.n_dtypes : 1;
     for (int di = 0; di < n_dt; di++) {
-        attn_dtype dt = decode ? bench_opt.dtypes[di] : ATTN_F32;
+        /* A cache shape's rows: one per --kv-dtype; an attn_sdpa shape's: its own dtype. */
+        attn_dtype dt = cached ? bench_opt.dtypes[di] : s->dtype;
         attn_kv_cache *cache = NULL;
-        if (decode) {
+        if (cached) {
             attn_status st = dtype_skipped[dt] ? ATTN_ENOTSUP
                                                : attn_kv_cache_create(&cache, s->hkv, s->d, s->kv, dt);
             const char *where = "attn_kv_cache_create";
             if (st == ATTN_OK) {
                 bench_progress_minor("%s: appending %zu tokens to the %s KV cache", s->name, s->kv,
                                      bench_dtype_name(dt));
-                st = attn_kv_cache_append(cache, k, v, s->kv);   /* k, v reused as [kv][hkv][d] */
+                st = attn_kv_cache_append(cache, in.kf, in.vf, s->kv);   /* k, v reused as [kv][hkv][d] */
                 where = "attn_kv_cache_append";
             }
             if (st != ATTN_OK) {
@@ -402,17 +520,17 @@ static int run_attn_shape(const bench_shape *s, bench_plan *p)
                 continue;
             }
         }
-        double kv_bytes = (double)s->hkv * (double)s->kv * 2.0 * (double)s->d * (dt == ATTN_F32 ? 4 : 2);
+        double kv_bytes = (double)s->hkv * (double)s->kv * 2.0 * (double)s->d * (double)dtype_size(dt);
 
         for (int si = 0; si < p->n_sets; si++)
             for (int ti = 0; ti < p->n_thr; ti++) {
                 int T = p->threads[ti];
                 char label[160];
-                snprintf(label, sizeof label, "[%d/%d] %s %s T=%d %s", ++p->row_no, p->n_rows, s->name,
-                         p->kernels[si], T, bench_dtype_name(dt));
+                snprintf(label, sizeof label, "[%d/%d] %s %s T=%d %s%s", ++p->row_no, p->n_rows, s->name,
+                         p->kernels[si], T, bench_dtype_name(dt), s->math == ATTN_MATH_BF16 ? " math bf16" : "");
                 bench_progress("%s", label);
-                bench_job j = {.s = s, .ctx = p->ctxs[si][ti], .dtype = dt, .q = q, .k = k, .v = v, .out = out,
-                               .cache = cache};
+                bench_job j = {.s = s, .ctx = p->ctxs[si][ti], .dtype = dt, .math = s->math, .q = in.q, .k = in.k,
+                               .v = in.v, .out = in.out, .cache = cache};
                 bench_row r;
                 memset(&r, 0, sizeof r);
                 bench_probe_result pb;
@@ -429,7 +547,8 @@ static int run_attn_shape(const bench_shape *s, bench_plan *p)
                 }
                 probe_row(T, &pb, &r, 0, label);
                 p->any_shared |= r.timeshared;
-                fill_row(&r, p, si, ti, s->name, bench_dtype_name(dt), &tm, flops);
+                fill_row(&r, p, si, ti, s->name, bench_dtype_name(dt), s->math, &tm, flops);
+                record_or_compare(p, &r, s, si, ti, dt == ATTN_F32 && s->math == ATTN_MATH_F32, tm.median_s);
                 r.is_decode = decode;
                 r.gbps = kv_bytes / tm.median_s / 1e9;
                 r.has_bw = p->have_bw && p->bw_best[ti] > 0;
@@ -438,7 +557,7 @@ static int run_attn_shape(const bench_shape *s, bench_plan *p)
             }
         attn_kv_cache_destroy(cache);
     }
-    free(q), free(k), free(v), free(out);
+    bench_inputs_free(&in);
     return failed;
 }
 

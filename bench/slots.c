@@ -322,6 +322,8 @@ int bench_kernels_main(attn_isa auto_level)
         bench_progress_clear();
         if (pk > 0)
             fprintf(bench_hout, " %s %.1f", attn_isa_name(v->level), pk);
+        if (pk > 0 && v->level == ATTN_ISA_AVX512_BF16) /* its slots here are fp32: avx512's FMA peak rates them */
+            fprintf(bench_hout, " (avx512's FMA; bf16 dot %.1f)", bench_dot_peak1());
     }
     fprintf(bench_hout, "%s\n", bench_opt.peak_ms > 0 ? "" : " not measured (--peak-ms 0)");
 

@@ -99,24 +99,21 @@ int bench_tune_main(attn_isa auto_level)
         def = &cands[nc - 1];
     }
 
-    /* Inputs per shape, uniform in [-1, 1). */
+    /* Inputs per shape, uniform in [-1, 1), in the shape's dtype (P2-bf16: bf16 with bf16 math); every shape runs
+     * attn_sdpa, decode-length ones on dense tensors. */
     bench_job jobs[MAX_LIST];
     double flops[MAX_LIST];
-    float *bufs[MAX_LIST][4];
-    memset(bufs, 0, sizeof bufs);
+    static bench_inputs bufs[MAX_LIST];
     for (int s = 0; s < ns; s++) {
         const bench_shape *sh = &bench_opt.tune_shapes[s];
-        const size_t qn = sh->h * sh->q * sh->d, kn = sh->hkv * sh->kv * sh->d;
-        float *q = bufs[s][0] = bench_alloc64(qn * 4), *k = bufs[s][1] = bench_alloc64(kn * 4);
-        float *v = bufs[s][2] = bench_alloc64(kn * 4), *out = bufs[s][3] = bench_alloc64(qn * 4);
-        if (!q || !k || !v || !out) {
+        bench_shape dense = *sh;
+        dense.sdpa = 1; /* no fp32 copies kept for a cache */
+        if (!bench_inputs_make(&dense, &bufs[s])) {
             fprintf(stderr, "%s: --tune: shape %s: out of memory\n", BENCH_PROG, sh->name);
             return 1;
         }
-        bench_fill_uniform(q, qn, bench_opt.seed * 4 + 0);
-        bench_fill_uniform(k, kn, bench_opt.seed * 4 + 1);
-        bench_fill_uniform(v, kn, bench_opt.seed * 4 + 2);
-        jobs[s] = (bench_job){.s = sh, .dtype = ATTN_F32, .q = q, .k = k, .v = v, .out = out};
+        jobs[s] = (bench_job){.s = sh, .dtype = sh->dtype, .math = sh->math, .q = bufs[s].q, .k = bufs[s].k,
+                              .v = bufs[s].v, .out = bufs[s].out};
         flops[s] = 4.0 * (double)sh->h * (double)sh->d * bench_unmasked_pairs(sh);
     }
     for (int c = 0; c < nc; c++)
@@ -125,7 +122,12 @@ int bench_tune_main(attn_isa auto_level)
             return 1;
         }
 
-    const double peak = bench_peak1(level);
+    /* %peak: of the bf16 dot peak when every tune shape is math bf16 on avx512bf16 (vdpbf16ps), else of the fp32 FMA
+     * peak (avx512's for the levels above it). */
+    int all_dot = level == ATTN_ISA_AVX512_BF16;
+    for (int s = 0; s < ns; s++)
+        all_dot &= bench_opt.tune_shapes[s].math == ATTN_MATH_BF16;
+    const double peak = all_dot ? bench_dot_peak1() : bench_peak1(level);
     bench_progress_clear();
     fprintf(bench_hout, "\ntune       level %s: %d register blocking(s) x %zu block_q x %zu block_kv = %d candidates, "
                         "1 thread; %d rep(s) per shape\n           default %s %dx%d (attn_variant_pick); shapes",
@@ -134,9 +136,10 @@ int bench_tune_main(attn_isa auto_level)
     for (int s = 0; s < ns; s++)
         fprintf(bench_hout, "%s%s", s ? "," : " ", bench_opt.tune_shapes[s].name);
     if (peak > 0)
-        fprintf(bench_hout, "; %s FMA peak (1 thread) %.1f GFLOP/s\n", attn_isa_name(level), peak);
+        fprintf(bench_hout, "; %s %s peak (1 thread) %.1f GFLOP/s\n", attn_isa_name(level),
+                all_dot ? "bf16 dot" : "fp32 FMA", peak);
     else
-        fprintf(bench_hout, "; FMA peak not measured\n");
+        fprintf(bench_hout, "; peak not measured\n");
     fflush(bench_hout);
 
     /* Warm-up round (also sets each candidate's calls per rep), then the timed rounds: every candidate in turn. */
@@ -190,8 +193,8 @@ int bench_tune_main(attn_isa auto_level)
     const cand *best = order[0];
     /* A generic pick has no CPU test to hang the result on: the line is then a new variant, NAME to fill in. */
     char lvl[32], model[128], name[32];
-    snprintf(lvl, sizeof lvl, "%s", attn_isa_name(level));
-    for (char *p = lvl; *p; p++)
+    snprintf(lvl, sizeof lvl, "%s", level == ATTN_ISA_AVX512_BF16 ? "avx512_bf16" : attn_isa_name(level));
+    for (char *p = lvl; *p; p++) /* the enum constant: ATTN_ISA_AVX512, ATTN_ISA_AVX512_BF16 */
         *p = (char)toupper((unsigned char)*p);
     snprintf(name, sizeof name, "%s", dflt->prefer ? strchr(dflt->name, '/') + 1 : "NAME");
     bench_cpu_model(model, sizeof model);
@@ -214,7 +217,6 @@ int bench_tune_main(attn_isa auto_level)
         free(cands[c].t);
     }
     for (int s = 0; s < ns; s++)
-        for (int b = 0; b < 4; b++)
-            free(bufs[s][b]);
+        bench_inputs_free(&bufs[s]);
     return 0;
 }
