@@ -212,6 +212,14 @@ static void attn_pack_tile_bf16p(const attn_job *j, void *kt, void *vp, float *r
         memset(k + nk / ATTN_PAD * panel, 0, panel * sizeof *k);
     /* bfloat16 rows, the common case, are copied as they are: a key row's adjacent dimensions are already pairs. */
     const int copy = j->src.fmt == ATTN_BF16 && !attn_src_panels(&j->src);
+    if (copy && j->kern->pack_bf16p) {
+        const attn_kv_src *s = &j->src;
+        j->kern->pack_bf16p(kt, vp, attn_src_krow(s, b, kvh, t0), s->ks.s, vp ? attn_src_vrow(s, b, kvh, t0) : NULL,
+                            s->vs.s, nk, j->d, j->dv, j->dvp);
+        if (vp) /* the key pairs from round_up(nk, 2) to nkp */
+            memset((uint32_t *)vp + (nk + 1) / 2 * j->dvp, 0, (nkp - (nk + 1) / 2 * 2) / 2 * j->dvp * 4);
+        return;
+    }
     for (size_t t = 0; copy && t < nk; t++) {
         const uint16_t *src = attn_src_krow(&j->src, b, kvh, t0 + t);
         uint16_t *dst = k + t / ATTN_PAD * panel + t % ATTN_PAD * 2;

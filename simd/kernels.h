@@ -72,6 +72,9 @@ typedef struct attn_gemm_args {
 #define ATTN_DECL_CVT(name) void name(float *dst, const uint16_t *src, size_t n)
 #define ATTN_DECL_GEMM(name) void name(const attn_gemm_args *g)
 #define ATTN_DECL_ROUND(name) void name(float *x, size_t n)
+#define ATTN_DECL_PACK_BF16P(name) \
+    void name(uint32_t *kt, uint32_t *vp, const uint16_t *k, size_t ldk, const uint16_t *v, size_t ldv, size_t nk, \
+              size_t d, size_t dv, size_t dvp)
 #define ATTN_DECL_NARROW(name) void name(uint16_t *dst, const float *src, size_t n, float f)
 
 typedef struct attn_kernels {
@@ -121,6 +124,10 @@ typedef struct attn_kernels {
      * from nk and columns from dv zero). Keys outside a row's [lo, hi) are never read for that row. */
     ATTN_DECL_SCORES((*scores_bf16p));
     ATTN_DECL_PV((*pv_bf16p));
+    /* Packs nk bfloat16 key rows (key t at k + t * ldk, d elements) and value rows (v + t * ldv, dv elements) into
+     * those layouts: kt's panels for keys up to round_up(nk, ATTN_PAD), vp's key pairs up to round_up(nk, 2) (vp
+     * NULL: keys only); keys from nk and columns from dv are zero. NULL where the level has no bf16 slots. */
+    ATTN_DECL_PACK_BF16P((*pack_bf16p));
     /* c[r][j] = bias[j] + sum_i a[r][i] * b[i][j] for r < rows, j < nc: one column block of a projection. */
     ATTN_DECL_GEMM((*gemm));
 } attn_kernels;
