@@ -207,7 +207,7 @@ static void slot_call(slot_bufs *b, int slot)
     case S_PV: PV(k, b->pre.vdt)(&b->pre); break;
     case S_DEC_SCORES: SCORES(k, b->dec.kdt)(&b->dec); break;
     case S_DEC_PV: PV(k, b->dec.vdt)(&b->dec); break;
-    case S_SCORES_ROWS: k->scores_rows(&b->rows); break;
+    case S_SCORES_ROWS: k->scores_rows[ATTN_F32](&b->rows); break;
     case S_PROBS: k->probs(&b->prb, b->dst, DEC_KEYS); break;
     case S_SCALE: k->scale(b->dst, b->src, N_ELEM, 0.5f); break;
     case S_CVT_F16: CVT(k, ATTN_F16)(b->dst, b->h16, N_ELEM); break;

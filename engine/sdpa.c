@@ -12,7 +12,7 @@
 #include "half.h"
 #include "internal.h"
 
-/* Most rows a block may have for attn_sdpa to read fp32 keys as rows in place (scores_rows); larger blocks
+/* Most rows a block may have for attn_sdpa to read keys as rows in place (scores_rows); larger blocks
  * transpose each tile once and run the register-blocked score kernel. */
 #define ATTN_KR_ROWS 16
 
@@ -293,7 +293,7 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
      * inside a cache panel. V rows are summed in the same order from either place. */
     const int panels = attn_src_panels(&j->src), k_pan = j->k_in_place && panels && t0 % ATTN_PAD == 0 &&
                                                 !j->round_kv;
-    const int k_rows = j->k_in_place && !panels && j->d % ATTN_PAD == 0 && j->src.fmt == ATTN_F32;
+    const int k_rows = j->k_in_place && !panels && j->d % ATTN_PAD == 0 && !j->round_kv;
     const int v_rows = j->dv == j->dvp && !j->round_kv;
     a->kt = k_rows ? NULL : sc->kt;
     a->kdt = a->vdt = ATTN_F32;
@@ -303,6 +303,7 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
     } else if (k_rows) {
         a->kr = attn_src_krow(&j->src, b, kvh, t0);
         a->ldk = j->src.ks.s;
+        a->kdt = j->src.fmt;
     } else {
         attn_pack_tile(j, sc->kt, NULL, sc->kr, b, kvh, t0, a->nk, a->nkp);
     }
@@ -453,7 +454,7 @@ static void attn_rows_run(const attn_job *j, const attn_scratch *sc, const attn_
             j->kern->pv_bf16p(&a);
             continue;
         }
-        (a.kt ? j->kern->scores[a.kdt] : j->kern->scores_rows)(&a);
+        (a.kt ? j->kern->scores[a.kdt] : j->kern->scores_rows[a.kdt])(&a);
         j->kern->softmax(&a);
         if (j->round_p)
             for (size_t r = 0; r < a.rows; r++)
@@ -508,7 +509,7 @@ static void attn_rows_probs(const attn_job *j, const attn_scratch *sc, const att
     for (int64_t t0 = tfirst; t0 < rw->uhi; t0 += bkv) {
         attn_tile_at(j, sc, &a, rw->b, rw->kvh, (size_t)t0, 0);
         attn_tile_ranges(sc, rw->n, t0, (int64_t)a.nk);
-        (j->bf16p ? j->kern->scores_bf16p : a.kt ? j->kern->scores[a.kdt] : j->kern->scores_rows)(&a);
+        (j->bf16p ? j->kern->scores_bf16p : a.kt ? j->kern->scores[a.kdt] : j->kern->scores_rows[a.kdt])(&a);
         for (size_t g = 0; g < j->group; g++) { /* the rows of one head are evenly strided in probs */
             attn_tile_args ah = a;
             const size_t r0 = g * rw->nq;
@@ -681,6 +682,9 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const vo
 
     const size_t nqb = (j.q_len + j.nq - 1) / j.nq, per_qb = j.batch * hk;
     j.k_in_place = nqb == 1 && (attn_src_panels(&j.src) || j.rows_max <= ATTN_KR_ROWS);
+    /* Decode-sized blocks read K and V where they are stored (widened in registers), whatever the math: packing
+     * pairs for the bfloat16 dot products would cost a copy of the cache per call. */
+    j.bf16p = j.bf16p && !j.k_in_place;
     /* Split-KV: when one block holds all the queries of a KV head (decode), its keys are cut into chunks of a
      * fixed size, so that a few KV heads still feed every thread; the chunks' partial results are merged in chunk
      * order. The cut depends on the shape and block_kv only, never on the thread count. */

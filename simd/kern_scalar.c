@@ -35,20 +35,24 @@ static ATTN_DECL_SCORES(attn_scores_f32_scalar) { attn_scores_t(a, ATTN_F32); }
 static ATTN_DECL_SCORES(attn_scores_f16_scalar) { attn_scores_t(a, ATTN_F16); }
 static ATTN_DECL_SCORES(attn_scores_bf16_scalar) { attn_scores_t(a, ATTN_BF16); }
 
-static ATTN_DECL_SCORES(attn_scores_rows_f32_scalar)
+static inline __attribute__((always_inline)) void attn_scores_rows_t(const attn_tile_args *a, attn_dtype t)
 {
     for (size_t r = 0; r < a->rows; r++) {
         const float *q = a->q + r * a->d;
         float *s = a->s + r * a->nkp;
         for (size_t j = 0; j < a->nkp; j++) {
-            float t = 0.0f;
+            float acc = 0.0f;
             if (j < a->nk)
                 for (size_t c = 0; c < a->d; c++)
-                    t += q[c] * ((const float *)a->kr)[j * a->ldk + c];
-            s[j] = t;
+                    acc += q[c] * attn_ld(a->kr, j * a->ldk + c, t);
+            s[j] = acc;
         }
     }
 }
+
+static ATTN_DECL_SCORES(attn_scores_rows_f32_scalar) { attn_scores_rows_t(a, ATTN_F32); }
+static ATTN_DECL_SCORES(attn_scores_rows_f16_scalar) { attn_scores_rows_t(a, ATTN_F16); }
+static ATTN_DECL_SCORES(attn_scores_rows_bf16_scalar) { attn_scores_rows_t(a, ATTN_BF16); }
 
 static ATTN_DECL_SOFTMAX(attn_softmax_f32_scalar)
 {
@@ -163,7 +167,7 @@ const attn_kernels attn_kernels_scalar = {
     .table = "attn_kernels_scalar",
     .sc_rb = 1, .sc_nv = 1, .pv_rb = 1, .pv_nv = 1, .pvd_rb = 1, .pvd_nv = 1,
     .scores = {attn_scores_f32_scalar, attn_scores_f16_scalar, attn_scores_bf16_scalar},
-    .scores_rows = attn_scores_rows_f32_scalar,
+    .scores_rows = {attn_scores_rows_f32_scalar, attn_scores_rows_f16_scalar, attn_scores_rows_bf16_scalar},
     .softmax = attn_softmax_f32_scalar,
     .pv = {attn_pv_f32_scalar, attn_pv_f16_scalar, attn_pv_bf16_scalar},
     .probs = attn_probs_f32_scalar,

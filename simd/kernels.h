@@ -28,8 +28,8 @@ typedef struct attn_tile_args {
                           kt[(j / ATTN_PAD) * d * ATTN_PAD + c * ATTN_PAD + j % ATTN_PAD], keys nk..nkp-1 zero,
                           so a micro-kernel streams each panel contiguously (a tile the engine packed, or a KV
                           cache's key panels read in place); NULL: keys are rows kr */
-    const void *kr;    /* when kt is NULL: key j at element j*ldk of kr (d a multiple of ATTN_PAD), fp32 rows used
-                          in place (kdt ATTN_F32) */
+    const void *kr;    /* when kt is NULL: key j at element j*ldk of kr (d a multiple of ATTN_PAD), rows of type
+                          kdt used in place */
     size_t ldk;
     const void *kn;    /* NULL, or the next tile's keys (like kt or kr, knn of them): the score kernels prefetch
                           the next tile's lines as they read the same lines of this one, so memory streams while
@@ -89,9 +89,9 @@ typedef struct attn_kernels {
     /* s[r][j] = q[r] . k[j] for every row and every j < nkp, from the transposed tile kt stored in the slot's
      * format; blocks of scores that no row of their group can see may be left unwritten. */
     ATTN_DECL_SCORES((*scores[ATTN_NFMT]));
-    /* The same from fp32 key rows kr (kt NULL): few query rows (decode), where transposing K would cost more than
-     * the dot products. s[r][j] for nk <= j < nkp is 0. */
-    ATTN_DECL_SCORES((*scores_rows));
+    /* The same from key rows kr (kt NULL) stored in the slot's format: few query rows (decode), where transposing
+     * K would cost more than the dot products. s[r][j] for nk <= j < nkp is 0. */
+    ATTN_DECL_SCORES((*scores_rows[ATTN_NFMT]));
     /* Online-softmax step for the visible keys of each row: m' = max(m, max s), o *= exp(m - m'),
      * s[r][j] = exp(s - m') inside [lo, hi) and 0 outside (j < nkp), l = l * exp(m - m') + sum s.
      * Rows with lo >= hi keep m, l, o and get an all-zero s row. */

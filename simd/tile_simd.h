@@ -69,6 +69,30 @@ ATTN_INLINE int attn_sc_unseen(const attn_tile_args *a, size_t r0, size_t j0, si
 #define PV_RBMAX ATTN_MAX3(PV_RB, PVD_RB, PVH_RB)
 #define PV_NVMAX ATTN_MAX3(PV_NV, PVD_NV, PVH_NV)
 
+/* scores_rows: RB query rows x JB key rows per micro-kernel, vectors along d, one accumulator per score. The
+ * accumulators are summed VW at a time by V_HSUMS (a transposing reduction: about 3 shuffles and adds per score,
+ * where a horizontal sum per score took about 8 and a long dependency chain). SR_RB x SR_JB accumulators, a
+ * multiple of VW, make one full micro-kernel; fewer rows take proportionally more keys. */
+#define SR_NACC (SR_RB * SR_JB)
+_Static_assert(SR_NACC % VW == 0, "scores_rows accumulators must fill whole reductions");
+#define SR_JBF(RB) (SR_NACC / (RB)) /* keys per micro-kernel for RB rows */
+
+/* s[r0..r0+RB)[j0..j0+JB) from a micro-kernel's accumulators. */
+ATTN_INLINE void attn_sr_store(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int JB,
+                               const V *acc)
+{
+    const int NA = (RB * JB + VW - 1) / VW * VW;
+    float sum[SR_NACC] __attribute__((aligned(64)));
+#pragma GCC unroll 16
+    for (int i = 0; i < NA; i += VW)
+        V_STORE(sum + i, V_HSUMS(acc + i));
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; r++)
+#pragma GCC unroll 64
+        for (int t = 0; t < JB; t++)
+            a->s[(r0 + r) * a->nkp + j0 + t] = sum[r * JB + t];
+}
+
 /* One instance of the score and P.V kernels per storage format (simd/tile_fmt.h). fp32 panels are packed and
  * aligned; a KV cache's half and bfloat16 panels are prefetched a tile ahead, and their values are widened in
  * registers, read at half the bytes and never copied. */
@@ -101,93 +125,6 @@ ATTN_INLINE int attn_sc_unseen(const attn_tile_args *a, size_t r0, size_t j0, si
 #define FMT_PVD_RB PVH_RB
 #define FMT_PVD_NV PVH_NV
 #include "tile_fmt.h"
-
-/* scores_rows: RB query rows x JB key rows per micro-kernel, vectors along d, one accumulator per score. The
- * accumulators are summed VW at a time by V_HSUMS (a transposing reduction: about 3 shuffles and adds per score,
- * where a horizontal sum per score took about 8 and a long dependency chain). SR_RB x SR_JB accumulators, a
- * multiple of VW, make one full micro-kernel; fewer rows take proportionally more keys. */
-#define SR_NACC (SR_RB * SR_JB)
-_Static_assert(SR_NACC % VW == 0, "scores_rows accumulators must fill whole reductions");
-#define SR_JBF(RB) (SR_NACC / (RB)) /* keys per micro-kernel for RB rows */
-
-/* s[r0..r0+RB)[j0..j0+JB) from a micro-kernel's accumulators. */
-ATTN_INLINE void attn_sr_store(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int JB,
-                               const V *acc)
-{
-    const int NA = (RB * JB + VW - 1) / VW * VW;
-    float sum[SR_NACC] __attribute__((aligned(64)));
-#pragma GCC unroll 16
-    for (int i = 0; i < NA; i += VW)
-        V_STORE(sum + i, V_HSUMS(acc + i));
-#pragma GCC unroll 16
-    for (int r = 0; r < RB; r++)
-#pragma GCC unroll 64
-        for (int t = 0; t < JB; t++)
-            a->s[(r0 + r) * a->nkp + j0 + t] = sum[r * JB + t];
-}
-
-/* s[r0..r0+RB)[j0..j0+JB) = q . k, one key row at a time, front to back: the hardware prefetchers follow each row's
- * lines in order (reading fp32 rows interleaved, a line of each in turn, made D1 f32 40% slower). PF: prefetch the
- * next tile's key rows j0..j0+JB (the first row group of a tile does), one cache line per line read here. */
-ATTN_INLINE void attn_sr_micro(const attn_tile_args *a, size_t r0, size_t j0, const int RB, const int JB,
-                               const int PF)
-{
-    const float *kr = a->kr;
-    const size_t kn = PF && a->kn && j0 < a->knn ? a->knn - j0 : 0; /* next-tile rows from j0 on that exist */
-    const float *knp = kn ? (const float *)a->kn + j0 * a->ldk : NULL;
-    const int NA = (RB * JB + VW - 1) / VW * VW; /* accumulators, zero-padded to whole reductions */
-    V acc[SR_NACC];
-#pragma GCC unroll 64
-    for (int i = 0; i < NA; i++)
-        acc[i] = V_ZERO();
-#pragma GCC unroll 64
-    for (int t = 0; t < JB; t++)
-        for (size_t c = 0; c < a->d; c += VW) {
-            const V k = V_LOADU(kr + (j0 + t) * a->ldk + c);
-            if (c % (64 / sizeof(float)) == 0 && (size_t)t < kn)
-                __builtin_prefetch(knp + (size_t)t * a->ldk + c, 0, 2);
-#pragma GCC unroll 16
-            for (int r = 0; r < RB; r++)
-                acc[r * JB + t] = V_FMA(V_LOAD(a->q + (r0 + r) * a->d + c), k, acc[r * JB + t]);
-        }
-    attn_sr_store(a, r0, j0, RB, JB, acc);
-}
-
-/* Rows r0..r0+RB against every key of the tile, JB keys at a time, then the leftover keys one by one. */
-ATTN_INLINE void attn_sr_rows(const attn_tile_args *a, size_t r0, const int RB, const int JB, const int PF)
-{
-    size_t j0 = 0;
-    for (; j0 + (size_t)JB <= a->nk; j0 += (size_t)JB)
-        attn_sr_micro(a, r0, j0, RB, JB, PF);
-    for (; j0 < a->nk; j0++)
-        attn_sr_micro(a, r0, j0, RB, 1, PF);
-    for (int r = 0; r < RB; r++)
-        memset(a->s + (r0 + r) * a->nkp + a->nk, 0, (a->nkp - a->nk) * sizeof(float));
-}
-
-/* Up to SR_RB rows (a GQA group at one position: the usual decode block) in one pass over the keys, taking more
- * keys per step when there are fewer rows; more rows go SR_RB at a time, the first group issuing the prefetches. */
-static ATTN_DECL_SCORES(ATTN_FN(scores_rows_f32))
-{
-    if (a->rows <= SR_RB) {
-#define ATTN_SR_ONE(RB) attn_sr_rows(a, 0, RB, SR_JBF(RB), 1)
-        if (a->rows == SR_RB)
-            ATTN_SR_ONE(SR_RB);
-        else
-            ATTN_TAIL(a->rows, SR_RB, ATTN_SR_ONE)
-#undef ATTN_SR_ONE
-        return;
-    }
-    size_t r0 = 0;
-    for (; r0 + SR_RB <= a->rows; r0 += SR_RB)
-        if (r0 == 0)
-            attn_sr_rows(a, r0, SR_RB, SR_JB, 1);
-        else
-            attn_sr_rows(a, r0, SR_RB, SR_JB, 0);
-#define ATTN_SR_TAIL(RB) attn_sr_rows(a, r0, RB, SR_JB, 0)
-    ATTN_TAIL(a->rows - r0, SR_RB, ATTN_SR_TAIL)
-#undef ATTN_SR_TAIL
-}
 
 static ATTN_DECL_SOFTMAX(ATTN_FN(softmax_f32))
 {
@@ -409,7 +346,7 @@ const attn_kernels ATTN_CAT(attn_kernels_, ATTN_SFX) = {
     .table = "attn_kernels_" ATTN_STR(ATTN_SFX),
     .sc_rb = SC_RB, .sc_nv = SC_NV, .pv_rb = PV_RB, .pv_nv = PV_NV, .pvd_rb = PVD_RB, .pvd_nv = PVD_NV,
     .scores = {ATTN_FN(scores_f32), ATTN_FN(scores_f16), ATTN_FN(scores_bf16)},
-    .scores_rows = ATTN_FN(scores_rows_f32),
+    .scores_rows = {ATTN_FN(scores_rows_f32), ATTN_FN(scores_rows_f16), ATTN_FN(scores_rows_bf16)},
     .softmax = ATTN_FN(softmax_f32),
     .pv = {ATTN_FN(pv_f32), ATTN_FN(pv_f16), ATTN_FN(pv_bf16)},
     .probs = ATTN_FN(probs_f32),
