@@ -33,7 +33,8 @@ const char *attn_strerror(attn_status s)
     return "unknown status";
 }
 
-static const char *const attn_isa_names[] = {"auto", "scalar", "avx2", "avx512", "neon", "avx512bf16", "amx"};
+static const char *const attn_isa_names[] = {"auto",       "scalar", "avx2",    "avx512",
+                                             "neon",       "avx512bf16", "amx", "neonbf16"};
 #define ATTN_N_ISA (sizeof attn_isa_names / sizeof attn_isa_names[0])
 
 const char *attn_isa_name(attn_isa isa)
@@ -147,7 +148,7 @@ static attn_status attn_env_isa(attn_isa *isa, int verbose)
             return ATTN_OK;
         }
     if (verbose)
-        fprintf(stderr, "attn: ATTN_ISA=\"%s\" is invalid: expected auto, scalar, avx2, avx512, avx512bf16, amx or neon\n", s);
+        fprintf(stderr, "attn: ATTN_ISA=\"%s\" is invalid: expected auto, scalar, avx2, avx512, avx512bf16, amx, neon or neonbf16\n", s);
     return ATTN_EINVAL;
 }
 

@@ -7,6 +7,9 @@
 
 #include "kernels.h"
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 
@@ -86,7 +89,14 @@ static void attn_cpu_detect(attn_cpu_info *ci)
         ci->flags |= ATTN_CPU_AMX;
 }
 #elif defined(__aarch64__)
-static void attn_cpu_detect(attn_cpu_info *ci) { ci->flags = ATTN_CPU_NEON; } /* Advanced SIMD is baseline */
+static void attn_cpu_detect(attn_cpu_info *ci)
+{
+    ci->flags = ATTN_CPU_NEON; /* Advanced SIMD is baseline */
+#if defined(__linux__)
+    if (getauxval(AT_HWCAP2) & (1ul << 14)) /* HWCAP2_BF16 */
+        ci->flags |= ATTN_CPU_NEON_BF16;
+#endif
+}
 #else
 static void attn_cpu_detect(attn_cpu_info *ci) { (void)ci; }
 #endif

@@ -140,6 +140,7 @@ enum {
     ATTN_CPU_AVX512_BF16 = 1u << 3, /* vdpbf16ps */
     ATTN_CPU_AVX512_FP16 = 1u << 4, /* Golden Cove and later Intel server cores */
     ATTN_CPU_AMX = 1u << 5,         /* AMX-TILE + AMX-BF16, tile state enabled in XCR0 */
+    ATTN_CPU_NEON_BF16 = 1u << 6,   /* AArch64 FEAT_BF16 (BFDOT), from the kernel's HWCAP2 */
 };
 typedef enum attn_vendor { ATTN_VENDOR_OTHER = 0, ATTN_VENDOR_AMD, ATTN_VENDOR_INTEL } attn_vendor;
 typedef struct attn_cpu_info {
@@ -188,6 +189,9 @@ extern const attn_kernels attn_kernels_avx512bf16;
 #endif
 #if ATTN_HAVE_NEON
 extern const attn_kernels attn_kernels_neon;
+#endif
+#if ATTN_HAVE_NEONBF16
+extern const attn_kernels attn_kernels_neonbf16;
 #endif
 
 #endif

@@ -60,6 +60,10 @@ static const attn_variant attn_variants[] = {
     {ATTN_ISA_NEON, "neon/generic", &attn_kernels_neon, NULL, 256, 256, ATTN_SPLIT,
      "8x2 q-register scores, 4x4 P.V: checked under qemu, not timed on hardware"},
 #endif
+#if ATTN_HAVE_NEONBF16
+    {ATTN_ISA_NEON_BF16, "neonbf16/generic", &attn_kernels_neonbf16, NULL, 256, 256, ATTN_SPLIT,
+     "the NEON table and blocks, with BFDOT kernels for ATTN_MATH_BF16: checked under qemu, not timed on hardware"},
+#endif
 };
 
 #define ATTN_N_VARIANTS (sizeof attn_variants / sizeof attn_variants[0])
@@ -80,6 +84,7 @@ int attn_level_runs(attn_isa level)
     case ATTN_ISA_AVX512: return built && (f & ATTN_CPU_AVX512);
     case ATTN_ISA_AVX512_BF16: return built && (f & ATTN_CPU_AVX512) && (f & ATTN_CPU_AVX512_BF16);
     case ATTN_ISA_NEON: return built && (f & ATTN_CPU_NEON);
+    case ATTN_ISA_NEON_BF16: return built && (f & ATTN_CPU_NEON) && (f & ATTN_CPU_NEON_BF16);
     default: return 0;
     }
 }
@@ -117,7 +122,8 @@ const attn_variant *attn_variant_find(const char *name, attn_isa level)
 
 attn_isa attn_isa_best(void)
 {
-    static const attn_isa ladder[] = {ATTN_ISA_AVX512_BF16, ATTN_ISA_AVX512, ATTN_ISA_AVX2, ATTN_ISA_NEON};
+    static const attn_isa ladder[] = {ATTN_ISA_AVX512_BF16, ATTN_ISA_AVX512, ATTN_ISA_AVX2, ATTN_ISA_NEON_BF16,
+                                      ATTN_ISA_NEON};
     for (size_t i = 0; i < sizeof ladder / sizeof ladder[0]; i++)
         if (attn_level_runs(ladder[i]))
             return ladder[i];

@@ -52,7 +52,8 @@ Test(api, isa_names)
     cr_assert_str_eq(attn_isa_name(ATTN_ISA_NEON), "neon");
     cr_assert_str_eq(attn_isa_name(ATTN_ISA_AVX512_BF16), "avx512bf16");
     cr_assert_str_eq(attn_isa_name(ATTN_ISA_AMX), "amx");
-    cr_assert_str_eq(attn_isa_name((attn_isa)7), "unknown");
+    cr_assert_str_eq(attn_isa_name(ATTN_ISA_NEON_BF16), "neonbf16");
+    cr_assert_str_eq(attn_isa_name((attn_isa)8), "unknown");
     cr_assert_str_eq(attn_isa_name((attn_isa)-1), "unknown");
 }
 
@@ -60,9 +61,10 @@ Test(api, isa_supported)
 {
     cr_assert_eq(attn_isa_supported(ATTN_ISA_AUTO), 1);
     cr_assert_eq(attn_isa_supported(ATTN_ISA_SCALAR), 1);
-    cr_assert_eq(attn_isa_supported((attn_isa)7), 0);
+    cr_assert_eq(attn_isa_supported((attn_isa)8), 0);
     /* A bf16 level runs only where AVX-512 does. */
     cr_assert(!attn_isa_supported(ATTN_ISA_AVX512_BF16) || attn_isa_supported(ATTN_ISA_AVX512));
+    cr_assert(!attn_isa_supported(ATTN_ISA_NEON_BF16) || attn_isa_supported(ATTN_ISA_NEON));
     cr_assert_eq(attn_isa_supported((attn_isa)-1), 0);
     /* x86 and Arm kernels never both run on one CPU. */
     int x86 = attn_isa_supported(ATTN_ISA_AVX2) || attn_isa_supported(ATTN_ISA_AVX512);
@@ -125,7 +127,7 @@ Test(api, ctx_create_errors)
         { .block_kv = -3 },
         { .block_q = 5000 },
         { .block_kv = 4097 },
-        { .isa = (attn_isa)7 },
+        { .isa = (attn_isa)8 },
         { .isa = (attn_isa)-1 },
         { .isa = (attn_isa)100 },
     };
