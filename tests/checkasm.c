@@ -146,7 +146,7 @@ static void *ca_xalloc(size_t bytes)
     return p;
 }
 
-/* Random shape and contents. rows_path: keys as rows kr (fp32, d a multiple of 16), else panels kt. */
+/* Random shape and contents. rows_path: keys as rows kr of type kdt (d a multiple of 16), else panels kt. */
 static void ca_tile_make(ca_tile *t, tc_rng *r, size_t rows, size_t nk, size_t d, size_t dv, attn_dtype kdt,
                          attn_dtype vdt, int rows_path, int all_visible)
 {
@@ -166,9 +166,9 @@ static void ca_tile_make(ca_tile *t, tc_rng *r, size_t rows, size_t nk, size_t d
     const size_t kelems = rows_path ? 0 : d * a->nkp;
     if (rows_path) {
         a->ldk = d + ATTN_PAD * tc_rng_below(r, 3);
-        t->k = ca_xalloc(nk * a->ldk * sizeof(float));
+        t->k = ca_xalloc(nk * a->ldk * ca_esz(kdt));
         for (size_t i = 0; i < nk * a->ldk; i++)
-            ((float *)t->k)[i] = ca_uniform(r);
+            ca_st(t->k, i, kdt, ca_uniform(r));
         a->kr = t->k;
     } else {
         t->k = ca_xalloc(kelems * ca_esz(kdt));
@@ -188,7 +188,7 @@ static void ca_tile_make(ca_tile *t, tc_rng *r, size_t rows, size_t nk, size_t d
     /* Sometimes a next tile to prefetch: the kernels may only prefetch from it, never change a result. */
     if (tc_rng_below(r, 2)) {
         a->knn = 1 + tc_rng_below(r, (uint32_t)nk);
-        t->kn = ca_xalloc(rows_path ? nk * a->ldk * sizeof(float) : kelems * ca_esz(kdt));
+        t->kn = ca_xalloc((rows_path ? nk * a->ldk : kelems) * ca_esz(kdt));
         t->vn = ca_xalloc(nk * a->ldv * ca_esz(vdt));
         a->kn = t->kn;
         a->vn = t->vn;
@@ -256,7 +256,7 @@ static double ca_absdot(const ca_tile *t, size_t r, size_t j)
     double m = 0;
     for (size_t c = 0; c < a->d && (a->kt || j < a->nk); c++) {
         const float k = a->kt ? ca_ld(a->kt, j / ATTN_PAD * a->d * ATTN_PAD + c * ATTN_PAD + j % ATTN_PAD, a->kdt)
-                              : ((const float *)a->kr)[j * a->ldk + c];
+                              : ca_ld(a->kr, j * a->ldk + c, a->kdt);
         m += fabs((double)a->q[r * a->d + c] * k);
     }
     return m;
@@ -273,8 +273,8 @@ static int ca_check_scores(const attn_kernels *k, tc_rng *r, int rows_path, attn
     ca_tile t;
     ca_tile_make(&t, r, rows, nk, d, 16, kdt, ATTN_F32, rows_path, tc_rng_below(r, 3) == 0);
     ca_tile ref = ca_tile_twin(&t);
-    (rows_path ? attn_kernels_scalar.scores_rows : attn_kernels_scalar.scores[kdt])(&ref.a);
-    (rows_path ? k->scores_rows : k->scores[kdt])(&t.a);
+    (rows_path ? attn_kernels_scalar.scores_rows[kdt] : attn_kernels_scalar.scores[kdt])(&ref.a);
+    (rows_path ? k->scores_rows[kdt] : k->scores[kdt])(&t.a);
     int bad = ca_outputs_guarded(&t);
     const size_t nkp = t.a.nkp;
     for (size_t i = 0; i < rows && !bad; i++)
@@ -458,6 +458,82 @@ static int ca_check_cvt(const attn_kernels *k, tc_rng *r, attn_dtype t)
     return bad;
 }
 
+/* round_bf16, the test's own: nearest even on the bits, each half decided apart from the other (not the kernels'
+ * add-and-mask); a NaN keeps its sign and top payload bits with the quiet bit set, as vcvtneps2bf16 does, and is
+ * never rounded into an infinity. A carry out of the mantissa moves into the exponent, up to infinity. */
+static uint32_t ca_round_bf16_ref(uint32_t u)
+{
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (u | 0x00400000u) & 0xffff0000u;
+    uint32_t hi = u >> 16;
+    const uint32_t lo = u & 0xffffu;
+    if (lo > 0x8000u || (lo == 0x8000u && (hi & 1u)))
+        hi++;
+    return hi << 16;
+}
+
+/* A float's bits for round_bf16: every kind, with the cases a vector rounding gets wrong drawn often. */
+static uint32_t ca_round_input(tc_rng *r)
+{
+    const uint32_t sign = (uint32_t)tc_rng_below(r, 2) << 31, hi = tc_rng_below(r, 0x7f80); /* finite high halves */
+    switch (tc_rng_below(r, 13)) {
+    case 0: return (uint32_t)tc_rng_u64(r);                                    /* any bits */
+    case 1: return sign | (hi & ~1u) << 16 | 0x8000u;                          /* a tie, even: stays */
+    case 2: return sign | (hi | 1u) << 16 | 0x8000u;                           /* a tie, odd: up */
+    case 3: return sign | hi << 16 | (tc_rng_below(r, 2) ? 0x7fffu : 0x8001u); /* either side of a tie */
+    case 4: return sign | tc_rng_below(r, 0x800000);                           /* subnormal or zero */
+    case 5: return sign | tc_rng_below(r, 0x80) << 16 | 0x8000u;               /* a subnormal tie */
+    case 6: return sign | 0x007f8000u | tc_rng_below(r, 0x8000);               /* rounds up to the smallest normal */
+    case 7: return sign | 0x7f800000u | (1 + tc_rng_below(r, 0x7fffff));        /* NaN, quiet or signalling */
+    case 8: return sign | 0x7f800000u | (1 + tc_rng_below(r, 0xffff));          /* NaN with a zero high payload */
+    case 9: return sign | 0x7f800000u;                                          /* infinity */
+    case 10: return sign | (0x7f7f0000u + tc_rng_below(r, 0x10000));           /* FLT_MAX's bfloat16 step: from
+                                                                                  0x7f7f8000 on, to infinity */
+    case 11: return sign | (tc_rng_below(r, 2) ? 0x7f7fffffu : 0x7f7f8000u);   /* FLT_MAX, the tie below it */
+    default: return sign | hi << 16 | tc_rng_below(r, 0x10000);                /* any finite */
+    }
+}
+
+/* round_bf16: bit-exact against the scalar slot and against ca_round_bf16_ref, in place at any alignment, n = 0
+ * included, nothing written outside x[0..n). */
+static int ca_check_round(const attn_kernels *k, tc_rng *r)
+{
+    const size_t n = tc_rng_below(r, 8) == 0 ? 0 : tc_rng_below(r, 2) ? 1 + tc_rng_below(r, 40)
+                                                                       : 1 + tc_rng_below(r, 300);
+    const size_t off = tc_rng_below(r, 16);
+    uint32_t *in = malloc((n + 1) * sizeof *in);
+    ca_buf x, xref;
+    ca_alloc(&x, n + off);
+    for (size_t i = 0; i < n; i++) {
+        in[i] = ca_round_input(r);
+        x.p[off + i] = tc_u2f(in[i]);
+    }
+    ca_clone(&xref, &x);
+    attn_kernels_scalar.round_bf16(xref.p + off, n);
+    k->round_bf16(x.p + off, n);
+    int bad = ca_guards_ok(&x) && ca_guards_ok(&xref) ? 0 : ca_fail("n %zu offset %zu: write outside x", n, off);
+    for (size_t i = 0; i < off && !bad; i++)
+        if (tc_f2u(x.p[i]) != TC_POISON_BITS)
+            bad = ca_fail("n %zu offset %zu: x[%zu] before the start written", n, off, i);
+    for (size_t i = 0; i < n && !bad; i++) {
+        const uint32_t got = tc_f2u(x.p[off + i]), scalar = tc_f2u(xref.p[off + i]), want = ca_round_bf16_ref(in[i]);
+        /* The reference against tests/common.c's frexp/nearbyint rounding (NaNs aside): the test checks itself. */
+        const uint32_t other = (uint32_t)tc_bf16_bits(tc_u2f(in[i])) << 16;
+        if (got != scalar)
+            bad = ca_fail("n %zu offset %zu: x[%zu] 0x%08x -> 0x%08x, the scalar slot gives 0x%08x", n, off, i, in[i],
+                          got, scalar);
+        else if (got != want)
+            bad = ca_fail("n %zu offset %zu: x[%zu] 0x%08x -> 0x%08x, want 0x%08x (nearest even; NaN quieted)", n,
+                          off, i, in[i], got, want);
+        else if (!isnan(tc_u2f(in[i])) && other != want)
+            bad = ca_fail("test bug: 0x%08x rounds to 0x%08x here but 0x%08x by tc_bf16_bits", in[i], want, other);
+    }
+    free(in);
+    ca_free(&x);
+    ca_free(&xref);
+    return bad;
+}
+
 /* gemm: c = bias + a b on columns < nc; columns nc..ldc of c keep what they held. */
 static int ca_check_gemm(const attn_kernels *k, tc_rng *r)
 {
@@ -502,13 +578,179 @@ static int ca_check_gemm(const attn_kernels *k, tc_rng *r)
     return bad;
 }
 
+/* narrow[t]: dst = src * f rounded to t, bit-exact against the scalar slot and the test's own conversions, nothing
+ * written outside dst[0..n). */
+static int ca_check_narrow(const attn_kernels *k, tc_rng *r, attn_dtype t)
+{
+    const size_t n = tc_rng_below(r, 8) == 0 ? 0 : 1 + tc_rng_below(r, tc_rng_below(r, 2) ? 40 : 300);
+    const size_t off = tc_rng_below(r, 16);
+    const float f = tc_rng_below(r, 3) == 0 ? 1.0f : tc_rng_float(r, -4.0f, 4.0f);
+    float *src = malloc((n + 1) * sizeof *src);
+    uint16_t *dst = malloc((n + off + 16) * sizeof *dst), *ref = malloc((n + 1) * sizeof *ref);
+    for (size_t i = 0; i < n; i++)
+        src[i] = tc_u2f(ca_round_input(r));
+    for (size_t i = 0; i < n + off + 16; i++)
+        dst[i] = 0x5a5a;
+    attn_kernels_scalar.narrow[t](ref, src, n, f);
+    k->narrow[t](dst + off, src, n, f);
+    int bad = 0;
+    for (size_t i = 0; i < n + off + 16 && !bad; i++)
+        if ((i < off || i >= off + n) && dst[i] != 0x5a5a)
+            bad = ca_fail("n %zu offset %zu: dst[%zd] written outside", n, off, (ptrdiff_t)i - (ptrdiff_t)off);
+    for (size_t i = 0; i < n && !bad; i++) {
+        const float x = src[i] * f;
+        const uint16_t want = t == ATTN_BF16 ? (uint16_t)(ca_round_bf16_ref(tc_f2u(x)) >> 16) : attn_f32_to_f16(x);
+        const int nan = t == ATTN_F16 ? (want & 0x7c00u) == 0x7c00u && (want & 0x3ffu)
+                                      : (want & 0x7f80u) == 0x7f80u && (want & 0x7fu);
+        /* A NaN may come back with another payload (F16C's), but a NaN of the same sign. */
+        const uint16_t got = dst[off + i];
+        const int same = got == want || (nan && ((got ^ want) & 0x8000u) == 0 &&
+                                          (t == ATTN_F16 ? (got & 0x7c00u) == 0x7c00u && (got & 0x3ffu)
+                                                         : (got & 0x7f80u) == 0x7f80u && (got & 0x7fu)));
+        if (!nan && got != ref[i])
+            bad = ca_fail("n %zu: %.9g * %.9g -> 0x%04x, the scalar slot gives 0x%04x", n, src[i], f, got, ref[i]);
+        else if (!same)
+            bad = ca_fail("n %zu: %.9g * %.9g -> 0x%04x, want 0x%04x", n, src[i], f, dst[off + i], want);
+    }
+    free(src);
+    free(dst);
+    free(ref);
+    return bad;
+}
+
+/* The bfloat16 pair layouts of kernels.h (scores_bf16p), built here element by element. */
+static uint32_t ca_pair(uint16_t even, uint16_t odd) { return (uint32_t)even | (uint32_t)odd << 16; }
+
+static uint16_t ca_bf16_rand(tc_rng *r) { return attn_f32_to_bf16(ca_uniform(r)); }
+
+/* scores_bf16p, pv_bf16p, pack_bf16p (absent on tables without bfloat16 dot products: all three or none). Scores
+ * against float64 sums of the bfloat16 products times the scale; P.V against float64 from the weights rounded to
+ * bfloat16, with NaN planted in every weight a row cannot see and in every value no row sees; the pack bit-exact
+ * against the layouts built here. */
+static int ca_check_bf16p(const attn_kernels *k, tc_rng *r)
+{
+    if (!k->scores_bf16p || !k->pv_bf16p)
+        return k->scores_bf16p || k->pv_bf16p ? ca_fail("scores_bf16p and pv_bf16p: one without the other") : 0;
+    const size_t rows = 1 + tc_rng_below(r, 40), nk = 1 + tc_rng_below(r, 300), d = 1 + tc_rng_below(r, 140);
+    const size_t dv = 1 + tc_rng_below(r, 140), dvp = (dv + 15) / 16 * 16, nkp = (nk + 15) / 16 * 16, d2 = (d + 1) / 2;
+    uint16_t *kr = malloc(nk * d * 2), *vr = malloc(nk * dv * 2), *q = malloc(rows * d2 * 4);
+    uint32_t *kt = aligned_alloc(64, (nkp * d2 * 4 + 127) / 64 * 64), *vp = aligned_alloc(64, (nkp / 2 * dvp * 4 + 127) / 64 * 64);
+    uint32_t *kt2 = aligned_alloc(64, (nkp * d2 * 4 + 127) / 64 * 64), *vp2 = aligned_alloc(64, (nkp / 2 * dvp * 4 + 127) / 64 * 64);
+    int *lo = malloc(rows * sizeof *lo), *hi = malloc(rows * sizeof *hi);
+    ca_buf s, o;
+    ca_alloc(&s, rows * nkp);
+    ca_alloc(&o, rows * dvp);
+    for (size_t i = 0; i < nk * d; i++)
+        kr[i] = ca_bf16_rand(r);
+    for (size_t i = 0; i < nk * dv; i++)
+        vr[i] = ca_bf16_rand(r);
+    for (size_t i = 0; i < rows * d2 * 2; i++)
+        ((uint16_t *)q)[i] = i % (d2 * 2) < d ? ca_bf16_rand(r) : 0;
+    memset(kt, 0, nkp * d2 * 4);
+    memset(vp, 0, nkp / 2 * dvp * 4);
+    for (size_t j = 0; j < nk; j++)
+        for (size_t c = 0; c < d; c += 2)
+            kt[j / 16 * d2 * 16 + c / 2 * 16 + j % 16] = ca_pair(kr[j * d + c], c + 1 < d ? kr[j * d + c + 1] : 0);
+    for (size_t j = 0; j < nk; j++)
+        for (size_t c = 0; c < dv; c++)
+            ((uint16_t *)vp)[(j / 2 * dvp + c) * 2 + j % 2] = vr[j * dv + c];
+    int bad = 0;
+    if (k->pack_bf16p) { /* 0xa5 poison: every word of the layout must be written, the guard word after it not */
+        const size_t ldk = d + tc_rng_below(r, 3), ldv = dv + tc_rng_below(r, 3);
+        uint16_t *k2 = malloc(nk * ldk * 2 + 2), *v2 = malloc(nk * ldv * 2 + 2);
+        for (size_t j = 0; j < nk; j++) {
+            memcpy(k2 + j * ldk, kr + j * d, d * 2);
+            memcpy(v2 + j * ldv, vr + j * dv, dv * 2);
+        }
+        memset(kt2, 0xa5, nkp * d2 * 4 + 64);
+        memset(vp2, 0xa5, nkp / 2 * dvp * 4 + 64);
+        k->pack_bf16p(kt2, vp2, k2, ldk, v2, ldv, nk, d, dv, dvp);
+        for (size_t i = 0; i < nkp * d2 && !bad; i++)
+            if (kt2[i] != kt[i])
+                bad = ca_fail("pack nk %zu d %zu: K word %zu 0x%08x, want 0x%08x", nk, d, i, kt2[i], kt[i]);
+        for (size_t i = 0; i < (nk + 1) / 2 * dvp && !bad; i++)
+            if (vp2[i] != vp[i])
+                bad = ca_fail("pack nk %zu dv %zu: V word %zu 0x%08x, want 0x%08x", nk, dv, i, vp2[i], vp[i]);
+        if (!bad && (kt2[nkp * d2] != 0xa5a5a5a5u || vp2[(nk + 1) / 2 * dvp] != 0xa5a5a5a5u))
+            bad = ca_fail("pack nk %zu: written past the layout", nk);
+        free(k2);
+        free(v2);
+    }
+    ca_ranges(r, lo, hi, rows, nk, tc_rng_below(r, 3) == 0);
+    attn_tile_args a = {.rows = rows, .d = d, .nk = nk, .nkp = nkp, .dvp = dvp, .q = (const float *)(void *)q,
+                        .kt = kt, .vp = vp, .ldv = dvp, .kdt = ATTN_BF16, .vdt = ATTN_BF16, .lo = lo, .hi = hi,
+                        .s = s.p, .o = o.p, .scale = tc_rng_float(r, 0.05f, 1.0f)};
+    k->scores_bf16p(&a);
+    for (size_t i = 0; i < rows && !bad; i++)
+        for (size_t j = (size_t)lo[i]; j < (size_t)hi[i] && !bad; j++) {
+            double want = 0, mag = 0;
+            for (size_t c = 0; c < d; c++) {
+                const double p = (double)attn_bf16_to_f32(((uint16_t *)q)[i * d2 * 2 + c]) * attn_bf16_to_f32(kr[j * d + c]);
+                want += p;
+                mag += fabs(p);
+            }
+            if (!ca_close(s.p[i * nkp + j], want * a.scale, mag * a.scale, 1e-5))
+                bad = ca_fail("scores rows %zu nk %zu d %zu: s[%zu][%zu] = %.9g, want %.9g", rows, nk, d, i, j,
+                              s.p[i * nkp + j], want * a.scale);
+        }
+    if (!ca_guards_ok(&s) && !bad)
+        bad = ca_fail("scores: write outside s");
+    /* P.V: weights in [0, 1] where a row sees its key, NaN elsewhere; values of keys no row sees are NaN. */
+    int *seen = calloc(nkp, sizeof *seen);
+    for (size_t i = 0; i < rows; i++)
+        for (size_t j = (size_t)lo[i]; j < (size_t)hi[i]; j++)
+            seen[j] = 1;
+    for (size_t j = 0; j < nk; j++)
+        for (size_t c = 0; c < dv && !seen[j]; c++)
+            ((uint16_t *)vp)[(j / 2 * dvp + c) * 2 + j % 2] = 0x7fc1;
+    for (size_t i = 0; i < rows; i++)
+        for (size_t j = 0; j < nkp; j++)
+            s.p[i * nkp + j] = (int)j >= lo[i] && (int)j < hi[i] ? tc_rng_float(r, 0.0f, 1.0f) : NAN;
+    double *w = malloc(rows * nkp * sizeof *w), *o0 = malloc(rows * dvp * sizeof *o0);
+    for (size_t i = 0; i < rows * nkp; i++)
+        w[i] = attn_bf16_to_f32(attn_f32_to_bf16(s.p[i]));
+    for (size_t i = 0; i < rows * dvp; i++)
+        o0[i] = o.p[i] = ca_uniform(r);
+    k->pv_bf16p(&a);
+    for (size_t i = 0; i < rows && !bad; i++)
+        for (size_t c = 0; c < dv && !bad; c++) {
+            double want = o0[i * dvp + c], mag = fabs(want);
+            for (size_t j = (size_t)lo[i]; j < (size_t)hi[i]; j++) {
+                want += w[i * nkp + j] * attn_bf16_to_f32(vr[j * dv + c]);
+                mag += fabs(w[i * nkp + j] * attn_bf16_to_f32(vr[j * dv + c]));
+            }
+            if (!ca_close(o.p[i * dvp + c], want, mag, 1e-5) || isnan(o.p[i * dvp + c]))
+                bad = ca_fail("pv rows %zu nk %zu dv %zu: o[%zu][%zu] = %.9g, want %.9g (row sees [%d, %d))", rows, nk,
+                              dv, i, c, o.p[i * dvp + c], want, lo[i], hi[i]);
+        }
+    if (!ca_guards_ok(&o) && !bad)
+        bad = ca_fail("pv: write outside o");
+    free(seen);
+    free(w);
+    free(o0);
+    free(kr);
+    free(vr);
+    free(q);
+    free(kt);
+    free(vp);
+    free(kt2);
+    free(vp2);
+    free(lo);
+    free(hi);
+    ca_free(&s);
+    ca_free(&o);
+    return bad;
+}
+
 /* Every slot of attn_kernels, the per-format ones once per format. */
 enum {
-    CA_SCORES_ROWS = 2 * ATTN_NFMT, CA_SOFTMAX, CA_PROBS, CA_SCALE, CA_CVT, CA_GEMM = CA_CVT + ATTN_NFMT - 1, CA_NSLOT
+    CA_SCORES_ROWS = 2 * ATTN_NFMT, CA_SOFTMAX = CA_SCORES_ROWS + ATTN_NFMT, CA_PROBS, CA_SCALE, CA_CVT,
+    CA_ROUND = CA_CVT + ATTN_NFMT - 1, CA_GEMM, CA_NARROW, CA_BF16P = CA_NARROW + ATTN_NFMT - 1, CA_NSLOT
 };
 static const char *const ca_slots[CA_NSLOT] = {
-    "scores_f32", "scores_f16", "scores_bf16", "pv_f32", "pv_f16", "pv_bf16", "scores_rows", "softmax", "probs",
-    "scale",      "cvt_f16",    "cvt_bf16",    "gemm"};
+    "scores_f32", "scores_f16", "scores_bf16", "pv_f32", "pv_f16", "pv_bf16", "scores_rows_f32", "scores_rows_f16",
+    "scores_rows_bf16", "softmax", "probs", "scale", "cvt_f16", "cvt_bf16", "round_bf16", "gemm", "narrow_f16",
+    "narrow_bf16", "bf16p"};
 _Static_assert(ATTN_NFMT == 3, "name the slots of a new storage format in ca_slots");
 
 static int ca_run_slot(const attn_kernels *k, int slot, tc_rng *r)
@@ -517,12 +759,17 @@ static int ca_run_slot(const attn_kernels *k, int slot, tc_rng *r)
         return ca_check_scores(k, r, 0, (attn_dtype)slot);
     if (slot < 2 * ATTN_NFMT)
         return ca_check_pv(k, r, (attn_dtype)(slot - ATTN_NFMT));
+    if (slot < CA_SOFTMAX)
+        return ca_check_scores(k, r, 1, (attn_dtype)(slot - CA_SCORES_ROWS));
     switch (slot) {
-    case CA_SCORES_ROWS: return ca_check_scores(k, r, 1, ATTN_F32);
     case CA_SOFTMAX: return ca_check_softmax(k, r);
     case CA_PROBS: return ca_check_probs(k, r);
     case CA_SCALE: return ca_check_scale(k, r);
+    case CA_ROUND: return ca_check_round(k, r);
     case CA_GEMM: return ca_check_gemm(k, r);
+    case CA_BF16P: return ca_check_bf16p(k, r);
+    case CA_NARROW: return ca_check_narrow(k, r, ATTN_F16);
+    case CA_NARROW + 1: return ca_check_narrow(k, r, ATTN_BF16);
     default: return ca_check_cvt(k, r, (attn_dtype)(slot - CA_CVT + 1)); /* the widening slots: F16, BF16 */
     }
 }

@@ -285,6 +285,11 @@ void tc_desc_str(const attn_sdpa_desc *d, char *buf, size_t len)
         if ((size_t)n < len)
             n += snprintf(buf + n, len - (size_t)n, "%s]", d->batch > 8 ? ",..." : "");
     }
+    /* Element types and math mode, when any is not the v0 default. */
+    if ((size_t)n < len && (d->q_dtype || d->kv_dtype || d->out_dtype || d->math))
+        n += snprintf(buf + n, len - (size_t)n, " q:%s kv:%s out:%s math:%s", tc_dtype_name(d->q_dtype),
+                      tc_dtype_name(d->kv_dtype), tc_dtype_name(d->out_dtype),
+                      d->math == ATTN_MATH_F32 ? "f32" : d->math == ATTN_MATH_BF16 ? "bf16" : "?");
 }
 
 /* ---- the reference ---- */
@@ -701,6 +706,499 @@ done:
     return bad;
 }
 
+/* ---- typed tensors ---- */
+
+uint16_t tc_f16_bits(float x)
+{
+    const _Float16 h = (_Float16)x;
+    uint16_t u;
+    memcpy(&u, &h, sizeof u);
+    return u;
+}
+
+float tc_f16_value(uint16_t u)
+{
+    _Float16 h;
+    memcpy(&h, &u, sizeof h);
+    return (float)h;
+}
+
+uint16_t tc_bf16_bits(float x)
+{
+    if (isnan(x))
+        return (uint16_t)((tc_f2u(x) >> 16) | 0x40u);
+    /* tc_stored gives the nearest bfloat16 value (or the infinity it overflows to): its low half is zero. */
+    return (uint16_t)(tc_f2u(tc_stored(ATTN_BF16, x)) >> 16);
+}
+
+float tc_bf16_value(uint16_t h)
+{
+    return tc_u2f((uint32_t)h << 16);
+}
+
+float tc_bf16_round(float x)
+{
+    return tc_bf16_value(tc_bf16_bits(x));
+}
+
+size_t tc_dtype_size(attn_dtype t)
+{
+    return t == ATTN_F16 || t == ATTN_BF16 ? sizeof(uint16_t) : sizeof(float);
+}
+
+const char *tc_dtype_name(attn_dtype t)
+{
+    return t == ATTN_F32 ? "f32" : t == ATTN_F16 ? "f16" : t == ATTN_BF16 ? "bf16" : "?";
+}
+
+float tc_elem_get(const void *p, attn_dtype t, size_t i)
+{
+    if (t == ATTN_F16)
+        return tc_f16_value(((const uint16_t *)p)[i]);
+    if (t == ATTN_BF16)
+        return tc_bf16_value(((const uint16_t *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+void tc_elem_set(void *p, attn_dtype t, size_t i, float x)
+{
+    if (t == ATTN_F16)
+        ((uint16_t *)p)[i] = tc_f16_bits(x);
+    else if (t == ATTN_BF16)
+        ((uint16_t *)p)[i] = tc_bf16_bits(x);
+    else
+        ((float *)p)[i] = x;
+}
+
+/* The raw bits of element i (16 or 32 of them), and setting them. */
+static uint32_t elem_bits(const void *p, attn_dtype t, size_t i)
+{
+    if (tc_dtype_size(t) == sizeof(uint16_t))
+        return ((const uint16_t *)p)[i];
+    uint32_t u;
+    memcpy(&u, (const float *)p + i, sizeof u);
+    return u;
+}
+
+static void elem_set_bits(void *p, attn_dtype t, size_t i, uint32_t bits)
+{
+    if (tc_dtype_size(t) == sizeof(uint16_t))
+        ((uint16_t *)p)[i] = (uint16_t)bits;
+    else
+        memcpy((float *)p + i, &bits, sizeof bits);
+}
+
+static uint32_t poison_bits(attn_dtype t)
+{
+    return t == ATTN_F16 ? TC_F16_POISON : t == ATTN_BF16 ? TC_BF16_POISON : TC_POISON_BITS;
+}
+
+static uint32_t guard_bits(attn_dtype t)
+{
+    return t == ATTN_F16 ? TC_F16_GUARD : t == ATTN_BF16 ? TC_BF16_GUARD : TC_GUARD_BITS;
+}
+
+/* An output of n elements of type t with TC_GUARD guard elements on each side (an odd count: the pointer the
+ * library sees is 2 or 4 bytes past a 16-byte boundary), poisoned. */
+typedef struct tbuf {
+    unsigned char *base;
+    void *p;
+    size_t n;
+    attn_dtype t;
+} tbuf;
+
+static int tbuf_alloc(tbuf *b, size_t n, attn_dtype t)
+{
+    const size_t es = tc_dtype_size(t);
+    b->n = n;
+    b->t = t;
+    b->base = malloc((n + 2 * TC_GUARD) * es);
+    if (!b->base) {
+        b->p = NULL;
+        return -1;
+    }
+    b->p = b->base + TC_GUARD * es;
+    for (size_t i = 0; i < n + 2 * TC_GUARD; i++)
+        elem_set_bits(b->base, t, i, i < TC_GUARD || i >= TC_GUARD + n ? guard_bits(t) : poison_bits(t));
+    return 0;
+}
+
+static int tbuf_guards_ok(const tbuf *b)
+{
+    for (size_t i = 0; i < TC_GUARD; i++)
+        if (elem_bits(b->base, b->t, i) != guard_bits(b->t) ||
+            elem_bits(b->base, b->t, TC_GUARD + b->n + i) != guard_bits(b->t))
+            return 0;
+    return 1;
+}
+
+static void tbuf_free(tbuf *b)
+{
+    free(b->base);
+    b->base = NULL;
+    b->p = NULL;
+}
+
+/* Typed storage for n elements, one element past the start of the allocation. */
+static void *typed_alloc(size_t n, attn_dtype t, void **base)
+{
+    const size_t es = tc_dtype_size(t);
+    *base = malloc((n + 1) * es);
+    return *base ? (char *)*base + es : NULL;
+}
+
+int tc_typed_init(tc_typed *t, const attn_sdpa_desc *d)
+{
+    memset(t, 0, sizeof *t);
+    if (tc_problem_init(&t->p, d))
+        return -1;
+    t->q = typed_alloc(t->p.nq, d->q_dtype, &t->q_alloc);
+    t->k = typed_alloc(t->p.nk, d->kv_dtype, &t->k_alloc);
+    t->v = typed_alloc(t->p.nv, d->kv_dtype, &t->v_alloc);
+    if (!t->q || !t->k || !t->v) {
+        tc_typed_free(t);
+        return -1;
+    }
+    return 0;
+}
+
+/* vals[0..n) rounded to t, stored into dst and written back as the stored values. */
+static void typed_put(void *dst, attn_dtype t, float *vals, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        tc_elem_set(dst, t, i, vals[i]);
+        vals[i] = tc_elem_get(dst, t, i);
+    }
+}
+
+void tc_typed_store(tc_typed *t)
+{
+    typed_put(t->q, t->p.d.q_dtype, t->p.q, t->p.nq);
+    typed_put(t->k, t->p.d.kv_dtype, t->p.k, t->p.nk);
+    typed_put(t->v, t->p.d.kv_dtype, t->p.v, t->p.nv);
+}
+
+void tc_typed_fill(tc_typed *t, uint64_t seed, float amp)
+{
+    tc_rng r;
+    tc_rng_init(&r, seed);
+    t->p.seed = seed;
+    for (size_t i = 0; i < t->p.nq; i++)
+        t->p.q[i] = tc_rng_float(&r, -amp, amp);
+    for (size_t i = 0; i < t->p.nk; i++)
+        t->p.k[i] = tc_rng_float(&r, -amp, amp);
+    for (size_t i = 0; i < t->p.nv; i++)
+        t->p.v[i] = tc_rng_float(&r, -1.0f, 1.0f);
+    tc_typed_store(t);
+}
+
+int tc_typed_convert(tc_typed *dst, const tc_typed *src, attn_dtype qdt, attn_dtype kvdt, int round_bf16)
+{
+    attn_sdpa_desc d = src->p.d;
+    d.q_dtype = qdt;
+    d.kv_dtype = kvdt;
+    if (tc_typed_init(dst, &d))
+        return -1;
+    dst->p.seed = src->p.seed;
+    for (size_t i = 0; i < src->p.nq; i++)
+        dst->p.q[i] = round_bf16 ? tc_bf16_round(src->p.q[i]) : src->p.q[i];
+    for (size_t i = 0; i < src->p.nk; i++)
+        dst->p.k[i] = round_bf16 ? tc_bf16_round(src->p.k[i]) : src->p.k[i];
+    for (size_t i = 0; i < src->p.nv; i++)
+        dst->p.v[i] = round_bf16 ? tc_bf16_round(src->p.v[i]) : src->p.v[i];
+    tc_typed_store(dst);
+    return 0;
+}
+
+void tc_typed_free(tc_typed *t)
+{
+    free(t->q_alloc);
+    free(t->k_alloc);
+    free(t->v_alloc);
+    tc_problem_free(&t->p);
+    memset(t, 0, sizeof *t);
+}
+
+void tc_typed_ref_free(tc_typed_ref *r)
+{
+    free(r->out);
+    free(r->probs);
+    free(r->vmax);
+    free(r->nvis);
+    memset(r, 0, sizeof *r);
+}
+
+int tc_typed_ref_init(tc_typed_ref *r, const tc_typed *t, attn_math math, int want_probs)
+{
+    const attn_sdpa_desc *d = &t->p.d;
+    const size_t rows = d->batch * d->n_heads * d->q_len, dv = t->p.v_dim, group = d->n_heads / t->p.n_kv_heads;
+    memset(r, 0, sizeof *r);
+    r->math = math;
+    r->out = malloc((t->p.nout ? t->p.nout : 1) * sizeof *r->out);
+    r->probs = want_probs ? malloc((t->p.nprobs ? t->p.nprobs : 1) * sizeof *r->probs) : NULL;
+    r->vmax = malloc(rows * sizeof *r->vmax);
+    r->nvis = malloc(rows * sizeof *r->nvis);
+    double *row = malloc(dv * sizeof *row), *scratch = malloc(d->kv_len * sizeof *scratch);
+    tc_problem rp;
+    int have_rp = 0, bad = !r->out || (want_probs && !r->probs) || !r->vmax || !r->nvis || !row || !scratch;
+    const tc_problem *p = &t->p;
+    if (!bad && math == ATTN_MATH_BF16) {
+        /* The reference reads q, k and v rounded to bfloat16 (values already bfloat16 stay as they are). */
+        if (tc_problem_init(&rp, d)) {
+            bad = 1;
+        } else {
+            have_rp = 1;
+            for (size_t i = 0; i < p->nq; i++)
+                rp.q[i] = tc_bf16_round(p->q[i]);
+            for (size_t i = 0; i < p->nk; i++)
+                rp.k[i] = tc_bf16_round(p->k[i]);
+            for (size_t i = 0; i < p->nv; i++)
+                rp.v[i] = tc_bf16_round(p->v[i]);
+            p = &rp;
+        }
+    }
+    for (size_t b = 0; b < d->batch && !bad; b++)
+        for (size_t h = 0; h < d->n_heads; h++)
+            for (size_t i = 0; i < d->q_len; i++) {
+                const size_t ri = (b * d->n_heads + h) * d->q_len + i;
+                r->nvis[ri] = tc_ref_row(p, b, h, i, row, r->probs ? r->probs + ri * d->kv_len : NULL, scratch);
+                memcpy(r->out + tc_index(d->layout, d->n_heads, d->q_len, dv, b, h, i, 0), row, dv * sizeof *row);
+                long long lo, hi;
+                visible_range(p, b, i, &lo, &hi);
+                double mx = 0.0;
+                for (long long j = lo; j < hi; j++) {
+                    const float *vr = p->v + tc_index(d->layout, p->n_kv_heads, d->kv_len, dv, b, h / group,
+                                                      (size_t)j, 0);
+                    for (size_t c = 0; c < dv; c++)
+                        mx = fabs((double)vr[c]) > mx ? fabs((double)vr[c]) : mx;
+                }
+                r->vmax[ri] = mx;
+            }
+    if (have_rp)
+        tc_problem_free(&rp);
+    free(row), free(scratch);
+    if (bad) {
+        tc_typed_ref_free(r);
+        return -1;
+    }
+    return 0;
+}
+
+double tc_typed_tol(attn_math math, attn_dtype out, double ref, double vmax)
+{
+    double tol = math == ATTN_MATH_BF16 ? 1e-2 * vmax : TC_TOL * (fabs(ref) > 1.0 ? fabs(ref) : 1.0);
+    if (out == ATTN_F16)
+        tol += ldexp(fabs(ref), -11);
+    else if (out == ATTN_BF16)
+        tol += ldexp(fabs(ref), -8);
+    return tol;
+}
+
+static void *copy_bytes(const void *src, size_t n)
+{
+    void *dst = malloc(n ? n : 1);
+    if (dst && n)
+        memcpy(dst, src, n);
+    return dst;
+}
+
+int tc_typed_check(const attn_ctx *ctx, const tc_typed *t, const tc_typed_ref *ref, int want_probs, tc_stats *st,
+                   void **keep_out, float **keep_probs, char *msg, size_t len)
+{
+    const tc_problem *p = &t->p;
+    const attn_sdpa_desc *d = &p->d;
+    const attn_dtype odt = d->out_dtype;
+    const size_t qbytes = p->nq * tc_dtype_size(d->q_dtype), kbytes = p->nk * tc_dtype_size(d->kv_dtype),
+                 vbytes = p->nv * tc_dtype_size(d->kv_dtype);
+    if (keep_out)
+        *keep_out = NULL;
+    if (keep_probs)
+        *keep_probs = NULL;
+    if (d->math != ref->math || (want_probs && !ref->probs))
+        return fail(msg, len, ctx, p, "test bug: the reference is for another math mode or has no probs");
+    tbuf out = { 0 };
+    tc_buf probs = { 0 };
+    void *q0 = copy_bytes(t->q, qbytes), *k0 = copy_bytes(t->k, kbytes), *v0 = copy_bytes(t->v, vbytes);
+    int bad = 0;
+    if (!q0 || !k0 || !v0 || tbuf_alloc(&out, p->nout, odt) || (want_probs && tc_buf_alloc(&probs, p->nprobs))) {
+        bad = fail(msg, len, ctx, p, "test out of memory");
+        goto done;
+    }
+    attn_status s = attn_sdpa(ctx, d, t->q, t->k, t->v, out.p, want_probs ? probs.p : NULL);
+    if (s != ATTN_OK) {
+        bad = fail(msg, len, ctx, p, "attn_sdpa returned %d (%s)", (int)s, attn_strerror(s));
+        goto done;
+    }
+    if (!tbuf_guards_ok(&out)) {
+        bad = fail(msg, len, ctx, p, "write outside out[0..%zu)", p->nout);
+        goto done;
+    }
+    if (want_probs && !tc_buf_guards_ok(&probs)) {
+        bad = fail(msg, len, ctx, p, "write outside probs[0..%zu)", p->nprobs);
+        goto done;
+    }
+    if (memcmp(q0, t->q, qbytes) || memcmp(k0, t->k, kbytes) || memcmp(v0, t->v, vbytes)) {
+        bad = fail(msg, len, ctx, p, "an input was written");
+        goto done;
+    }
+    double worst_rel = 0.0, worst_p = 0.0, worst_sum = 0.0;
+    size_t nonfinite = 0;
+    for (size_t b = 0; b < d->batch && !bad; b++)
+        for (size_t h = 0; h < d->n_heads && !bad; h++)
+            for (size_t i = 0; i < d->q_len && !bad; i++) {
+                const size_t ri = (b * d->n_heads + h) * d->q_len + i;
+                const size_t o0 = tc_index(d->layout, d->n_heads, d->q_len, p->v_dim, b, h, i, 0);
+                const float *pr = want_probs ? probs.p + ri * d->kv_len : NULL;
+                const double *rp = want_probs ? ref->probs + ri * d->kv_len : NULL;
+                const long nv = ref->nvis[ri];
+                if (nv < 0) {
+                    nonfinite++;
+                    continue;
+                }
+                if (nv == 0) { /* all zero, never NaN: no tolerance */
+                    for (size_t c = 0; c < p->v_dim && !bad; c++)
+                        if (tc_elem_get(out.p, odt, o0 + c) != 0.0f)
+                            bad = fail(msg, len, ctx, p, "row b=%zu h=%zu i=%zu sees no key but out[%zu] = %g "
+                                       "(bits 0x%x)", b, h, i, c, (double)tc_elem_get(out.p, odt, o0 + c),
+                                       (unsigned)elem_bits(out.p, odt, o0 + c));
+                    for (size_t j = 0; pr && j < d->kv_len && !bad; j++)
+                        if (pr[j] != 0.0f)
+                            bad = fail(msg, len, ctx, p, "row b=%zu h=%zu i=%zu sees no key but probs[%zu] = %g", b,
+                                       h, i, j, (double)pr[j]);
+                    continue;
+                }
+                const double vmax = ref->vmax[ri];
+                for (size_t c = 0; c < p->v_dim && !bad; c++) {
+                    const double got = tc_elem_get(out.p, odt, o0 + c), want = ref->out[o0 + c];
+                    const double err = fabs(got - want), tol = tc_typed_tol(d->math, odt, want, vmax);
+                    const double unit = d->math == ATTN_MATH_BF16 ? (vmax > 0.0 ? vmax : 1.0)
+                                                                  : (fabs(want) > 1.0 ? fabs(want) : 1.0);
+                    if (!(err / unit <= worst_rel))
+                        worst_rel = isnan(worst_rel) ? worst_rel : err / unit;
+                    if (!(err <= tol))
+                        bad = fail(msg, len, ctx, p,
+                                   "out[b=%zu h=%zu i=%zu c=%zu] = %.9g (bits 0x%x), reference %.9g: error %.3g > "
+                                   "%.3g (max|v| of the row %.3g)",
+                                   b, h, i, c, got, (unsigned)elem_bits(out.p, odt, o0 + c), want, err, tol, vmax);
+                }
+                if (!pr)
+                    continue;
+                long long lo, hi;
+                visible_range(p, b, i, &lo, &hi);
+                double sum = 0.0;
+                for (size_t j = 0; j < d->kv_len && !bad; j++) {
+                    if ((long long)j < lo || (long long)j >= hi) {
+                        if (pr[j] != 0.0f)
+                            bad = fail(msg, len, ctx, p, "probs[b=%zu h=%zu i=%zu j=%zu] = %g for a masked key", b,
+                                       h, i, j, (double)pr[j]);
+                        continue;
+                    }
+                    sum += pr[j];
+                    const double e = fabs((double)pr[j] - rp[j]);
+                    if (!(e <= worst_p))
+                        worst_p = isnan(worst_p) ? worst_p : e;
+                    if (!(e <= TC_TOL))
+                        bad = fail(msg, len, ctx, p, "probs[b=%zu h=%zu i=%zu j=%zu] = %.9g, reference %.9g: error "
+                                   "%.3g > %.3g", b, h, i, j, (double)pr[j], rp[j], e, TC_TOL);
+                }
+                const double e = fabs(sum - 1.0);
+                if (!bad && !(e <= TC_ROWSUM_TOL))
+                    bad = fail(msg, len, ctx, p, "probs row b=%zu h=%zu i=%zu sums to %.9g", b, h, i, sum);
+                worst_sum = e > worst_sum ? e : worst_sum;
+            }
+    if (st) {
+        st->cases++;
+        if (worst_rel > st->err_out || isnan(worst_rel))
+            st->err_out = worst_rel;
+        if (worst_p > st->err_probs || isnan(worst_p))
+            st->err_probs = worst_p;
+        if (worst_sum > st->err_rowsum)
+            st->err_rowsum = worst_sum;
+        st->nonfinite_rows += nonfinite;
+    }
+    if (!bad && keep_out) {
+        *keep_out = copy_bytes(out.p, p->nout * tc_dtype_size(odt));
+        if (want_probs && keep_probs)
+            *keep_probs = copy_bytes(probs.p, p->nprobs * sizeof(float));
+        if (!*keep_out || (want_probs && keep_probs && !*keep_probs)) {
+            free(*keep_out);
+            *keep_out = NULL;
+            if (keep_probs) {
+                free(*keep_probs);
+                *keep_probs = NULL;
+            }
+            bad = fail(msg, len, ctx, p, "test out of memory");
+        }
+    }
+done:
+    free(q0), free(k0), free(v0);
+    tbuf_free(&out);
+    if (want_probs)
+        tc_buf_free(&probs);
+    return bad;
+}
+
+int tc_keys_read_in_place(const attn_sdpa_desc *d)
+{
+    const size_t group = d->n_heads / (d->n_kv_heads ? d->n_kv_heads : d->n_heads);
+    return d->head_dim % 16 == 0 && group * d->q_len <= 16;
+}
+
+int tc_typed_strict(void)
+{
+    const char *e = getenv("ATTN_TEST_STRICT_DTYPES");
+    return e && *e && strcmp(e, "0") != 0;
+}
+
+attn_status tc_typed_run(const attn_ctx *ctx, const tc_typed *t, int want_probs, void **out, float **probs)
+{
+    const tc_problem *p = &t->p;
+    const attn_dtype odt = p->d.out_dtype;
+    *out = malloc((p->nout ? p->nout : 1) * tc_dtype_size(odt));
+    *probs = want_probs ? malloc((p->nprobs ? p->nprobs : 1) * sizeof(float)) : NULL;
+    if (!*out || (want_probs && !*probs)) {
+        free(*out), free(*probs);
+        *out = NULL;
+        *probs = NULL;
+        return ATTN_ENOMEM;
+    }
+    for (size_t i = 0; i < p->nout; i++)
+        elem_set_bits(*out, odt, i, poison_bits(odt));
+    for (size_t i = 0; *probs && i < p->nprobs; i++)
+        (*probs)[i] = tc_u2f(TC_POISON_BITS);
+    return attn_sdpa(ctx, &p->d, t->q, t->k, t->v, *out, *probs);
+}
+
+int tc_typed_same(const attn_ctx *ctx, const tc_typed *t, const void *out_a, const float *probs_a,
+                  const void *out_b, const float *probs_b, const char *what, char *msg, size_t len)
+{
+    const tc_problem *p = &t->p;
+    const attn_sdpa_desc *d = &p->d;
+    const attn_dtype odt = d->out_dtype;
+    for (size_t x = 0; x < p->nout; x++) {
+        const uint32_t a = elem_bits(out_a, odt, x), b = elem_bits(out_b, odt, x);
+        if (a == b)
+            continue;
+        /* (b, h, i, c) of element x in the output's layout. */
+        size_t c = x % p->v_dim, r = x / p->v_dim, bb, h, i;
+        if (d->layout == ATTN_LAYOUT_BSHD)
+            h = r % d->n_heads, i = r / d->n_heads % d->q_len, bb = r / d->n_heads / d->q_len;
+        else
+            i = r % d->q_len, h = r / d->q_len % d->n_heads, bb = r / d->q_len / d->n_heads;
+        return fail(msg, len, ctx, p, "%s: out[b=%zu h=%zu i=%zu c=%zu] differs: 0x%x (%.9g) vs 0x%x (%.9g)", what,
+                    bb, h, i, c, (unsigned)a, (double)tc_elem_get(out_a, odt, x), (unsigned)b,
+                    (double)tc_elem_get(out_b, odt, x));
+    }
+    for (size_t x = 0; probs_a && probs_b && x < p->nprobs; x++)
+        if (tc_f2u(probs_a[x]) != tc_f2u(probs_b[x])) {
+            const size_t j = x % d->kv_len, r = x / d->kv_len;
+            return fail(msg, len, ctx, p, "%s: probs[b=%zu h=%zu i=%zu j=%zu] differ: %.9g vs %.9g", what,
+                        r / d->q_len / d->n_heads, r / d->q_len % d->n_heads, r % d->q_len, j, (double)probs_a[x],
+                        (double)probs_b[x]);
+        }
+    return 0;
+}
+
 /* ---- the self-attention layer ---- */
 
 size_t tc_layer_width(const attn_layer *w)
@@ -776,7 +1274,7 @@ int tc_ref_layer(const attn_layer *w, const float *x, size_t n, attn_mask mask, 
             for (size_t j = 0; j < dm; j++) {
                 double t = w->bo ? (double)w->bo[j] : 0.0;
                 for (size_t c = 0; c < qw; c++)
-                    t += o[r * qw + c] * (double)w->wo[j * qw + c];
+                    t += o[r * qw + c] * (double)((const float *)w->wo)[j * qw + c];
                 y[r * dm + j] = t;
             }
     } else {

@@ -164,6 +164,92 @@ void tc_stats_str(attn_isa isa, const tc_stats *st, char *buf, size_t len);
         cr_assert(!tc_bad_, "%s", tc_msg_);                                                                 \
     } while (0)
 
+/* ---- typed tensors: F16/BF16 inputs and outputs, ATTN_MATH_BF16 (test_dtypes.c, kernel-check) ---- */
+
+/* Poison of a 16-bit output element (a quiet NaN of its type: one the library forgot fails every comparison), and
+ * the guard pattern around it (a signalling NaN, compared bitwise). */
+#define TC_F16_POISON 0x7e01u
+#define TC_BF16_POISON 0x7fc1u
+#define TC_F16_GUARD 0x7d5au
+#define TC_BF16_GUARD 0x7f8bu
+
+/* Conversions independent of the library's (simd/half.h): half through the compiler's _Float16, bfloat16 through
+ * tc_stored (frexp/nearbyint), both rounding to nearest even; a NaN becomes a quiet NaN of the same sign and top
+ * payload bits (bf16: the fp32 bits' high half with the quiet bit set, as vcvtneps2bf16 does). */
+uint16_t tc_f16_bits(float x);
+uint16_t tc_bf16_bits(float x);
+float tc_f16_value(uint16_t h);
+float tc_bf16_value(uint16_t h);
+/* x rounded to bfloat16, kept as fp32. */
+float tc_bf16_round(float x);
+size_t tc_dtype_size(attn_dtype t);
+const char *tc_dtype_name(attn_dtype t); /* "f32", "f16", "bf16", "?" */
+/* Element i of a tensor of type t, widened; element i set to x rounded to t. */
+float tc_elem_get(const void *p, attn_dtype t, size_t i);
+void tc_elem_set(void *p, attn_dtype t, size_t i, float x);
+
+/* A problem whose tensors are stored in the desc's q_dtype and kv_dtype. p.d is what attn_sdpa gets (dtypes,
+ * out_dtype and math included; set those fields in p.d between runs as needed); p.q, p.k, p.v hold the stored
+ * values widened to fp32 (what the reference reads). */
+typedef struct tc_typed {
+    tc_problem p;
+    void *q, *k, *v; /* one element past an aligned start */
+    void *q_alloc, *k_alloc, *v_alloc;
+} tc_typed;
+
+int tc_typed_init(tc_typed *t, const attn_sdpa_desc *d); /* 0 on success; contents undefined until filled */
+/* q, k uniform in [-amp, amp], v uniform in [-1, 1], rounded to their types. */
+void tc_typed_fill(tc_typed *t, uint64_t seed, float amp);
+/* Rounds p.q, p.k, p.v to the tensors' types and stores them (after a caller wrote values into p). */
+void tc_typed_store(tc_typed *t);
+/* dst: src's desc and values with q in qdt and k, v in kvdt, the values first rounded to bfloat16 when round_bf16
+ * (else they must be representable in the new types to be carried exactly). 0 on success. */
+int tc_typed_convert(tc_typed *dst, const tc_typed *src, attn_dtype qdt, attn_dtype kvdt, int round_bf16);
+void tc_typed_free(tc_typed *t);
+
+/* The float64 reference of a typed problem for one math mode: from the stored values (ATTN_MATH_F32) or from the
+ * stored values rounded to bfloat16 (ATTN_MATH_BF16: q, k and v; P is not rounded), scale * dot in double. */
+typedef struct tc_typed_ref {
+    attn_math math;
+    double *out;   /* [nout], in the output's layout */
+    double *probs; /* NULL, or [nprobs] */
+    double *vmax;  /* per row (b, h, i) = (b * n_heads + h) * q_len + i: max |v| over the value rows it sees */
+    long *nvis;    /* per row: the keys it sees (0: none) */
+} tc_typed_ref;
+
+int tc_typed_ref_init(tc_typed_ref *r, const tc_typed *t, attn_math math, int want_probs); /* 0, or -1 (memory) */
+void tc_typed_ref_free(tc_typed_ref *r);
+
+/* The contract's allowance for one output element (attn.h, DESIGN 3b): ATTN_MATH_F32 TC_TOL * max(1, |ref|),
+ * ATTN_MATH_BF16 1e-2 * vmax; plus the output's own rounding, 2^-11 |ref| (F16) or 2^-8 |ref| (BF16). */
+double tc_typed_tol(attn_math math, attn_dtype out, double ref, double vmax);
+
+/* Runs t (p.d as it stands; p.d.math must be ref->math) through attn_sdpa on ctx with a poisoned, guarded output of
+ * p.d.out_dtype (and fp32 probs when want_probs; ref must then have probs) and checks: status OK, guards intact,
+ * typed inputs unchanged, every output element within tc_typed_tol of the reference, rows that see no key exactly
+ * zero, probs within TC_TOL of the reference (masked ones exactly 0, rows summing to 1). st (may be NULL) gets the
+ * largest error of out relative to max(1, |ref|) (ATTN_MATH_F32) or to vmax (ATTN_MATH_BF16). keep_out /
+ * keep_probs (may be NULL) receive malloc'd copies of the results for bitwise comparisons. 0 on pass, else 1 with
+ * the reason (seed, ISA, shape, types, element) in msg. */
+int tc_typed_check(const attn_ctx *ctx, const tc_typed *t, const tc_typed_ref *ref, int want_probs, tc_stats *st,
+                   void **keep_out, float **keep_probs, char *msg, size_t len);
+
+/* 1 when d is decode-shaped enough for attn_sdpa to read keys that need no rounding as rows in place: a KV head's
+ * only query block of at most 16 rows (n_heads / n_kv_heads * q_len <= 16, with block_q >= 16) and head_dim a
+ * multiple of 16 (engine/sdpa.c attn_tile_at, k_rows). */
+int tc_keys_read_in_place(const attn_sdpa_desc *d);
+/* 1 when ATTN_TEST_STRICT_DTYPES is set to something other than 0: test_dtypes.c then fails the bitwise
+ * differences it otherwise reports on its known paths. */
+int tc_typed_strict(void);
+
+/* Runs t with a poisoned output and hands back malloc'd copies of out and probs (probs only when want_probs). */
+attn_status tc_typed_run(const attn_ctx *ctx, const tc_typed *t, int want_probs, void **out, float **probs);
+
+/* Bitwise comparison of two results of t's shape (out of t's out_dtype, probs may be NULL): 0 if identical, else 1
+ * with the first differing element in msg (seed, ctx's ISA, shape), prefixed by what. */
+int tc_typed_same(const attn_ctx *ctx, const tc_typed *t, const void *out_a, const float *probs_a,
+                  const void *out_b, const float *probs_b, const char *what, char *msg, size_t len);
+
 /* ---- the self-attention layer ---- */
 
 /* Max error allowed on attn_self_attention's y, relative to max(1, max|ref y|), and on its probs. The fp32 layer

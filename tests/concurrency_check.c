@@ -181,10 +181,11 @@ static int prepare(uint64_t seed)
     layer_probs = malloc(4 * LAYER_N * LAYER_N * sizeof *layer_probs);
     if (!layer_mem || !layer_x || !layer_y || !layer_probs)
         return -1;
-    const float **fields[8] = { &layer.wq, &layer.wk, &layer.wv, &layer.wo, &layer.bq, &layer.bk, &layer.bv,
-                                &layer.bo };
-    for (size_t i = 0, at = 0; i < 8; at += sizes[i], i++)
-        *fields[i] = layer_mem + at;
+    const float *part[8];
+    for (size_t i = 0, o = 0; i < 8; o += sizes[i], i++)
+        part[i] = layer_mem + o;
+    layer.wq = part[0], layer.wk = part[1], layer.wv = part[2], layer.wo = part[3]; /* const void * since v1 */
+    layer.bq = part[4], layer.bk = part[5], layer.bv = part[6], layer.bo = part[7];
     if (attn_self_attention(ctx, &layer, layer_x, LAYER_N, ATTN_MASK_CAUSAL, layer_y, layer_probs) != ATTN_OK)
         return -1;
 

@@ -748,6 +748,9 @@ static void kvc_teardown(scenario *s)
 typedef struct lin_state {
     size_t n, in, outf;
     float *x, *w, *b;
+    const void *wt;   /* NULL: attn_linear on w; else attn_linear_typed on wt of type t in math */
+    attn_dtype t;
+    attn_math math;
     attn_ctx *ctx;
     tc_buf y;
     float *keep;
@@ -764,6 +767,8 @@ static int lin_setup(scenario *s)
 static attn_status lin_call(scenario *s)
 {
     lin_state *q = s->st;
+    if (q->wt)
+        return attn_linear_typed(q->ctx, q->x, q->n, q->in, q->wt, q->t, q->b, q->outf, q->y.p, q->math);
     return attn_linear(q->ctx, q->x, q->n, q->in, q->w, q->b, q->outf, q->y.p);
 }
 
@@ -819,12 +824,14 @@ static int sa_prepare(sa_state *q, int with_wo, int with_bias, uint64_t seed)
         return -1;
     for (size_t i = 0; i < total; i++)
         q->weights[i] *= 0.3f;
-    const float **fields[8] = { &w->wq, &w->wk, &w->wv, &w->wo, &w->bq, &w->bk, &w->bv, &w->bo };
+    const float *at[8];
     float *p = q->weights;
     for (int i = 0; i < 8; i++) {
-        *fields[i] = sizes[i] ? p : NULL;
+        at[i] = sizes[i] ? p : NULL;
         p += sizes[i];
     }
+    w->wq = at[0], w->wk = at[1], w->wv = at[2], w->wo = at[3]; /* const void * since v1 (fp32 here) */
+    w->bq = at[4], w->bk = at[5], w->bv = at[6], w->bo = at[7];
     return 0;
 }
 
@@ -1228,6 +1235,24 @@ int main(void)
         }
         scenario s = SCN("attn_linear (bias)", FALLBACK_NONE, 0, lin, &q);
         run_scenario(&s);
+        free(q.keep);
+        /* attn_linear_typed: bfloat16 weights (the fp32 ones' upper halves) in ATTN_MATH_BF16, whose rounded rows
+         * of x share the packing's allocation. */
+        uint16_t *wt = malloc(q.outf * q.in * sizeof *wt);
+        if (!wt) {
+            printf("fault-check: test out of memory\n");
+            return 1;
+        }
+        for (size_t i = 0; i < q.outf * q.in; i++) {
+            uint32_t u;
+            memcpy(&u, &q.w[i], sizeof u);
+            wt[i] = (uint16_t)(u >> 16);
+        }
+        q.keep = NULL;
+        q.wt = wt, q.t = ATTN_BF16, q.math = ATTN_MATH_BF16;
+        scenario st = SCN("attn_linear_typed BF16, MATH_BF16 (bias)", FALLBACK_NONE, 0, lin, &q);
+        run_scenario(&st);
+        free(wt);
         free(q.x), free(q.w), free(q.b), free(q.keep);
     }
 
@@ -1243,6 +1268,15 @@ int main(void)
         scenario s = SCN(with_wo ? "attn_self_attention with wo, probs" : "attn_self_attention without wo, probs",
                          FALLBACK_OK, 0, sa, &q);
         run_scenario(&s);
+        free(q.keep_y), free(q.keep_probs);
+        /* The same layer in ATTN_MATH_BF16 (fp32 weights rounded as they are packed, x and the heads rounded per
+         * row block in the call's scratch). */
+        q.keep_y = q.keep_probs = NULL;
+        q.w.math = ATTN_MATH_BF16;
+        scenario sb = SCN(with_wo ? "attn_self_attention MATH_BF16 with wo, probs"
+                                  : "attn_self_attention MATH_BF16 without wo, probs",
+                          FALLBACK_OK, 0, sa, &q);
+        run_scenario(&sb);
         free(q.x), free(q.weights), free(q.keep_y), free(q.keep_probs);
     }
 

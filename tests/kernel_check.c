@@ -95,6 +95,97 @@ static void check_mha_fixtures(const attn_isa *isas, int n_isa, int threads, uns
     }
 }
 
+/* ---- F16/BF16 tensors and ATTN_MATH_BF16 -------------------------------------------------------------------
+ * Every (q_dtype, kv_dtype, out_dtype) once, each in both math modes, on every ISA, against the float64 reference
+ * from the stored (and, for ATTN_MATH_BF16, bfloat16-rounded) values with the contract's tolerances
+ * (tc_typed_check): the widening of half and bfloat16 tiles, the rounding of Q, K, V and P, and the rounded outputs
+ * of each kernel set, NEON's under qemu included. Small shapes (qemu), drawn from the run's seed; one pass or
+ * failure per (ISA, case, math mode). */
+static void check_dtypes(const attn_isa *isas, int n_isa, int threads, uint64_t seed, unsigned long *passed,
+                         unsigned long *failed)
+{
+    static const attn_dtype types[3] = { ATTN_F32, ATTN_F16, ATTN_BF16 };
+    static const size_t heads[][2] = { { 1, 0 }, { 2, 1 }, { 4, 2 }, { 3, 3 }, { 4, 1 } };
+    static const size_t widths[] = { 1, 7, 16, 33, 64, 80 };
+    attn_ctx *ctx[TC_MAX_ISAS] = { NULL };
+    tc_stats st[TC_MAX_ISAS][2];
+    unsigned long isa_failed[TC_MAX_ISAS] = { 0 };
+    memset(st, 0, sizeof st);
+    for (int ii = 0; ii < n_isa; ii++)
+        if (tc_ctx_create(&ctx[ii], isas[ii], threads, ii % 2 ? 24 : 0, ii % 2 ? 32 : 0) != ATTN_OK) {
+            printf("FAIL %s: attn_ctx_create for the dtype checks\n", attn_isa_name(isas[ii]));
+            ctx[ii] = NULL;
+            (*failed)++;
+        }
+    tc_rng r;
+    tc_rng_init(&r, tc_mix(seed, 0xd7e5));
+    const unsigned offset = tc_rng_below(&r, 27);
+    for (unsigned c = 0; c < 27; c++) {
+        const unsigned combo = (offset + c) % 27;
+        const size_t h = tc_rng_below(&r, sizeof heads / sizeof heads[0]);
+        const size_t q = tc_rng_below(&r, 2) ? 1 + tc_rng_below(&r, 8) : 1 + tc_rng_below(&r, 40);
+        attn_sdpa_desc d = tc_shape(1 + tc_rng_below(&r, 2), heads[h][0], heads[h][1], q, 1 + tc_rng_below(&r, 90),
+                                    widths[tc_rng_below(&r, 6)], tc_rng_below(&r, 2) ? 0 : widths[tc_rng_below(&r, 6)]);
+        int32_t valid[2];
+        d.layout = (attn_layout)tc_rng_below(&r, 2);
+        if (tc_rng_below(&r, 2)) {
+            d.mask = ATTN_MASK_CAUSAL;
+            d.window = tc_rng_below(&r, 4) ? 0 : 1 + tc_rng_below(&r, (uint32_t)d.kv_len);
+        }
+        if (tc_rng_below(&r, 3) == 0) {
+            tc_random_kv_valid(&r, valid, d.batch, d.kv_len);
+            d.kv_valid = valid;
+        }
+        d.q_dtype = types[combo / 9];
+        d.kv_dtype = types[combo / 3 % 3];
+        d.out_dtype = types[combo % 3];
+        const int want_probs = (int)tc_rng_below(&r, 2);
+        tc_typed t;
+        if (tc_typed_init(&t, &d)) {
+            printf("FAIL dtype case %u: out of memory\n", c);
+            (*failed)++;
+            continue;
+        }
+        tc_typed_fill(&t, tc_mix(seed ^ 0xd7e5, c), tc_rng_below(&r, 3) ? 1.0f : 3.0f);
+        for (int m = 0; m < 2; m++) {
+            tc_typed_ref ref;
+            t.p.d.math = (attn_math)m;
+            if (tc_typed_ref_init(&ref, &t, (attn_math)m, want_probs)) {
+                printf("FAIL dtype case %u: out of memory\n", c);
+                (*failed)++;
+                continue;
+            }
+            for (int ii = 0; ii < n_isa; ii++) {
+                char msg[1024];
+                tc_stats one = { 0 };
+                if (!ctx[ii])
+                    continue;
+                const int bad = tc_typed_check(ctx[ii], &t, &ref, want_probs, &one, NULL, NULL, msg, sizeof msg);
+                if (bad) {
+                    if (isa_failed[ii] < 5)
+                        printf("FAIL dtype case %u%s: %s\n", c, want_probs ? " (probs)" : "", msg);
+                    isa_failed[ii]++;
+                    (*failed)++;
+                } else {
+                    tc_stats_merge(&st[ii][m], &one);
+                    (*passed)++;
+                }
+            }
+            tc_typed_ref_free(&ref);
+        }
+        tc_typed_free(&t);
+    }
+    for (int ii = 0; ii < n_isa; ii++) {
+        if (!ctx[ii])
+            continue;
+        printf("%-6s: 27 q/kv/out dtype cases (f32/f16/bf16) x math f32/bf16, max err out %.2e (f32, of max(1,|ref|)) "
+               "%.2e (bf16, of max|v|), probs %.2e / %.2e, %lu failed\n",
+               attn_isa_name(isas[ii]), st[ii][0].err_out, st[ii][1].err_out, st[ii][0].err_probs,
+               st[ii][1].err_probs, isa_failed[ii]);
+        attn_ctx_destroy(ctx[ii]);
+    }
+}
+
 /* ---- robustness checks: the caller's FP control state and subnormal inputs, per ISA ----------------
  * tc_fp_env_check (tests/common.c) on every ISA: no call changes the calling thread's MXCSR (FTZ/DAZ set and clear)
  * or, on AArch64 (NEON under qemu included), FPCR; subnormal inputs match the float64 reference. One pass or
@@ -204,6 +295,7 @@ int main(void)
                bkv ? "100" : "default", worst);
         attn_ctx_destroy(ctx);
     }
+    check_dtypes(isas, n_isa, threads, seed, &passed, &failed);
     check_mha_fixtures(isas, n_isa, threads, &passed, &failed);
     check_fp_env(isas, n_isa, threads, &passed, &failed); /* the caller's FP state and subnormals */
     printf("kernel-check: %lu passed, %lu failed\n", passed, failed);

@@ -67,7 +67,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     for (size_t i = 0; i < sizeof fz_env_vars / sizeof fz_env_vars[0]; i++)
         unsetenv(fz_env_vars[i]);
     CHECK(attn_isa_supported(ATTN_ISA_AUTO) == 1 && attn_isa_supported(ATTN_ISA_SCALAR) == 1, "AUTO/SCALAR");
-    CHECK(attn_isa_supported((attn_isa)7) == 0 && attn_isa_supported((attn_isa)-1) == 0, "out-of-enum ISA");
+    CHECK(attn_isa_supported((attn_isa)8) == 0 && attn_isa_supported((attn_isa)-1) == 0, "out-of-enum ISA");
     CHECK(strcmp(attn_isa_name((attn_isa)99), "unknown") == 0, "attn_isa_name(99)");
     CHECK(strcmp(attn_strerror((attn_status)12345), "unknown status") == 0, "attn_strerror(12345)");
     attn_ctx *d = NULL;
@@ -895,7 +895,7 @@ FZ_NOCOV static void fz_self_attention_verify(const attn_layer *L, const float *
             } else {
                 double acc = L->bo ? L->bo[c] : 0, aabs = L->bo ? fabs(L->bo[c]) : 0, etol = 0;
                 for (size_t i = 0; i < qw; i++) {
-                    const double wv = L->wo[c * qw + i];
+                    const double wv = ((const float *)L->wo)[c * qw + i];
                     acc += o[t * qw + i] * wv;
                     aabs += fabs(o[t * qw + i] * wv);
                     etol += otol[t * qw + i] * fabs(wv);
