@@ -31,9 +31,11 @@ static const bench_shape named_shapes[] = {
 };
 #define N_NAMED (sizeof named_shapes / sizeof named_shapes[0])
 
-/* Layer shapes: not in the default set, asked for by name or with --layer. */
+/* Layer shapes: not in the default set, asked for by name or with --layer. Each fp32 layer shape brings its bf16
+ * twin (add_layer_twins): weights BF16, ATTN_MATH_BF16, compared with it in vs_f32. */
 static const bench_shape layer_shapes[] = {
     {"L1", 16, 16, 2048, 2048, 64, 0, 1024, F32, 0, "", 0},
+    {"L1-bf16", 16, 16, 2048, 2048, 64, 0, 1024, BF16, 0, "L1", 0}, /* wq, wk, wv, wo BF16, ATTN_MATH_BF16 */
 };
 #undef F32
 #undef BF16
@@ -76,12 +78,16 @@ static void help(void)
         "                       after that row when both are in the run.",
         "                       L1 (not in the default set): a self-attention layer, 2048 tokens, d_model",
         "                         1024, 16 heads of 64 (the projection target); see --layer.",
+        "                       L1-bf16  L1 with BF16 weights (attn_layer.w_dtype) and ATTN_MATH_BF16; every fp32",
+        "                         layer shape (L1, --layer) brings its -bf16 twin, compared with it in vs_f32.",
         "  --layer N,DM,H[,HKV][,causal|none]",
         "                       a custom layer shape (repeatable): tokens, d_model, heads (must divide DM), KV",
         "                       heads (must divide H; default H), mask. Each layer shape gives two rows:",
         "                       NAME/proj, the four projection GEMMs through attn_linear (FLOPs",
         "                       2*N*DM*(2*H*hd + 2*HKV*hd)), and NAME/layer, the whole attn_self_attention",
-        "                       (those FLOPs plus the attention's). Named L_nN_dmDM_hH/HKV[_causal].",
+        "                       (those FLOPs plus the attention's). Named L_nN_dmDM_hH/HKV[_causal]; its",
+        "                       twin L_..-bf16 (BF16 weights, ATTN_MATH_BF16: attn_linear_typed and",
+        "                       attn_self_attention with w_dtype/math) follows with its two rows and vs_f32.",
         "  --shape H,HKV,Q,KV,D[,causal|none]",
         "                       a custom shape (repeatable): query heads, KV heads (must divide H), q_len,",
         "                       kv_len, head_dim, mask (default none; 1/0 also accepted). Named in the output",
@@ -340,7 +346,8 @@ static void add_shape(const bench_shape *s, const char *flag)
 static void parse_shapes(const char *flag, const char *arg, bench_shape *list, int *n_list)
 {
     char buf[LIST_BUF], *tok[MAX_LIST];
-    int n = split_arg(flag, arg, buf, tok, "a comma list of seed,P1,P2,P3,D1,D2,P2-bf16,P3-bf16,D2-bf16,L1 or all");
+    int n = split_arg(flag, arg, buf, tok,
+                      "a comma list of seed,P1,P2,P3,D1,D2,P2-bf16,P3-bf16,D2-bf16,L1,L1-bf16 or all");
     for (int i = 0; i < n; i++) {
         if (!strcasecmp(tok[i], "all")) {
             for (size_t j = 0; j < N_NAMED; j++)
@@ -358,7 +365,7 @@ static void parse_shapes(const char *flag, const char *arg, bench_shape *list, i
             ;
         if (j == N_LAYER)
             bench_usage_error("%s: unknown shape '%s' (known: seed, P1, P2, P3, D1, D2, P2-bf16, P3-bf16, D2-bf16, "
-                              "L1, all)", flag, tok[i]);
+                              "L1, L1-bf16, all)", flag, tok[i]);
         add_shape_to(list, n_list, &layer_shapes[j], flag);
     }
 }
@@ -670,6 +677,32 @@ static void expand_custom_shapes(void)
     bench_opt.n_shapes = n;
 }
 
+/* Every fp32 layer shape (L1, --layer) gets its bf16 twin NAME-bf16 (weights BF16, ATTN_MATH_BF16, vs_f32 against
+ * it) right after it, unless the run names that twin itself. */
+static void add_layer_twins(void)
+{
+    static bench_shape out[MAX_LIST];
+    int n = 0;
+    for (int i = 0; i < bench_opt.n_shapes; i++) {
+        const bench_shape *s = &bench_opt.shapes[i];
+        add_shape_to(out, &n, s, "a layer shape with its -bf16 twin");
+        if (!s->dm || s->dtype != ATTN_F32 || s->math != ATTN_MATH_F32 || s->base[0])
+            continue;
+        bench_shape e = *s;
+        e.dtype = ATTN_BF16;
+        e.math = ATTN_MATH_BF16;
+        snprintf(e.base, sizeof e.base, "%s", s->name);
+        snprintf(e.name, sizeof e.name, "%.*s-bf16", (int)sizeof e.name - 6, s->name);
+        int named = 0;
+        for (int j = 0; j < bench_opt.n_shapes; j++)
+            named |= !strcmp(bench_opt.shapes[j].name, e.name);
+        if (!named)
+            add_shape_to(out, &n, &e, "a layer shape with its -bf16 twin");
+    }
+    memcpy(bench_opt.shapes, out, sizeof out[0] * (size_t)n);
+    bench_opt.n_shapes = n;
+}
+
 /* A shape compared with an fp32 one (base) that comes later in the list moves to just after it, so that its vs_f32
  * column can be filled in as it is printed; everything else keeps the order given. */
 static void order_after_bases(void)
@@ -836,6 +869,7 @@ void bench_parse_args(int argc, char **argv)
         bench_usage_error("--dtype and --math apply to --shape rows: give a --shape (P2-bf16, P3-bf16 and D2-bf16 "
                           "are the named bf16 rows)");
     expand_custom_shapes();
+    add_layer_twins();
     if (bench_opt.n_shapes == 0)
         for (size_t j = 0; j < N_NAMED; j++)
             add_shape(&named_shapes[j], "default");

@@ -19,7 +19,7 @@
 
 /* One fp32 row already timed: what a row with a dtype or math of its own is compared with (vs_f32). */
 struct bench_result {
-    const char *shape;
+    char shape[96]; /* the row's shape name: "P2", or "L1/proj" for a layer's rows */
     int si, ti;
     double median_s;
     int timeshared;
@@ -152,11 +152,13 @@ attn_status bench_call_once(const bench_job *j)
         if (j->mode == 2)
             return attn_self_attention(j->ctx, w, j->x, n, mask, j->y, NULL);
         attn_status st;
-        if ((st = attn_linear(j->ctx, j->x, n, w->d_model, w->wq, w->bq, qw, j->pq)) != ATTN_OK ||
-            (st = attn_linear(j->ctx, j->x, n, w->d_model, w->wk, w->bk, kw, j->pk)) != ATTN_OK ||
-            (st = attn_linear(j->ctx, j->x, n, w->d_model, w->wv, w->bv, kw, j->pv)) != ATTN_OK)
+        const attn_dtype t = w->w_dtype;
+        const attn_math m = w->math;
+        if ((st = attn_linear_typed(j->ctx, j->x, n, w->d_model, w->wq, t, w->bq, qw, j->pq, m)) != ATTN_OK ||
+            (st = attn_linear_typed(j->ctx, j->x, n, w->d_model, w->wk, t, w->bk, kw, j->pk, m)) != ATTN_OK ||
+            (st = attn_linear_typed(j->ctx, j->x, n, w->d_model, w->wv, t, w->bv, kw, j->pv, m)) != ATTN_OK)
             return st;
-        return attn_linear(j->ctx, j->pq, n, qw, w->wo, w->bo, w->d_model, j->y);
+        return attn_linear_typed(j->ctx, j->pq, n, qw, w->wo, t, w->bo, w->d_model, j->y, m);
     }
     if (j->cache)
         return attn_decode(j->ctx, j->cache, (const float *)j->q, j->s->q, j->s->h,
@@ -363,12 +365,13 @@ static void fill_row(bench_row *r, bench_plan *p, int si, int ti, const char *sh
     r->peak_pct = r->has_peak ? 100 * r->gflops / r->peak : 0;
 }
 
-/* vs_f32: an fp32 row is kept; a row with a base looks up the base's row of the same set and thread count. */
-static void record_or_compare(bench_plan *p, bench_row *r, const bench_shape *s, int si, int ti, int f32_row,
-                              double median_s)
+/* vs_f32: an fp32 row is kept; a row with a base looks up the base's row of the same set and thread count. name and
+ * base: the row's shape name and its base's ("" for none): a shape's, or for a layer's rows "L1/proj" and the like. */
+static void record_or_compare(bench_plan *p, bench_row *r, const char *name, const char *base, int si, int ti,
+                              int f32_row, double median_s)
 {
     /* after probe_row: r->timeshared is this row's */
-    if (f32_row && !s->base[0]) {
+    if (f32_row && !base[0]) {
         if (p->n_res == p->cap_res) {
             int cap = p->cap_res ? 2 * p->cap_res : 64;
             struct bench_result *n = realloc(p->res, sizeof *n * (size_t)cap);
@@ -376,14 +379,16 @@ static void record_or_compare(bench_plan *p, bench_row *r, const bench_shape *s,
                 return; /* only the vs_f32 column of later rows is lost */
             p->res = n, p->cap_res = cap;
         }
-        p->res[p->n_res++] = (struct bench_result){s->name, si, ti, median_s, r->timeshared};
+        struct bench_result *e = &p->res[p->n_res++];
+        snprintf(e->shape, sizeof e->shape, "%s", name);
+        e->si = si, e->ti = ti, e->median_s = median_s, e->timeshared = r->timeshared;
         return;
     }
-    if (!s->base[0])
+    if (!base[0])
         return;
     r->has_base = 1;
     for (int i = p->n_res - 1; i >= 0; i--)
-        if (p->res[i].si == si && p->res[i].ti == ti && !strcmp(p->res[i].shape, s->base)) {
+        if (p->res[i].si == si && p->res[i].ti == ti && !strcmp(p->res[i].shape, base)) {
             r->has_ratio = 1;
             r->ratio = p->res[i].median_s / median_s;
             r->base_shared = p->res[i].timeshared;
@@ -393,9 +398,12 @@ static void record_or_compare(bench_plan *p, bench_row *r, const bench_shape *s,
     p->any_ratio_missing = 1;
 }
 
-/* A layer shape's two rows per kernel set and thread count: NAME/proj, the four projections through attn_linear (Q,
- * K, V from x, the output projection from a [N][H*hd] input), and NAME/layer, the whole attn_self_attention. Weights
- * and inputs uniform in [-1, 1) scaled by 1/sqrt(fan_in), biases included. Returns 1 if anything failed. */
+/* A layer shape's two rows per kernel set and thread count: NAME/proj, the four projections through
+ * attn_linear_typed (Q, K, V from x, the output projection from a [N][H*hd] input), and NAME/layer, the whole
+ * attn_self_attention, both with the shape's weight dtype and math (the -bf16 twins: BF16 weights, ATTN_MATH_BF16,
+ * compared with NAME/proj and NAME/layer of their fp32 base in vs_f32). Weights and inputs uniform in [-1, 1)
+ * scaled by 1/sqrt(fan_in), biases included; a twin's weights are the same values rounded to bf16 (untimed, once).
+ * Returns 1 if anything failed. */
 static int run_layer_shape(const bench_shape *s, bench_plan *p)
 {
     const size_t n = s->q, dm = s->dm, qw = s->h * s->d, kw = s->hkv * s->d;
@@ -425,13 +433,31 @@ static int run_layer_shape(const bench_shape *s, bench_plan *p)
         for (size_t i = 0; i < kw * dm; i++)
             wk[i] *= fd, wv[i] *= fd;
     }
-    const attn_layer w = {dm, s->h, s->hkv, s->d, wq, wk, wv, wo, b, b + qw, b + qw + kw, b + qw + 2 * kw};
+    /* The weights in the shape's dtype (fp32: the arrays themselves). */
+    void *tq = convert(wq, qw * dm, s->dtype), *tk = convert(wk, kw * dm, s->dtype),
+         *tv = convert(wv, kw * dm, s->dtype), *to = convert(wo, dm * qw, s->dtype);
+    if (!tq || !tk || !tv || !to) {
+        bench_progress_clear();
+        fprintf(stderr, "%s: shape %s: out of memory; skipped\n", BENCH_PROG, s->name);
+        failed = 1;
+        p->row_no += 2 * p->n_sets * p->n_thr;
+        goto done_w;
+    }
+    attn_layer w;
+    memset(&w, 0, sizeof w);
+    w.d_model = dm, w.n_heads = s->h, w.n_kv_heads = s->hkv, w.head_dim = s->d;
+    w.wq = tq, w.wk = tk, w.wv = tv, w.wo = to;
+    w.bq = b, w.bk = b + qw, w.bv = b + qw + kw, w.bo = b + qw + 2 * kw;
+    w.w_dtype = s->dtype;
+    w.math = s->math;
     bench_shape attn_part = *s; /* the attention inside the layer, for its FLOPs */
     const double proj_flops = 2.0 * (double)n * (double)dm * (double)(2 * qw + 2 * kw);
     const double layer_flops = proj_flops + 4.0 * (double)s->h * (double)s->d * bench_unmasked_pairs(&attn_part);
     for (int mode = 1; mode <= 2; mode++) {
-        char name[96];
+        char name[96], base[96] = "";
         snprintf(name, sizeof name, "%s/%s", s->name, mode == 1 ? "proj" : "layer");
+        if (s->base[0])
+            snprintf(base, sizeof base, "%s/%s", s->base, mode == 1 ? "proj" : "layer");
         for (int si = 0; si < p->n_sets; si++)
             for (int ti = 0; ti < p->n_thr; ti++) {
                 const int T = p->threads[ti];
@@ -452,16 +478,29 @@ static int run_layer_shape(const bench_shape *s, bench_plan *p)
                 if (st != ATTN_OK) {
                     bench_progress_clear();
                     fprintf(stderr, "%s: shape %s, --isa %s, --threads %d: %s: %s\n", BENCH_PROG, name,
-                            p->kernels[si], T, mode == 1 ? "attn_linear" : "attn_self_attention", attn_strerror(st));
+                            p->kernels[si], T, mode == 1 ? "attn_linear_typed" : "attn_self_attention",
+                            attn_strerror(st));
                     failed = 1;
                     continue;
                 }
                 probe_row(T, &pb, &r, 0, label);
                 p->any_shared |= r.timeshared;
-                fill_row(&r, p, si, ti, name, "f32", ATTN_MATH_F32, &tm, mode == 1 ? proj_flops : layer_flops);
+                fill_row(&r, p, si, ti, name, bench_dtype_name(s->dtype), s->math, &tm,
+                         mode == 1 ? proj_flops : layer_flops);
+                record_or_compare(p, &r, name, base, si, ti, s->dtype == ATTN_F32 && s->math == ATTN_MATH_F32,
+                                  tm.median_s);
                 bench_emit_row(&r);
             }
     }
+done_w:
+    if (tq != wq)
+        free(tq);
+    if (tk != wk)
+        free(tk);
+    if (tv != wv)
+        free(tv);
+    if (to != wo)
+        free(to);
 done:
     free(x), free(wq), free(wk), free(wv), free(wo), free(b), free(pq), free(pk), free(pv), free(y);
     return failed;
@@ -548,7 +587,8 @@ static int run_attn_shape(const bench_shape *s, bench_plan *p)
                 probe_row(T, &pb, &r, 0, label);
                 p->any_shared |= r.timeshared;
                 fill_row(&r, p, si, ti, s->name, bench_dtype_name(dt), s->math, &tm, flops);
-                record_or_compare(p, &r, s, si, ti, dt == ATTN_F32 && s->math == ATTN_MATH_F32, tm.median_s);
+                record_or_compare(p, &r, s->name, s->base, si, ti, dt == ATTN_F32 && s->math == ATTN_MATH_F32,
+                                  tm.median_s);
                 r.is_decode = decode;
                 r.gbps = kv_bytes / tm.median_s / 1e9;
                 r.has_bw = p->have_bw && p->bw_best[ti] > 0;

@@ -564,13 +564,29 @@ attn_status attn_st_read_f32(const attn_st *f, const char *name, float *dst, siz
 
 /* ---- one attention layer ---- */
 
-/* One array of the loaded layer: count floats at float offset dst of the allocation, taken from element first of
- * src. */
+/* One array of the loaded layer: count elements taken from element first of src, at byte offset dst of the
+ * allocation. A weight (wfield) is converted to fp32 or, when keep is set, copied in its stored 16-bit type; a bias
+ * (bfield) is always converted to fp32. */
 typedef struct attn_st_part {
     const attn_st_entry *src;
     size_t first, count, dst;
-    const float **field;
+    const void **wfield;
+    const float **bfield;
+    int keep; /* set by the loader: 1 to copy src's 16-bit elements as they are */
 } attn_st_part;
+
+/* Elements [first, first + count) of a 16-bit tensor (F16 or BF16), copied bit for bit into dst in host order (the
+ * file is little-endian and may be unaligned). */
+static void attn_st_copy16(const attn_st *f, const attn_st_entry *t, size_t first, size_t count, uint16_t *dst)
+{
+    const unsigned char *p = f->data + t->begin + first * 2;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(dst, p, count * sizeof *dst);
+#else
+    for (size_t i = 0; i < count; i++, p += 2)
+        dst[i] = (uint16_t)(p[0] | p[1] << 8);
+#endif
+}
 
 /* The tensor a layer needs as `role`: EINVAL if it is missing, ENOTSUP if it is not F32/F16/BF16. */
 static attn_status attn_st_need(const attn_st *f, const char *name, const char *role, const attn_st_entry **t,
@@ -636,9 +652,9 @@ static attn_status attn_st_load(attn_layer_weights *out, const attn_st *f, const
         d = t->shape[1];
         hd = t->shape[0] / groups;
         const size_t qn = n_heads * hd * d, kn = hk * hd * d; /* at most t's numel */
-        parts[np++] = (attn_st_part){t, 0, qn, 0, &L->wq};
-        parts[np++] = (attn_st_part){t, qn, kn, 0, &L->wk};
-        parts[np++] = (attn_st_part){t, qn + kn, kn, 0, &L->wv};
+        parts[np++] = (attn_st_part){t, 0, qn, 0, &L->wq, NULL, 0};
+        parts[np++] = (attn_st_part){t, qn, kn, 0, &L->wk, NULL, 0};
+        parts[np++] = (attn_st_part){t, qn + kn, kn, 0, &L->wv, NULL, 0};
     } else {
         if ((s = attn_st_need(f, nm->wq, "wq", &t, err, errlen)) != ATTN_OK)
             return s;
@@ -649,14 +665,14 @@ static attn_status attn_st_load(attn_layer_weights *out, const attn_st *f, const
                                 attn_st_quote(t->name).s, attn_st_shape_fmt(t).s, n_heads);
         d = t->shape[1];
         hd = t->shape[0] / n_heads;
-        parts[np++] = (attn_st_part){t, 0, t->numel, 0, &L->wq};
+        parts[np++] = (attn_st_part){t, 0, t->numel, 0, &L->wq, NULL, 0};
         const char *kv_names[2] = {nm->wk, nm->wv}, *kv_roles[2] = {"wk", "wv"};
-        const float **kv_fields[2] = {&L->wk, &L->wv};
+        const void **kv_fields[2] = {&L->wk, &L->wv};
         for (int i = 0; i < 2; i++) {
             if ((s = attn_st_need(f, kv_names[i], kv_roles[i], &t, err, errlen)) != ATTN_OK ||
                 (s = attn_st_expect(t, kv_roles[i], hk * hd, d, err, errlen)) != ATTN_OK)
                 return s;
-            parts[np++] = (attn_st_part){t, 0, t->numel, 0, kv_fields[i]};
+            parts[np++] = (attn_st_part){t, 0, t->numel, 0, kv_fields[i], NULL, 0};
         }
     }
     const size_t qr = n_heads * hd, kr = hk * hd; /* rows of wq and of wk, wv: within the file's tensors */
@@ -664,15 +680,16 @@ static attn_status attn_st_load(attn_layer_weights *out, const attn_st *f, const
         if ((s = attn_st_need(f, nm->wo, "wo", &t, err, errlen)) != ATTN_OK ||
             (s = attn_st_expect(t, "wo", d, qr, err, errlen)) != ATTN_OK)
             return s;
-        parts[np++] = (attn_st_part){t, 0, t->numel, 0, &L->wo};
+        parts[np++] = (attn_st_part){t, 0, t->numel, 0, &L->wo, NULL, 0};
     }
+    const size_t n_weights = np; /* parts[0 .. n_weights) are weights, the rest biases */
     if (nm->in_proj_bias) {
         if ((s = attn_st_need(f, nm->in_proj_bias, "in_proj_bias", &t, err, errlen)) != ATTN_OK ||
             (s = attn_st_expect(t, "in_proj_bias", qr + 2 * kr, 0, err, errlen)) != ATTN_OK)
             return s;
-        parts[np++] = (attn_st_part){t, 0, qr, 0, &L->bq};
-        parts[np++] = (attn_st_part){t, qr, kr, 0, &L->bk};
-        parts[np++] = (attn_st_part){t, qr + kr, kr, 0, &L->bv};
+        parts[np++] = (attn_st_part){t, 0, qr, 0, NULL, &L->bq, 0};
+        parts[np++] = (attn_st_part){t, qr, kr, 0, NULL, &L->bk, 0};
+        parts[np++] = (attn_st_part){t, qr + kr, kr, 0, NULL, &L->bv, 0};
     }
     const struct {
         const char *name, *role;
@@ -686,28 +703,54 @@ static attn_status attn_st_load(attn_layer_weights *out, const attn_st *f, const
         if ((s = attn_st_need(f, biases[i].name, biases[i].role, &t, err, errlen)) != ATTN_OK ||
             (s = attn_st_expect(t, biases[i].role, biases[i].len, 0, err, errlen)) != ATTN_OK)
             return s;
-        parts[np++] = (attn_st_part){t, 0, t->numel, 0, biases[i].field};
+        parts[np++] = (attn_st_part){t, 0, t->numel, 0, NULL, biases[i].field, 0};
     }
 
-    /* One allocation, each array starting on a 64-byte boundary. */
+    /* keep_dtype: the weights share one stored type, which they keep when it is 16-bit (F32 is fp32 either way). */
+    attn_dtype wdt = ATTN_F32;
+    if (nm->keep_dtype) {
+        const attn_st_entry *w0 = parts[0].src;
+        for (size_t i = 1; i < n_weights; i++)
+            if (parts[i].src->dtype->kind != w0->dtype->kind)
+                return attn_st_fail(err, errlen, ATTN_EINVAL,
+                                    "safetensors: keep_dtype: the weights must share one dtype, but tensor %s is %s "
+                                    "and tensor %s is %s",
+                                    attn_st_quote(w0->name).s, w0->dtype->name,
+                                    attn_st_quote(parts[i].src->name).s, parts[i].src->dtype->name);
+        wdt = w0->dtype->kind == ATTN_ST_F16 ? ATTN_F16 : w0->dtype->kind == ATTN_ST_BF16 ? ATTN_BF16 : ATTN_F32;
+        for (size_t i = 0; i < n_weights; i++)
+            parts[i].keep = wdt != ATTN_F32;
+    }
+
+    /* One allocation, each array starting on a 64-byte boundary (offsets in bytes). */
+    const size_t align = ATTN_ST_ALIGN_FLOATS * sizeof(float);
     size_t total = 0;
     for (size_t i = 0; i < np; i++) {
-        size_t at;
-        if (__builtin_add_overflow(total, ATTN_ST_ALIGN_FLOATS - 1, &at) ||
-            __builtin_add_overflow(at / ATTN_ST_ALIGN_FLOATS * ATTN_ST_ALIGN_FLOATS, parts[i].count, &total))
+        size_t at, len;
+        if (__builtin_add_overflow(total, align - 1, &at) ||
+            attn_mul_overflow(parts[i].count, parts[i].keep ? sizeof(uint16_t) : sizeof(float), &len) ||
+            __builtin_add_overflow(at / align * align, len, &total))
             return attn_st_fail(err, errlen, ATTN_ERANGE, "safetensors: layer size overflows");
-        parts[i].dst = at / ATTN_ST_ALIGN_FLOATS * ATTN_ST_ALIGN_FLOATS;
+        parts[i].dst = at / align * align;
     }
-    size_t bytes;
-    if (attn_mul_overflow(total, sizeof(float), &bytes) || bytes > PTRDIFF_MAX)
+    const size_t bytes = total;
+    if (bytes > PTRDIFF_MAX)
         return attn_st_fail(err, errlen, ATTN_ERANGE, "safetensors: layer size overflows");
     float *mem = attn_alloc_aligned(bytes);
     if (!mem)
         return attn_st_fail(err, errlen, ATTN_ENOMEM, "safetensors: out of memory (%zu bytes for the layer)", bytes);
     for (size_t i = 0; i < np; i++) {
-        attn_st_convert(f, parts[i].src, parts[i].first, parts[i].count, mem + parts[i].dst);
-        *parts[i].field = mem + parts[i].dst;
+        void *dst = (char *)mem + parts[i].dst;
+        if (parts[i].keep)
+            attn_st_copy16(f, parts[i].src, parts[i].first, parts[i].count, dst);
+        else
+            attn_st_convert(f, parts[i].src, parts[i].first, parts[i].count, dst);
+        if (parts[i].wfield)
+            *parts[i].wfield = dst;
+        else
+            *parts[i].bfield = dst;
     }
+    L->w_dtype = wdt;
     L->d_model = d;
     L->n_heads = n_heads;
     L->n_kv_heads = hk;

@@ -31,8 +31,8 @@ const char *attn_strerror(attn_status s);
 /* The library version as "MAJOR.MINOR.PATCH"; a static string. */
 const char *attn_version(void);
 
-/* Kernel sets. AUTO means "the best this CPU runs" (avx512bf16 > avx512 > avx2 > scalar on x86-64, neon on
- * aarch64). A level above avx512 runs ATTN_MATH_F32 on the AVX-512 kernels and ATTN_MATH_BF16 on its own bf16
+/* Kernel sets. AUTO means "the best this CPU runs" (avx512bf16 > avx512 > avx2 > scalar on x86-64,
+ * neonbf16 > neon on aarch64). A level above avx512 runs ATTN_MATH_F32 on the AVX-512 kernels and ATTN_MATH_BF16 on its own bf16
  * instructions; a lower level runs ATTN_MATH_BF16 by rounding to bfloat16 and fp32 FMAs, to the same rounding
  * points. */
 typedef enum attn_isa {
@@ -44,10 +44,11 @@ typedef enum attn_isa {
     ATTN_ISA_AVX512_BF16, /* "avx512bf16": AVX-512 + AVX512_BF16 (vdpbf16ps) */
     ATTN_ISA_AMX,         /* "amx": AMX-TILE + AMX-BF16 with the tile state granted by the OS (not built yet:
                              attn_isa_supported gives 0) */
+    ATTN_ISA_NEON_BF16,   /* "neonbf16": AArch64 Advanced SIMD + FEAT_BF16 (BFDOT) */
 } attn_isa;
 
-/* "auto", "scalar", "avx2", "avx512", "neon", "avx512bf16", "amx"; "unknown" for values outside the enum. Never
- * NULL. */
+/* "auto", "scalar", "avx2", "avx512", "neon", "avx512bf16", "amx", "neonbf16"; "unknown" for values outside the
+ * enum. Never NULL. */
 const char *attn_isa_name(attn_isa isa);
 
 /* 1 if the kernel set is compiled into this library and this CPU (and OS) runs it, else 0.
@@ -161,19 +162,38 @@ attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const void *
  * [out_features], y [n_tokens][out_features]. w is packed per call into the column panels of the context's
  * register-blocked GEMM kernel; rows and column blocks are spread over the context's threads. Results are bitwise
  * the same for any thread count. ATTN_EINVAL: NULL ctx/x/w/y, a zero size, y overlapping x, w or b;
- * ATTN_ERANGE: a size overflows; ATTN_ENOMEM. */
+ * ATTN_ERANGE: a size overflows; ATTN_ENOMEM. The same as attn_linear_typed with ATTN_F32 and ATTN_MATH_F32. */
 attn_status attn_linear(const attn_ctx *ctx, const float *x, size_t n_tokens, size_t in_features, const float *w,
                         const float *b, size_t out_features, float *y);
 
-/* One self-attention layer's weights, in PyTorch nn.Linear layout [out_features][in_features]. */
+/* attn_linear with w stored as w_dtype (ATTN_F32, ATTN_F16 or ATTN_BF16: out_features x in_features elements of
+ * that type); x, b and y stay fp32. Half and bfloat16 weights are widened exactly as they are packed into the GEMM's
+ * fp32 column panels (per call, as attn_linear packs; never a whole fp32 copy besides that packing).
+ * math ATTN_MATH_F32: fp32 products and sums of x and the widened w. ATTN_MATH_BF16: x and w are rounded to
+ * bfloat16 (nearest even) before their products (w as it is packed, x a block of rows at a time into the call's
+ * scratch), the products (exact in fp32) summed in fp32 with b; y is not rounded. Accuracy against float64 from the
+ * (rounded) operands: within (in_features + 2) * 2^-24 * (|b| + sum |x w|) per element, either mode. Results are
+ * bitwise the same for any thread count. ATTN_EINVAL: NULL ctx/x/w/y, a zero size, w_dtype or math not one of
+ * the values above, y overlapping x, w (out_features x in_features elements of w_dtype, in bytes) or b;
+ * ATTN_ERANGE: a size overflows; ATTN_ENOMEM. */
+attn_status attn_linear_typed(const attn_ctx *ctx, const float *x, size_t n_tokens, size_t in_features,
+                              const void *w, attn_dtype w_dtype, const float *b, size_t out_features, float *y,
+                              attn_math math);
+
+/* One self-attention layer's weights, in PyTorch nn.Linear layout [out_features][in_features]. A zeroed struct
+ * with only the v0 fields set is an fp32 layer in fp32 math. */
 typedef struct attn_layer {
     size_t d_model, n_heads;
     size_t n_kv_heads;       /* 0: n_heads */
     size_t head_dim;
-    const float *wq;         /* [n_heads*head_dim][d_model] */
-    const float *wk, *wv;    /* [n_kv_heads*head_dim][d_model] */
-    const float *wo;         /* [d_model][n_heads*head_dim], or NULL: y is the concatenated heads */
-    const float *bq, *bk, *bv, *bo; /* each NULL or its bias vector */
+    const void *wq;          /* [n_heads*head_dim][d_model] elements of w_dtype (fp32 by default: a float *) */
+    const void *wk, *wv;     /* [n_kv_heads*head_dim][d_model] elements of w_dtype */
+    const void *wo;          /* [d_model][n_heads*head_dim] elements of w_dtype, or NULL: y is the concatenated
+                                heads */
+    const float *bq, *bk, *bv, *bo; /* each NULL or its bias vector; always fp32 */
+    attn_dtype w_dtype;      /* element type of wq, wk, wv and wo: ATTN_F32 (0), ATTN_F16 or ATTN_BF16 */
+    attn_math math;          /* 0: ATTN_MATH_F32. The projections' math (attn_linear_typed) and the attention's
+                                (attn_sdpa_desc.math) */
 } attn_layer;
 
 /* y = MultiheadAttention(x) for x: [n_tokens][d_model]; y: [n_tokens][d_model] (or [n_tokens][n_heads*head_dim]
@@ -182,9 +202,15 @@ typedef struct attn_layer {
  * softmax(q_h k^T / sqrt(head_dim) + mask) v; y = concat(heads) wo^T + bo. Equals
  * torch.nn.MultiheadAttention(batch_first=True) with in_proj_weight = cat(wq, wk, wv), in_proj_bias = cat(bq, bk, bv),
  * out_proj = (wo, bo) and average_attn_weights=False, up to float rounding (GQA: wk/wv rows repeated per group).
- * The projections run on the context's register-blocked GEMM kernels and threads.
- * ATTN_EINVAL: NULL ctx/w/x/y/wq/wk/wv, a zero size, n_kv_heads not dividing n_heads, a bad mask, or y/probs
- * overlapping x or the weights; ATTN_ERANGE: a size overflows; ATTN_ENOMEM. x and the weights are never written. */
+ * The projections run on the context's register-blocked GEMM kernels and threads, as attn_linear_typed with the
+ * layer's w_dtype and math; the attention runs as attn_sdpa on fp32 q, k, v with desc.math = the layer's math.
+ * ATTN_MATH_BF16 thus rounds to bfloat16 (nearest even) x and the weights before the Q/K/V products, Q, K, V and
+ * the softmax weights before theirs, and the concatenated heads and wo before the output projection; every sum is
+ * fp32 and y is fp32. Accuracy (against float64 of the same rounding points): ATTN_MATH_F32 as for fp32 weights;
+ * ATTN_MATH_BF16 the attention's 1e-2 * max|V| (attn_sdpa) carried through wo, plus the rounding of the heads.
+ * ATTN_EINVAL: NULL ctx/w/x/y/wq/wk/wv, a zero size, n_kv_heads not dividing n_heads, a bad mask, w_dtype or math
+ * not one of their values, or y/probs overlapping x or the weights (their bytes in w_dtype); ATTN_ERANGE: a size
+ * overflows; ATTN_ENOMEM. x and the weights are never written. */
 attn_status attn_self_attention(const attn_ctx *ctx, const attn_layer *w, const float *x, size_t n_tokens,
                                 attn_mask mask, float *y, float *probs);
 
@@ -252,10 +278,16 @@ typedef struct attn_layer_names {
     const char *wq, *wk, *wv, *wo;
     const char *bq, *bk, *bv, *bo;
     const char *in_proj_weight, *in_proj_bias;
+    int keep_dtype; /* 0: every tensor is converted to fp32 (layer.w_dtype ATTN_F32). Nonzero: the weights (wq, wk,
+                       wv or in_proj_weight, and wo) keep their stored type, copied bit for bit (F16 or BF16: 2 bytes
+                       an element; F32 stays F32), and layer.w_dtype says which; they must then all share one
+                       dtype, else ATTN_EINVAL. Biases are converted to fp32 either way. */
 } attn_layer_names;
 
-/* A layer whose weights were loaded (converted to fp32) from a file; layer points into data, one allocation in
- * which each array starts 64-byte aligned. It does not refer to the attn_st handle, which may be closed. */
+/* A layer whose weights were loaded from a file (converted to fp32, or kept as F16/BF16 with keep_dtype); layer
+ * points into data, one allocation in which each array starts 64-byte aligned (with keep_dtype it holds 16-bit
+ * weights too: read them through layer, by layer.w_dtype). It does not refer to the attn_st handle, which may be
+ * closed. */
 typedef struct attn_layer_weights {
     attn_layer layer;
     float *data;
@@ -265,10 +297,12 @@ typedef struct attn_layer_weights {
  * from the caller, and every shape is checked against them: wq [n_heads*head_dim][d_model] (head_dim = rows /
  * n_heads, exactly) or in_proj_weight [(n_heads + 2*n_kv_heads)*head_dim][d_model], wk and wv
  * [n_kv_heads*head_dim][d_model], wo [d_model][n_heads*head_dim], biases 1-D of their projection's rows. Each
- * tensor may be F32, F16 or BF16. layer.n_kv_heads is set to the resolved count (never 0). ATTN_EINVAL (with a
- * reason in err): NULL arguments, n_heads 0 or not a multiple of n_kv_heads, a missing tensor, a shape that does
- * not fit; ATTN_ENOTSUP: a dtype other than F32/F16/BF16; ATTN_ENOMEM. On failure *out is zeroed and nothing is
- * allocated; on success free it with attn_layer_weights_free.
+ * tensor may be F32, F16 or BF16. layer.n_kv_heads is set to the resolved count (never 0); layer.w_dtype is
+ * ATTN_F32, or with names->keep_dtype the weights' shared stored type; layer.math is left ATTN_MATH_F32 (set it
+ * before the call to attn_self_attention to compute in ATTN_MATH_BF16). ATTN_EINVAL (with a reason in err): NULL
+ * arguments, n_heads 0 or not a multiple of n_kv_heads, a missing tensor, a shape that does not fit, with
+ * keep_dtype weights of different dtypes; ATTN_ENOTSUP: a dtype other than F32/F16/BF16; ATTN_ENOMEM. On failure
+ * *out is zeroed and nothing is allocated; on success free it with attn_layer_weights_free.
  * Built without jansson: ATTN_ENOTSUP after the NULL checks (*out zeroed, the reason in err). */
 attn_status attn_layer_load_safetensors(attn_layer_weights *out, const attn_st *f, const attn_layer_names *names,
                                         size_t n_heads, size_t n_kv_heads, char *err, size_t errlen);
