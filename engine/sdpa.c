@@ -61,7 +61,7 @@ typedef struct attn_job {
     attn_dtype qdt, odt;            /* element types of q and out */
     int round_q, round_kv;          /* ATTN_MATH_BF16: round Q (K and V) to bfloat16 as they are widened (inputs
                                        stored as bfloat16 already are) */
-    int round_p;                    /* ATTN_MATH_BF16: round the softmax weights before P.V */
+    int round_p;                    /* ATTN_MATH_BF16: the softmax stores its weights rounded (attn_tile_args) */
     int bf16p;                      /* ATTN_MATH_BF16 on the table's bfloat16 dot-product slots: q, K and V in
                                        bfloat16 pairs (kernels.h scores_bf16p), always packed */
     const int32_t *kv_valid;
@@ -420,7 +420,7 @@ static attn_tile_args attn_rows_args(const attn_job *j, const attn_scratch *sc, 
 {
     attn_tile_args a = {
         .rows = rw->n, .d = j->d, .dvp = j->dvp, .q = sc->q, .lo = sc->lo, .hi = sc->hi, .s = sc->s, .m = sc->m,
-        .l = sc->l, .o = sc->o, .scale = j->scale,
+        .l = sc->l, .o = sc->o, .scale = j->scale, .round_p = j->round_p && !j->bf16p, /* pv_bf16p rounds */
     };
     return a;
 }
@@ -456,10 +456,6 @@ static void attn_rows_run(const attn_job *j, const attn_scratch *sc, const attn_
         }
         (a.kt ? j->kern->scores[a.kdt] : j->kern->scores_rows[a.kdt])(&a);
         j->kern->softmax(&a);
-        if (j->round_p)
-            for (size_t r = 0; r < a.rows; r++)
-                if (a.lo[r] < a.hi[r])
-                    j->kern->round_bf16(a.s + r * a.nkp + a.lo[r], (size_t)(a.hi[r] - a.lo[r]));
         j->kern->pv[a.vdt](&a);
     }
 }

@@ -31,10 +31,10 @@ const char *attn_strerror(attn_status s);
 /* The library version as "MAJOR.MINOR.PATCH"; a static string. */
 const char *attn_version(void);
 
-/* Kernel sets. AUTO means "the best this CPU runs" (avx512bf16 > avx512 > avx2 > scalar on x86-64,
- * neonbf16 > neon on aarch64). A level above avx512 runs ATTN_MATH_F32 on the AVX-512 kernels and ATTN_MATH_BF16 on its own bf16
- * instructions; a lower level runs ATTN_MATH_BF16 by rounding to bfloat16 and fp32 FMAs, to the same rounding
- * points. */
+/* Kernel sets. AUTO means "the best this CPU runs" (avx512bf16 > avx512 > avx2 > scalar on x86-64, neonbf16 > neon
+ * on aarch64). A bf16 level runs ATTN_MATH_F32 on the kernels of the level below it and ATTN_MATH_BF16 on its own
+ * bfloat16 dot-product instructions; the other levels run ATTN_MATH_BF16 by rounding to bfloat16 and fp32 FMAs, to
+ * the same rounding points. */
 typedef enum attn_isa {
     ATTN_ISA_AUTO = 0,
     ATTN_ISA_SCALAR,
@@ -144,7 +144,9 @@ typedef struct attn_sdpa_desc {
  * q_dtype, kv_dtype and out_dtype (all F32 when left 0); half and bfloat16 inputs are widened tile by tile, never
  * copied whole. Accuracy against float64 computed from the stored (and, for ATTN_MATH_BF16, bf16-rounded) inputs:
  * ATTN_MATH_F32 within 2e-5 * max(1, |ref|); ATTN_MATH_BF16 within 1e-2 * the largest |V| entry the row sees, plus
- * the output's own rounding. Every ISA rounds at the same points; only the order of the sums may differ.
+ * the output's own rounding. Every ISA rounds at the same points; only the order of the sums may differ. probs are
+ * fp32 in either mode: exp(s - lse) from the fp32 scores, never rounded to bfloat16. A dtype or math value outside
+ * its enum is ATTN_EINVAL.
  * q: [batch, n_heads, q_len, head_dim] (or BSHD), k: [.., n_kv_heads, kv_len, head_dim], v: [.., kv_len, v_dim],
  * out: like q with v_dim columns. probs: NULL, or [batch][n_heads][q_len][kv_len] (always this layout) that
  * receives the softmax weights, 0 for masked entries. A query row that sees no key gets all-zero output and

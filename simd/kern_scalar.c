@@ -72,7 +72,7 @@ static ATTN_DECL_SOFTMAX(attn_softmax_f32_scalar)
         float sum = 0.0f;
         for (size_t j = 0; j < a->nkp; j++) {
             const float p = (j >= lo && j < hi) ? expf(s[j] - mnew) : 0.0f;
-            s[j] = p;
+            s[j] = a->round_p ? attn_bf16_to_f32(attn_f32_to_bf16(p)) : p;
             sum += p;
         }
         a->l[r] = a->l[r] * alpha + sum;

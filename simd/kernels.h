@@ -47,6 +47,8 @@ typedef struct attn_tile_args {
     float *m, *l;      /* per row: running maximum and running sum of exp(score - m) */
     float *o;          /* [rows][dvp]: running unnormalised output */
     float scale;       /* scores_bf16p only: the softmax scale, applied to each fp32 sum of bfloat16 products */
+    int round_p;       /* softmax: store the weights rounded to bfloat16 (ATTN_MATH_BF16's P), l still summing the
+                          unrounded ones */
 } attn_tile_args;
 
 /* One block of a matrix product c = a b + bias, the layer's projections (b is a weight matrix, packed once). */
@@ -94,7 +96,8 @@ typedef struct attn_kernels {
     ATTN_DECL_SCORES((*scores_rows[ATTN_NFMT]));
     /* Online-softmax step for the visible keys of each row: m' = max(m, max s), o *= exp(m - m'),
      * s[r][j] = exp(s - m') inside [lo, hi) and 0 outside (j < nkp), l = l * exp(m - m') + sum s.
-     * Rows with lo >= hi keep m, l, o and get an all-zero s row. */
+     * Rows with lo >= hi keep m, l, o and get an all-zero s row. With round_p the stored weights are rounded to
+     * bfloat16 (nearest even). */
     ATTN_DECL_SOFTMAX((*softmax));
     /* o[r] += sum over visible j of s[r][j] * v[j], v stored in the slot's format. Keys outside [lo, hi) are never
      * read for that row (so a NaN in a key a row cannot see stays out of that row). */

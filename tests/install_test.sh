@@ -91,7 +91,7 @@ I       attends: I 1.000  love 0.000  tennis 0.000  -> out [1.000 0.000 0.000 0.
 love    attends: I 0.500  love 0.500  tennis 0.000  -> out [0.500 0.500 0.000 0.000]
 tennis  attends: I 0.274  love 0.274  tennis 0.452  -> out [0.274 0.274 0.452 0.000]
 EOF
-head -n 1 "$tmp/embed.out" | grep -Eq '^isa (scalar|avx2|avx512|neon), [1-9][0-9]* threads?$' ||
+head -n 1 "$tmp/embed.out" | grep -Eq '^isa (scalar|avx2|avx512|avx512bf16|amx|neon|neonbf16), [1-9][0-9]* threads?$' ||
     fail_log "$tmp/embed.out" "examples/embed's first line is not 'isa NAME, N threads'"
 sed 1d "$tmp/embed.out" > "$tmp/embed.rows"
 cmp -s "$tmp/expected" "$tmp/embed.rows" || {
