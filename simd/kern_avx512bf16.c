@@ -38,8 +38,9 @@ static ATTN_DECL_PACK_BF16P(attn_pack_bf16p_avx512bf16);
 #include "tile_bf16p.h"
 
 
-/* K: each panel's word (c, key) gathered across its 16 key rows, one vector per pair of dimensions (the scalar
- * strided copy cost 5% of P3-bf16). V: two value rows interleaved into pair words, 16 columns per step. */
+/* K: each panel's word (c, key) gathered across its 16 key rows, one vector per pair of dimensions (the engine's
+ * scalar strided copy is the fallback; docs/performance.md has its cost). V: two value rows interleaved into pair
+ * words, 16 columns per step. */
 static ATTN_DECL_PACK_BF16P(attn_pack_bf16p_avx512bf16)
 {
     const size_t d2 = (d + 1) / 2, nkp = (nk + ATTN_PAD - 1) / ATTN_PAD * ATTN_PAD;
