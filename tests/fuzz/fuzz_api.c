@@ -13,7 +13,7 @@
  *     output and probs that are 0 where masked, in [0, 1] elsewhere and sum to 1, whenever the inputs' magnitudes
  *     cannot overflow fp32; and, where the float error bound is small, the results match a double-precision
  *     reference computed here from the documented semantics (masks, windows, kv_valid, GQA, layouts, half/bfloat16
- *     rounding of the KV cache);
+ *     rounding of the KV cache, half/bfloat16 q/k/v/out and ATTN_MATH_BF16, their roundings in the tolerance);
  *   - the same call on the context with the other thread count gives bitwise the same results.
  * Calls whose valid buffers would exceed FZ_MAX_FLOATS floats, or whose work exceeds FZ_MAX_WORK multiply-adds, are
  * skipped (they would make executions slow without testing anything the small ones do not). */
@@ -38,8 +38,8 @@ typedef struct fz_isa_ctxs {
     attn_ctx *c[2][FZ_NBLOCK]; /* [threads - 1][block setting] */
 } fz_isa_ctxs;
 
-#define FZ_MAX_ISA 8 /* room for every attn_isa value attn_isa_name knows */
-static fz_isa_ctxs fz_isas[FZ_MAX_ISA];
+#define FZ_N_ISA 8 /* the attn_isa values attn.h defines: AUTO .. NEON_BF16 */
+static fz_isa_ctxs fz_isas[FZ_N_ISA];
 static int fz_nisa;
 static attn_isa fz_best;      /* what AUTO resolves to */
 static int fz_default_threads; /* attn_ctx_threads of a context with num_threads 0 and no ATTN_NUM_THREADS */
@@ -67,7 +67,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     for (size_t i = 0; i < sizeof fz_env_vars / sizeof fz_env_vars[0]; i++)
         unsetenv(fz_env_vars[i]);
     CHECK(attn_isa_supported(ATTN_ISA_AUTO) == 1 && attn_isa_supported(ATTN_ISA_SCALAR) == 1, "AUTO/SCALAR");
-    CHECK(attn_isa_supported((attn_isa)8) == 0 && attn_isa_supported((attn_isa)-1) == 0, "out-of-enum ISA");
+    CHECK(attn_isa_supported((attn_isa)FZ_N_ISA) == 0 && attn_isa_supported((attn_isa)-1) == 0, "out-of-enum ISA");
+    CHECK(strcmp(attn_isa_name((attn_isa)(FZ_N_ISA - 1)), "unknown") != 0 &&
+              strcmp(attn_isa_name((attn_isa)FZ_N_ISA), "unknown") == 0,
+          "attn_isa_name knows exactly FZ_N_ISA values");
     CHECK(strcmp(attn_isa_name((attn_isa)99), "unknown") == 0, "attn_isa_name(99)");
     CHECK(strcmp(attn_strerror((attn_status)12345), "unknown status") == 0, "attn_strerror(12345)");
     attn_ctx *d = NULL;
@@ -77,7 +80,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     CHECK(fz_best != ATTN_ISA_AUTO && attn_isa_supported(fz_best) && fz_default_threads >= 1, "default context");
     attn_ctx_destroy(d);
     for (int isa = 0; strcmp(attn_isa_name((attn_isa)isa), "unknown") != 0; isa++) {
-        CHECK(isa < FZ_MAX_ISA, "more ISA levels than FZ_MAX_ISA");
         if (!attn_isa_supported((attn_isa)isa))
             continue;
         fz_isa_ctxs *e = &fz_isas[fz_nisa++];
@@ -171,13 +173,13 @@ static void fz_ctx_create(fz_reader *r)
 {
     attn_config cfg = {0};
     cfg.num_threads = fz_int_field(r);
-    cfg.isa = (attn_isa)fz_enum_field(r, 5);
+    cfg.isa = (attn_isa)fz_enum_field(r, FZ_N_ISA);
     cfg.block_q = fz_int_field(r);
     cfg.block_kv = fz_int_field(r);
     if (cfg.num_threads > 4 && cfg.num_threads <= 1024 && (fz_u8(r) & 1))
         cfg.num_threads = 2; /* keep the small call below from starting hundreds of threads most of the time */
     const int null_out = fz_u8(r) < 8;
-    int inval = null_out || cfg.num_threads < 0 || cfg.num_threads > 1024 || (uint32_t)cfg.isa > 4 ||
+    int inval = null_out || cfg.num_threads < 0 || cfg.num_threads > 1024 || (uint32_t)cfg.isa >= FZ_N_ISA ||
                 cfg.block_q < 0 || cfg.block_q > 4096 || cfg.block_kv < 0 || cfg.block_kv > 4096;
     /* The kernel variant: none (most of the time), one of the registry's names, or one that is not. */
     const uint8_t kv = fz_u8(r);
@@ -232,6 +234,127 @@ static void fz_ctx_create(fz_reader *r)
     attn_ctx_destroy(ctx);
 }
 
+/* ---- float formats ---- */
+
+/* x rounded to a float format with mant explicit mantissa bits and smallest normal exponent emin, to nearest even;
+ * past max it is infinity. Independent of the library's bit tricks. */
+FZ_NOCOV static float fz_round_fmt(float x, int mant, int emin, double max)
+{
+    if (!isfinite(x) || x == 0.0f)
+        return x;
+    int e;
+    frexp((double)x, &e); /* |x| in [2^(e-1), 2^e) */
+    int qe = (e - 1 < emin ? emin : e - 1) - mant; /* the quantum's exponent */
+    const double q = ldexp(1.0, qe), r = nearbyint((double)x / q) * q;
+    if (fabs(r) > max)
+        return x > 0 ? INFINITY : -INFINITY;
+    return (float)r;
+}
+
+static float fz_store_round(attn_dtype t, float x)
+{
+    if (t == ATTN_F16)
+        return fz_round_fmt(x, 10, -14, 65504.0);
+    if (t == ATTN_BF16)
+        return fz_round_fmt(x, 7, -126, 3.3895313892515355e38);
+    return x;
+}
+
+/* The binary16 bits of x, which must be a binary16 value (fz_store_round(ATTN_F16, .)), infinity or NaN. */
+FZ_NOCOV static uint16_t fz_f16_bits(float x)
+{
+    const uint16_t sign = signbit(x) ? 0x8000 : 0;
+    const double a = fabs((double)x);
+    if (isnan(x))
+        return 0x7e00;
+    if (isinf(x))
+        return sign | 0x7c00;
+    if (a == 0.0)
+        return sign;
+    int e;
+    frexp(a, &e); /* a in [2^(e-1), 2^e) */
+    if (e - 1 < -14)
+        return sign | (uint16_t)ldexp(a, 24); /* subnormal: a multiple of 2^-24 */
+    return sign | (uint16_t)((e - 1 + 15) << 10) | (uint16_t)((ldexp(a, 1 - e) - 1.0) * 1024.0);
+}
+
+FZ_NOCOV static float fz_f16_value(uint16_t h)
+{
+    const int e = h >> 10 & 31, m = h & 1023;
+    const double a = e == 31 ? (m ? NAN : INFINITY) : e ? ldexp(1024 + m, e - 25) : ldexp(m, -24);
+    return (float)(h & 0x8000 ? -a : a);
+}
+
+static size_t fz_esize(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : 4; }
+
+/* Rounds the n floats at p to type t in place (the values the library will read) and returns them stored as t, in
+ * a buffer of exactly n elements of t. */
+FZ_NOCOV static void *fz_typed(float *p, size_t n, attn_dtype t)
+{
+    const size_t es = fz_esize(t);
+    unsigned char *b = malloc((n ? n : 1) * es);
+    CHECK(b != NULL, "malloc");
+    for (size_t i = 0; i < n; i++) {
+        p[i] = fz_store_round(t, p[i]);
+        uint32_t u;
+        memcpy(&u, &p[i], 4);
+        const uint16_t h = t == ATTN_F16 ? fz_f16_bits(p[i]) : (uint16_t)(u >> 16);
+        memcpy(b + i * es, es == 2 ? (const void *)&h : (const void *)&u, es);
+    }
+    return b;
+}
+
+/* Exactly n elements of t, each a signalling NaN of t (the float one for a type outside the enum). */
+static void *fz_typed_poison(size_t n, attn_dtype t)
+{
+    const size_t es = fz_esize(t);
+    unsigned char *b = malloc((n ? n : 1) * es);
+    CHECK(b != NULL, "malloc");
+    const uint32_t u = FZ_POISON;
+    const uint16_t h = t == ATTN_F16 ? 0x7da5 : 0x7fa5;
+    for (size_t i = 0; i < n; i++)
+        memcpy(b + i * es, es == 2 ? (const void *)&h : (const void *)&u, es);
+    return b;
+}
+
+static int fz_typed_is_poison(const void *b, size_t n, attn_dtype t)
+{
+    unsigned char *c = fz_typed_poison(n, t);
+    const int same = !memcmp(b, c, n * fz_esize(t));
+    free(c);
+    return same;
+}
+
+/* n elements of t as floats, in a new buffer. */
+FZ_NOCOV static float *fz_typed_floats(const void *b, size_t n, attn_dtype t)
+{
+    float *f = fz_floats(n);
+    const unsigned char *c = b;
+    for (size_t i = 0; i < n; i++) {
+        if (fz_esize(t) == 4) {
+            memcpy(&f[i], c + 4 * i, 4);
+            continue;
+        }
+        uint16_t h;
+        memcpy(&h, c + 2 * i, 2);
+        const uint32_t u = (uint32_t)h << 16;
+        if (t == ATTN_F16)
+            f[i] = fz_f16_value(h);
+        else
+            memcpy(&f[i], &u, 4);
+    }
+    return f;
+}
+
+/* A copy of p with each element rounded to bfloat16 (ATTN_MATH_BF16's operands). */
+FZ_NOCOV static float *fz_bf16_copy(const float *p, size_t n)
+{
+    float *c = fz_dup(p, n);
+    for (size_t i = 0; i < n; i++)
+        c[i] = fz_store_round(ATTN_BF16, c[i]);
+    return c;
+}
+
 /* ---- the reference for attention ---- */
 
 /* One attention call with everything resolved: element (b, h, s, c) of a tensor with `heads` heads, `len` positions
@@ -242,6 +365,11 @@ typedef struct fz_attn {
     size_t window;
     const int32_t *kv_valid;
     float scale; /* the effective scale */
+    /* ATTN_MATH_BF16's rounding of the softmax weights (relative, 2^-8; 0 in fp32 math) and the output's own
+     * rounding (relative u_out, absolute abs_out below half's normal range); out_f16: out is binary16, which
+     * overflows past 65504 */
+    double u_p, u_out, abs_out;
+    int out_f16;
     /* kv tensors may use their own layout (the KV cache: [t][hk][d] whatever the query layout) */
     int kv_bshd;
 } fz_attn;
@@ -282,7 +410,7 @@ FZ_NOCOV static void fz_attn_verify(const fz_attn *a, const float *q, const floa
                  vmax = fz_absmax(v, kvn * a->dv), sc = fabs((double)a->scale);
     /* fp32 cannot overflow on the way: scaled queries, scores, and the unnormalised sum of values. */
     const int finite_ok = qmax * sc < 1e30 && sc * qmax * kmax * (double)a->d < 1e30 &&
-                          vmax * (double)(a->kv_len + 1) < 1e37;
+                          vmax * (double)(a->kv_len + 1) < 1e37 && (!a->out_f16 || vmax <= 65504.0);
     const size_t group = a->h / a->hk;
     const size_t ns = (a->kv_len > a->dv ? a->kv_len : a->dv) + 1;
     double *s = malloc(ns * sizeof *s), *sabs = malloc(ns * sizeof *sabs); /* sabs: then the output row */
@@ -349,7 +477,8 @@ FZ_NOCOV static void fz_attn_verify(const fz_attn *a, const float *q, const floa
                     l += (s[j] = fz_sees(a, b, i, j) ? exp(s[j] - m) : 0.0);
                 for (size_t j = 0; j < a->kv_len; j++)
                     s[j] /= l;
-                const double slack = (double)(a->kv_len + 8) * 4 * FZ_U, tol = 4 * (2 * ds + slack) * vrow + 1e-37;
+                const double slack = (double)(a->kv_len + 8) * 4 * FZ_U,
+                             tol = (4 * (2 * ds + slack + a->u_p) + 2 * a->u_out) * vrow + a->abs_out + 1e-37;
                 for (size_t c = 0; c < a->dv; c++)
                     sabs[c] = 0;
                 for (size_t j = 0; j < a->kv_len; j++)
@@ -406,6 +535,13 @@ static void fz_sdpa(fz_reader *r)
                                  : (int32_t)fz_u32(r);
         }
     d.kv_valid = with_valid ? valid : NULL;
+    /* Element types and math, read last so that inputs from before they existed still make fp32 calls. */
+    if (fz_u8(r) >= 128) {
+        d.q_dtype = (attn_dtype)fz_enum_field(r, 3);
+        d.kv_dtype = (attn_dtype)fz_enum_field(r, 3);
+        d.out_dtype = (attn_dtype)fz_enum_field(r, 3);
+        d.math = (attn_math)fz_enum_field(r, 2);
+    }
     const int null_arg = nul < 14 ? 1 + nul % 7 : 0; /* 1 ctx, 2 d, 3 q, 4 k, 5 v, 6 out, 7 out (and probs) */
     const uint64_t seed0 = fz_hash(r->p, r->n);
 
@@ -413,7 +549,8 @@ static void fz_sdpa(fz_reader *r)
     const size_t hk = d.n_kv_heads ? d.n_kv_heads : d.n_heads, dv = d.v_dim ? d.v_dim : d.head_dim;
     int inval = null_arg || !d.batch || !d.n_heads || !d.q_len || !d.kv_len || !d.head_dim || !hk ||
                 d.n_heads % hk || (uint32_t)d.layout > 1 || (uint32_t)d.mask > 1 ||
-                (d.window && d.mask != ATTN_MASK_CAUSAL) || !isfinite(d.scale);
+                (d.window && d.mask != ATTN_MASK_CAUSAL) || !isfinite(d.scale) || (uint32_t)d.q_dtype > 2 ||
+                (uint32_t)d.kv_dtype > 2 || (uint32_t)d.out_dtype > 2 || (uint32_t)d.math > 1;
     if (with_valid)
         for (size_t b = 0; b < d.batch; b++)
             inval |= valid[b] < 0 || (uint64_t)valid[b] > d.kv_len;
@@ -431,89 +568,86 @@ static void fz_sdpa(fz_reader *r)
     if (ovf)
         nq = nk = nv = no = np = 1; /* the library must refuse before touching any of them */
 
-    float *q = fz_floats(nq), *k = fz_floats(nk), *v = fz_floats(nv), *out = fz_floats(no);
+    float *q = fz_floats(nq), *k = fz_floats(nk), *v = fz_floats(nv);
     float *probs = want_probs ? fz_floats(np) : NULL;
     uint64_t seed = seed0;
     fz_fill(q, nq, &seed, mag);
     fz_fill(k, nk, &seed, mag);
     fz_fill(v, nv, &seed, mag);
-    fz_poison(out, no);
+    /* q, k, v become the values stored (rounded to their types); qb, kb, vb hold them as the library reads them. */
+    void *qb = fz_typed(q, nq, d.q_dtype), *kb = fz_typed(k, nk, d.kv_dtype), *vb = fz_typed(v, nv, d.kv_dtype);
+    void *out = fz_typed_poison(no, d.out_dtype);
     if (probs)
         fz_poison(probs, np);
-    float *q0 = fz_dup(q, nq), *k0 = fz_dup(k, nk), *v0 = fz_dup(v, nv);
+    const size_t bq = nq * fz_esize(d.q_dtype), bk = nk * fz_esize(d.kv_dtype), bv = nv * fz_esize(d.kv_dtype),
+                 bo = no * fz_esize(d.out_dtype);
+    unsigned char *q0 = malloc(bq + 1), *k0 = malloc(bk + 1), *v0 = malloc(bv + 1);
+    CHECK(q0 && k0 && v0, "malloc");
+    memcpy(q0, qb, bq), memcpy(k0, kb, bk), memcpy(v0, vb, bv);
     const attn_sdpa_desc d0 = d;
 
-    const attn_status s = attn_sdpa(null_arg == 1 ? NULL : pk.ctx, null_arg == 2 ? NULL : &d, null_arg == 3 ? NULL : q,
-                                    null_arg == 4 ? NULL : k, null_arg == 5 ? NULL : v,
+    const attn_status s = attn_sdpa(null_arg == 1 ? NULL : pk.ctx, null_arg == 2 ? NULL : &d, null_arg == 3 ? NULL : qb,
+                                    null_arg == 4 ? NULL : kb, null_arg == 5 ? NULL : vb,
                                     null_arg >= 6 ? NULL : out, null_arg == 7 ? NULL : probs);
     TRACE("attn_sdpa(isa %s, batch %zu, heads %zu, kv_heads %zu, q_len %zu, kv_len %zu, head_dim %zu, v_dim %zu, "
-          "layout %u, mask %u, window %zu, scale %g, kv_valid %d, probs %d, null %d, overflow %d) = %d\n",
+          "layout %u, mask %u, window %zu, scale %g, kv_valid %d, probs %d, null %d, overflow %d, dtypes q %u kv %u "
+          "out %u, math %u) = %d\n",
           attn_isa_name(attn_ctx_isa(pk.ctx)), d.batch, d.n_heads, d.n_kv_heads, d.q_len, d.kv_len, d.head_dim,
           d.v_dim, (unsigned)d.layout, (unsigned)d.mask, d.window, (double)d.scale, with_valid, want_probs, null_arg,
-          ovf, (int)s);
+          ovf, (unsigned)d.q_dtype, (unsigned)d.kv_dtype, (unsigned)d.out_dtype, (unsigned)d.math, (int)s);
     CHECK(fz_status_defined(s), "undefined status %d", (int)s);
-    CHECK(!memcmp(q, q0, nq * sizeof *q) && !memcmp(k, k0, nk * sizeof *k) && !memcmp(v, v0, nv * sizeof *v) &&
-              !memcmp(&d, &d0, sizeof d) && (!with_valid || d.kv_valid == valid),
+    CHECK(!memcmp(qb, q0, bq) && !memcmp(kb, k0, bk) && !memcmp(vb, v0, bv) && !memcmp(&d, &d0, sizeof d) &&
+              (!with_valid || d.kv_valid == valid),
           "attn_sdpa wrote an input");
     if (ovf)
         CHECK(s == ATTN_ERANGE || s == ATTN_EINVAL, "overflowing sizes gave %d: %s", (int)s, attn_strerror(s));
     else
         CHECK(s == (inval ? ATTN_EINVAL : ATTN_OK),
               "attn_sdpa(batch %zu, heads %zu, kv_heads %zu, q_len %zu, kv_len %zu, head_dim %zu, v_dim %zu, layout %u, "
-              "mask %u, window %zu, scale %g, kv_valid %d, probs %d, null %d) gave %d (%s), want %s",
+              "mask %u, window %zu, scale %g, kv_valid %d, probs %d, null %d, dtypes q %u kv %u out %u, math %u) gave "
+              "%d (%s), want %s",
               d.batch, d.n_heads, d.n_kv_heads, d.q_len, d.kv_len, d.head_dim, d.v_dim, (unsigned)d.layout,
-              (unsigned)d.mask, d.window, (double)d.scale, with_valid, want_probs, null_arg, (int)s, attn_strerror(s),
+              (unsigned)d.mask, d.window, (double)d.scale, with_valid, want_probs, null_arg, (unsigned)d.q_dtype,
+              (unsigned)d.kv_dtype, (unsigned)d.out_dtype, (unsigned)d.math, (int)s, attn_strerror(s),
               inval ? "EINVAL" : "OK");
     if (s != ATTN_OK) {
-        CHECK(fz_is_poison(out, no) && (!probs || fz_is_poison(probs, np)), "output written on error %d", (int)s);
+        CHECK(fz_typed_is_poison(out, no, d.out_dtype) && (!probs || fz_is_poison(probs, np)),
+              "output written on error %d", (int)s);
     } else {
+        /* ATTN_MATH_BF16 multiplies the stored values rounded to bfloat16: so does the reference. */
+        const int bf = d.math == ATTN_MATH_BF16;
+        float *rq = bf ? fz_bf16_copy(q, nq) : q, *rk = bf ? fz_bf16_copy(k, nk) : k,
+              *rv = bf ? fz_bf16_copy(v, nv) : v, *outf = fz_typed_floats(out, no, d.out_dtype);
         fz_attn a = {
             .batch = d.batch, .h = d.n_heads, .hk = hk, .q_len = d.q_len, .kv_len = d.kv_len, .d = d.head_dim,
             .dv = dv, .bshd = d.layout == ATTN_LAYOUT_BSHD, .kv_bshd = d.layout == ATTN_LAYOUT_BSHD,
             .causal = d.mask == ATTN_MASK_CAUSAL, .window = d.window, .kv_valid = d.kv_valid,
             .scale = d.scale != 0.0f ? d.scale : (float)(1.0 / sqrt((double)d.head_dim)),
+            .u_p = bf ? 1.0 / 256 : 0.0,
+            .u_out = d.out_dtype == ATTN_F16 ? 1.0 / 2048 : d.out_dtype == ATTN_BF16 ? 1.0 / 256 : 0.0,
+            .abs_out = d.out_dtype == ATTN_F16 ? 1.0 / 33554432.0 : 0.0, /* half of binary16's least subnormal */
+            .out_f16 = d.out_dtype == ATTN_F16,
         };
-        fz_attn_verify(&a, q, k, v, out, probs);
+        fz_attn_verify(&a, rq, rk, rv, outf, probs);
+        if (bf)
+            free(rq), free(rk), free(rv);
+        free(outf);
         if (pk.compare) {
-            float *out2 = fz_floats(no), *probs2 = probs ? fz_floats(np) : NULL;
-            fz_poison(out2, no);
+            void *out2 = fz_typed_poison(no, d.out_dtype);
+            float *probs2 = probs ? fz_floats(np) : NULL;
             if (probs2)
                 fz_poison(probs2, np);
-            CHECK(attn_sdpa(pk.other, &d, q, k, v, out2, probs2) == ATTN_OK, "second thread count");
-            CHECK(!memcmp(out, out2, no * sizeof *out) && (!probs || !memcmp(probs, probs2, np * sizeof *probs)),
+            CHECK(attn_sdpa(pk.other, &d, qb, kb, vb, out2, probs2) == ATTN_OK, "second thread count");
+            CHECK(!memcmp(out, out2, bo) && (!probs || !memcmp(probs, probs2, np * sizeof *probs)),
                   "1 and 2 threads differ");
             free(out2);
             free(probs2);
         }
     }
-    free(q), free(k), free(v), free(out), free(probs), free(q0), free(k0), free(v0);
+    free(q), free(k), free(v), free(out), free(probs), free(q0), free(k0), free(v0), free(qb), free(kb), free(vb);
 }
 
 /* ---- KV cache and attn_decode ---- */
-
-/* x rounded to a float format with mant explicit mantissa bits and smallest normal exponent emin, to nearest even;
- * past max it is infinity. Independent of the library's bit tricks. */
-FZ_NOCOV static float fz_round_fmt(float x, int mant, int emin, double max)
-{
-    if (!isfinite(x) || x == 0.0f)
-        return x;
-    int e;
-    frexp((double)x, &e); /* |x| in [2^(e-1), 2^e) */
-    int qe = (e - 1 < emin ? emin : e - 1) - mant; /* the quantum's exponent */
-    const double q = ldexp(1.0, qe), r = nearbyint((double)x / q) * q;
-    if (fabs(r) > max)
-        return x > 0 ? INFINITY : -INFINITY;
-    return (float)r;
-}
-
-static float fz_store_round(attn_dtype t, float x)
-{
-    if (t == ATTN_F16)
-        return fz_round_fmt(x, 10, -14, 65504.0);
-    if (t == ATTN_BF16)
-        return fz_round_fmt(x, 7, -126, 3.3895313892515355e38);
-    return x;
-}
 
 static void fz_kvcache(fz_reader *r)
 {

@@ -4,7 +4,8 @@
  * ATTN_BLOCK_KV, ATTN_VERBOSE and ATTN_KERNELS, separated by NUL bytes (missing ones are unset). The harness sets them, calls
  * attn_ctx_create(&ctx, NULL) and checks the status against its own implementation of the documented rules:
  *   integers as strtol reads them (optional leading white space, optional sign, decimal digits, nothing after), in
- *   range: threads 1..1024, blocks 1..4096, verbose 0..1; ISA names auto/scalar/avx2/avx512/neon in any case;
+ *   range: threads 1..1024, blocks 1..4096, verbose 0..1; ISA names auto/scalar/avx2/avx512/neon/avx512bf16/amx/
+ *   neonbf16 in any case;
  *   a bad value: ATTN_EINVAL; a valid ISA this build or CPU lacks: ATTN_ENOTSUP (either when both apply);
  *   ATTN_KERNELS a name attn_kernels_name lists, any case, or its part after the slash within the chosen ISA; a
  *   full name sets the ISA, and one of another ISA than ATTN_ISA names is ATTN_EINVAL.
@@ -27,7 +28,8 @@
 enum { V_THREADS, V_ISA, V_BLOCK_Q, V_BLOCK_KV, V_VERBOSE, V_KERNELS, N_VARS };
 static const char *const fz_vars[N_VARS] = {"ATTN_NUM_THREADS", "ATTN_ISA", "ATTN_BLOCK_Q", "ATTN_BLOCK_KV",
                                             "ATTN_VERBOSE", "ATTN_KERNELS"};
-static const char *const fz_isa_names[] = {"auto", "scalar", "avx2", "avx512", "neon"};
+/* Indexed by attn_isa. */
+static const char *const fz_isa_names[] = {"auto", "scalar", "avx2", "avx512", "neon", "avx512bf16", "amx", "neonbf16"};
 
 static int fz_default_threads;
 static attn_isa fz_best;

@@ -47,7 +47,7 @@ def ctx(isa=0, threads=1, block=0, compare=0):
 
 
 def sdpa(batch, heads, kv_div, q_len, kv_len, d, v_dim=0, layout=0, mask=0, window=0, probs=1, kv_valid=None,
-         c=ctx()):
+         dtypes=None, c=ctx()):
     b = bytes([1]) + c + size(batch) + size(heads)
     # fz_kv_heads: < 80 is 0 (= n_heads); 80..199 then a byte picks a divisor (1 + byte % n_heads, rounded down)
     b += bytes([0]) if kv_div == 0 else bytes([100, kv_div - 1])
@@ -61,6 +61,8 @@ def sdpa(batch, heads, kv_div, q_len, kv_len, d, v_dim=0, layout=0, mask=0, wind
     b += bytes([fl, 255, 0])      # flags, no NULL argument, magnitude 1
     if kv_valid is not None:
         b += bytes(kv_valid)
+    if dtypes is not None:        # (q_dtype, kv_dtype, out_dtype, math) as fz_enum_field bytes
+        b += bytes([128]) + bytes(dtypes)
     return b
 
 
@@ -96,6 +98,12 @@ def api_seeds():
         ("sdpa_bshd_window", sdpa(1, 2, 0, 6, 9, 5, v_dim=7, layout=1, mask=1, window=3, c=ctx(1, 2, 2, 1))),
         ("sdpa_split_kv", sdpa(1, 2, 1, 1, 1500, 16, probs=1, c=ctx(2, 1, 0, 1))),
         ("sdpa_q_longer", sdpa(1, 1, 0, 7, 3, 4, mask=1, c=ctx(3, 1, 1))),
+        ("sdpa_bf16_math", sdpa(1, 2, 0, 5, 37, 24, mask=1, dtypes=(2, 2, 2, 1), c=ctx(3, 1, 0, 1))),
+        ("sdpa_f16_in_bf16_out", sdpa(1, 4, 2, 3, 9, 7, layout=1, dtypes=(1, 1, 2, 0), c=ctx(2, 2, 1, 1))),
+        ("sdpa_f32_bf16_math_valid", sdpa(2, 1, 0, 4, 6, 33, kv_valid=[6, 2], dtypes=(0, 0, 1, 1), c=ctx(1))),
+        ("sdpa_decode_bf16_kv", sdpa(1, 2, 1, 1, 300, 16, probs=0, dtypes=(0, 2, 0, 1), c=ctx(3, 1, 0, 1))),
+        ("sdpa_bad_dtype", sdpa(1, 1, 0, 2, 2, 4, dtypes=(233, 0, 0, 0))),
+        ("sdpa_bad_math", sdpa(1, 1, 0, 2, 2, 4, dtypes=(0, 0, 0, 233))),
         ("sdpa_overflow", bytes([1]) + ctx() + HUGE_SIZE_MAX + size(2) + bytes([0]) + size(3) + size(3) + size(4)
          + bytes([0, 0, 0, 0, 0, 1, 255, 0])),
         ("kv_f16_decode", kvcache(2, 8, 20, 1, [("append", 5), ("decode", 0, 2, 1), ("append", 3),
@@ -126,6 +134,8 @@ def env_seeds():
         ("spaces_signs_verbose", env(0, " +3", "AVX2", "\t4096", "1", "1")),
         ("auto_mixed_case", env(0x04, "1024", "AuTo", "", "17", "0")),
         ("neon", env(0x18, "1", "neon")),
+        ("bf16_levels", env(0x1d, "", "AVX512BF16", "", "", "", "neonbf16/generic")),
+        ("amx", env(0x3d, "", "amx")),
         ("bad_values", env(0, "0", "sse", "4097", "-1", "2")),
         ("trailing_junk_verbose", env(0, "8 ", "avx512", "0x10", "99999999999999999999", "1")),
         ("verbose_only", env(0x0f, "", "", "", "", "+1")),
