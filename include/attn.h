@@ -42,8 +42,9 @@ typedef enum attn_isa {
     ATTN_ISA_AVX512,      /* AVX-512 F/BW/VL */
     ATTN_ISA_NEON,        /* AArch64 Advanced SIMD */
     ATTN_ISA_AVX512_BF16, /* "avx512bf16": AVX-512 + AVX512_BF16 (vdpbf16ps) */
-    ATTN_ISA_AMX,         /* "amx": AMX-TILE + AMX-BF16 with the tile state granted by the OS (not built yet:
-                             attn_isa_supported gives 0) */
+    ATTN_ISA_AMX,         /* "amx": AVX512_BF16 + AMX-TILE + AMX-BF16, the OS saving tile state and (Linux)
+                             granting it to the process: ATTN_MATH_BF16 on tdpbf16ps tiles, fp32 math on the
+                             AVX-512 kernels */
     ATTN_ISA_NEON_BF16,   /* "neonbf16": AArch64 Advanced SIMD + FEAT_BF16 (BFDOT) */
 } attn_isa;
 

@@ -2,6 +2,7 @@
  * registry (simd/variants.c) reads. Compiled with baseline flags only: nothing here may execute an AVX or NEON-only
  * instruction. */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* syscall() */
 #include <pthread.h>
 #include <string.h>
 
@@ -12,6 +13,21 @@
 #endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+/* Linux lets a process use AMX tile data only after asking (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA,
+ * kernel 5.16 and later); the grant is per process and permanent. 1 if granted. */
+static int attn_amx_grant(void)
+{
+#if defined(__linux__) && defined(__x86_64__)
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    return 0; /* no grant mechanism known here: tiles stay off */
+#endif
+}
 
 static unsigned long long attn_xgetbv0(void)
 {
@@ -24,7 +40,7 @@ static unsigned long long attn_xgetbv0(void)
 static void attn_cpu_caches(attn_cpu_info *ci)
 {
     unsigned a, b, c, d;
-    if (ci->vendor == ATTN_VENDOR_AMD && __get_cpuid_max(0x80000000u, NULL) >= 0x80000006u) {
+    if (ci->vendor == ATTN_VENDOR_AMD && (unsigned)__get_cpuid_max(0x80000000u, NULL) >= 0x80000006u) {
         __cpuid(0x80000005u, a, b, c, d);
         ci->l1d_kib = c >> 24;
         __cpuid(0x80000006u, a, b, c, d);
@@ -85,8 +101,12 @@ static void attn_cpu_detect(attn_cpu_info *ci)
         ci->flags |= ATTN_CPU_AVX512_FP16;
     /* AMX-TILE (bit 24) and AMX-BF16 (bit 22), with the OS saving XTILECFG (bit 17) and XTILEDATA (bit 18). Whether
      * a process may use the tile data is a separate, per-process grant (arch_prctl on Linux). */
-    if (((d7 >> 24) & 1) && ((d7 >> 22) & 1) && (xcr0 & 0x60000) == 0x60000)
+    if (((d7 >> 24) & 1) && ((d7 >> 22) & 1) && (xcr0 & 0x60000) == 0x60000 && attn_amx_grant())
         ci->flags |= ATTN_CPU_AMX;
+#if ATTN_AMX_EMULATE
+    if (ci->flags & ATTN_CPU_AVX512_BF16) /* the tiles are C (simd/amx_emul.h): tests only */
+        ci->flags |= ATTN_CPU_AMX;
+#endif
 }
 #elif defined(__aarch64__)
 static void attn_cpu_detect(attn_cpu_info *ci)

@@ -1,47 +1,29 @@
-/* The AVX512_BF16 kernel table: the AVX-512 kernels (same 6x4 blocking) for ATTN_MATH_F32, plus vdpbf16ps
- * kernels for ATTN_MATH_BF16, whose products of bfloat16 pairs run at twice the fp32 FMA rate on AMD Zen 4/5.
- * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512bf16 -mavx2 -mfma -mf16c; runs only after attn_cpu_flags()
- * saw AVX-512F and AVX512_BF16 (every such CPU also has BW and VL) and the OS saving ZMM state. */
+/* The AVX512_BF16 kernel table: the AVX-512 table's slots (compiled once, in kern_avx512.c) for ATTN_MATH_F32, plus
+ * vdpbf16ps kernels for ATTN_MATH_BF16, whose products of bfloat16 pairs run at twice the fp32 FMA rate on AMD
+ * Zen 4/5. Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512bf16 -mavx2 -mfma -mf16c; runs only after
+ * attn_cpu_flags() saw AVX-512F and AVX512_BF16 (every such CPU also has BW and VL) and the OS saving ZMM state. */
 #include "vec_avx512.h"
-#define SC_RB 6
-#define SC_NV 4
-#define PV_RB 6
-#define PV_NV 4
-#define PVD_RB 2
-#define PVD_NV 8
-#define PVH_RB 4
-#define PVH_NV 4
-#define SR_RB 4
-#define SR_JB 4
+#include "block_avx512.h"
 #define ATTN_SFX avx512bf16
 #define ATTN_KERNELS_ISA ATTN_ISA_AVX512_BF16
+#define ATTN_SLOTS_OF avx512
 #include "kernels.h"
 static ATTN_DECL_SCORES(attn_scores_bf16p_avx512bf16);
 static ATTN_DECL_PV(attn_pv_bf16p_avx512bf16);
-static ATTN_DECL_PACK_BF16P(attn_pack_bf16p_avx512bf16);
-#define ATTN_BF16P_SLOTS                                                                                        \
+ATTN_DECL_PACK_BF16P(attn_pack_bf16p_avx512bf16);
+#define ATTN_EXTRA_SLOTS                                                                                        \
     .scores_bf16p = attn_scores_bf16p_avx512bf16, .pv_bf16p = attn_pv_bf16p_avx512bf16,                        \
     .pack_bf16p = attn_pack_bf16p_avx512bf16,
 #include "tile_simd.h"
 
-/* The bfloat16 dot-product vocabulary of tile_bf16p.h: vdpbf16ps, 16 pair words per zmm. */
-#define W __m512i
-#define W_LOAD(p) _mm512_load_si512(p)
-#define W_STOREU(p, w) _mm512_storeu_si512((p), (w))
-#define W_BCAST(u) _mm512_set1_epi32((int)(u))
-#define V_DP(acc, a, b) _mm512_dpbf16_ps((acc), (__m512bh)(a), (__m512bh)(b))
-#define W_EVEN(w) _mm512_castsi512_ps(_mm512_slli_epi32((w), 16))
-#define W_ODD(w) _mm512_castsi512_ps(_mm512_and_si512((w), _mm512_set1_epi32((int)0xffff0000u)))
-#define W_PACK2(lo, hi)                                                                                        \
-    _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(lo), 16))), \
-                       _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(hi), 16)), 1)
+#include "vec_avx512bf16.h"
 #include "tile_bf16p.h"
 
 
 /* K: each panel's word (c, key) gathered across its 16 key rows, one vector per pair of dimensions (the engine's
  * scalar strided copy is the fallback; docs/performance.md has its cost). V: two value rows interleaved into pair
  * words, 16 columns per step. */
-static ATTN_DECL_PACK_BF16P(attn_pack_bf16p_avx512bf16)
+ATTN_DECL_PACK_BF16P(attn_pack_bf16p_avx512bf16) /* external: the amx table packs with it too */
 {
     const size_t d2 = (d + 1) / 2, nkp = (nk + ATTN_PAD - 1) / ATTN_PAD * ATTN_PAD;
     const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),

@@ -1,15 +1,9 @@
-/* AArch64 Advanced SIMD kernel set. NEON is baseline on AArch64, so no extra flags. */
+/* AArch64 Advanced SIMD kernel set (blocking in block_neon.h). NEON is baseline on AArch64, so no extra flags. Its
+ * slot functions are external: the neonbf16 table points at them. */
 #include "vec_neon.h"
-
-#define SC_RB 8 /* 8 rows x 2 q-registers = 16 chains of the 32 registers */
-#define SC_NV 2
-#define PV_RB 4
-#define PV_NV 4
-#define PVD_RB 2 /* decode P.V: 2 rows x 8 q-registers */
-#define PVD_NV 8
-#define SR_RB 4 /* decode scores: 4 query rows x 4 key rows = 16 accumulators, four V_HSUMS */
-#define SR_JB 4
+#include "block_neon.h"
 #define ATTN_SFX neon
 #define ATTN_KERNELS_ISA ATTN_ISA_NEON
+#define ATTN_SHARE_SLOTS
 
 #include "tile_simd.h"

@@ -1,21 +1,15 @@
-/* The NEON BF16 kernel table (FEAT_BF16): the NEON kernels for ATTN_MATH_F32, plus BFDOT kernels for
- * ATTN_MATH_BF16 (each instruction multiplies 4 pairs of bfloat16 and adds both products to 4 fp32 sums).
- * Compiled with -march=armv8.2-a+bf16; runs only after attn_cpu_flags() saw HWCAP2_BF16. */
+/* The NEON BF16 kernel table (FEAT_BF16): the NEON table's slots (compiled once, in kern_neon.c) for ATTN_MATH_F32,
+ * plus BFDOT kernels for ATTN_MATH_BF16 (each instruction multiplies 4 pairs of bfloat16 and adds both products to
+ * 4 fp32 sums). Compiled with -march=armv8.2-a+bf16; runs only after attn_cpu_flags() saw HWCAP2_BF16. */
 #include "vec_neon.h"
-#define SC_RB 8
-#define SC_NV 2
-#define PV_RB 4
-#define PV_NV 4
-#define PVD_RB 2
-#define PVD_NV 8
-#define SR_RB 4
-#define SR_JB 4
+#include "block_neon.h"
 #define ATTN_SFX neonbf16
 #define ATTN_KERNELS_ISA ATTN_ISA_NEON_BF16
+#define ATTN_SLOTS_OF neon
 #include "kernels.h"
 static ATTN_DECL_SCORES(attn_scores_bf16p_neonbf16);
 static ATTN_DECL_PV(attn_pv_bf16p_neonbf16);
-#define ATTN_BF16P_SLOTS .scores_bf16p = attn_scores_bf16p_neonbf16, .pv_bf16p = attn_pv_bf16p_neonbf16,
+#define ATTN_EXTRA_SLOTS .scores_bf16p = attn_scores_bf16p_neonbf16, .pv_bf16p = attn_pv_bf16p_neonbf16,
 #include "tile_simd.h"
 
 /* The bfloat16 dot-product vocabulary of tile_bf16p.h: BFDOT, 4 pair words per q-register. */

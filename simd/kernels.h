@@ -190,6 +190,9 @@ extern const attn_kernels attn_kernels_avx512;
 #if ATTN_HAVE_AVX512BF16
 extern const attn_kernels attn_kernels_avx512bf16;
 #endif
+#if ATTN_HAVE_AMX
+extern const attn_kernels attn_kernels_amx;
+#endif
 #if ATTN_HAVE_NEON
 extern const attn_kernels attn_kernels_neon;
 #endif

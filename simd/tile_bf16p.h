@@ -157,9 +157,9 @@ ATTN_INLINE void attn_pvp_group(const attn_tile_args *a, size_t r0, const int RB
 }
 
 /* The softmax left fp32 weights in s; each row becomes bfloat16 pair words in place (rounded to nearest even by
- * V_RBF16, ATTN_MATH_BF16's rounding of P, the same bits as round_bf16), then P.V. Words are written behind the
- * floats still to be read. */
-static ATTN_DECL_PV(ATTN_FN(pv_bf16p))
+ * V_RBF16, ATTN_MATH_BF16's rounding of P, the same bits as round_bf16). Words are written behind the floats still
+ * to be read. */
+ATTN_INLINE void attn_pvp_pack_p(const attn_tile_args *a)
 {
     for (size_t r = 0; r < a->rows; r++) {
         float *s = a->s + r * a->nkp;
@@ -170,6 +170,11 @@ static ATTN_DECL_PV(ATTN_FN(pv_bf16p))
             W_STOREU(w + j0 / 2, W_PACK2(lo, hi));
         }
     }
+}
+
+static ATTN_DECL_PV(ATTN_FN(pv_bf16p))
+{
+    attn_pvp_pack_p(a);
     size_t r0 = 0;
     for (; r0 + PV_RB <= a->rows; r0 += PV_RB)
         attn_pvp_group(a, r0, PV_RB);

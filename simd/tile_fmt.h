@@ -72,7 +72,7 @@ ATTN_INLINE void ATTN_F(attn_sc_rows)(const attn_tile_args *a, size_t r0, const 
 
 /* Every row group against the tile; the first group issues the next tile's prefetches (decode: the only one,
  * with one panel per micro-kernel). */
-static ATTN_DECL_SCORES(ATTN_SLOT(scores))
+ATTN_SLOT_LINK ATTN_DECL_SCORES(ATTN_SLOT(scores))
 {
     if (a->rows <= SCD_RB) {
 #define ATTN_SCD(RB) ATTN_F(attn_sc_rows)(a, 0, RB, SCD_NV, 1)
@@ -133,7 +133,7 @@ ATTN_INLINE void ATTN_F(attn_sr_rows)(const attn_tile_args *a, size_t r0, const 
 
 /* Up to SR_RB rows (a GQA group at one position: the usual decode block) in one pass over the keys, taking more
  * keys per step when there are fewer rows; more rows go SR_RB at a time, the first group issuing the prefetches. */
-static ATTN_DECL_SCORES(ATTN_SLOT(scores_rows))
+ATTN_SLOT_LINK ATTN_DECL_SCORES(ATTN_SLOT(scores_rows))
 {
     if (a->rows <= SR_RB) {
 #define ATTN_SR_ONE(RB) ATTN_F(attn_sr_rows)(a, 0, RB, SR_JBF(RB), 1)
@@ -269,7 +269,7 @@ static __attribute__((noinline)) void ATTN_F(attn_pv_few)(const attn_tile_args *
     ATTN_F(attn_pv_blocked)(a, FMT_PVD_RB, FMT_PVD_NV, 1);
 }
 
-static ATTN_DECL_PV(ATTN_SLOT(pv))
+ATTN_SLOT_LINK ATTN_DECL_PV(ATTN_SLOT(pv))
 {
     if (a->rows <= ATTN_FEW_ROWS)
         ATTN_F(attn_pv_few)(a);

@@ -1,7 +1,7 @@
 /* The tile kernels written once over a small vector vocabulary; each ISA file defines the vocabulary, includes
- * this header and gets its own copy (every function here is static, so no copy can be picked by the linker for
- * another ISA). Register blocking: SC_RB query rows x SC_NV vectors of keys for scores, PV_RB rows x PV_NV vectors
- * of output columns for P.V, so each K or V load feeds several FMAs.
+ * this header and gets its own copy (every function here is static or carries the ISA suffix, so no copy can be
+ * picked by the linker for another ISA). Register blocking: SC_RB query rows x SC_NV vectors of keys for scores,
+ * PV_RB rows x PV_NV vectors of output columns for P.V, so each K or V load feeds several FMAs.
  *
  * Needs: V, VW, M, V_ZERO(), V_LOAD(p) (aligned), V_LOADU(p), V_STORE(p, x), V_STOREU(p, x), V_BCAST(f),
  * V_FMA(a, b, c) = a*b+c, V_MUL, V_SUB, V_MAX, V_ADD, V_EXP(x), V_HMAX(x), V_HSUM(x), V_HSUMS(p) (lane i = the sum of
@@ -9,7 +9,12 @@
  * V_INRANGE(idx, lo, hi) -> M, V_SEL(m, a, b) (a where m), V_CVT_F16(p) and V_CVT_BF16(p) (VW stored halves at p,
  * widened); the blockings SC_RB x SC_NV (scores and the GEMM), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of
  * decode-sized blocks; optionally PVH_RB x PVH_NV for half/bfloat16 V), SR_RB x SR_JB (scores_rows); ATTN_SFX
- * (the ISA suffix of every name) and ATTN_KERNELS_ISA. */
+ * (the ISA suffix of every name) and ATTN_KERNELS_ISA.
+ *
+ * A table that only adds slots to another ISA's (avx512bf16 to avx512, neonbf16 to neon) defines ATTN_SLOTS_OF as
+ * that ISA's suffix: its table then points at that ISA's slot functions, which its file compiled once with
+ * ATTN_SHARE_SLOTS (external names), and this header defines only the inline helpers. ATTN_EXTRA_SLOTS: more
+ * designated initializers for the table. */
 #include <math.h>
 #include <string.h>
 
@@ -32,6 +37,13 @@
 #define ATTN_STR_(a) #a
 #define ATTN_STR(a) ATTN_STR_(a)
 #define ATTN_FN(op) ATTN_CAT(attn_##op##_, ATTN_SFX) /* attn_scores_f16_avx2, ... */
+
+/* The slot functions' linkage: static, or external for a table another extends (ATTN_SHARE_SLOTS). */
+#ifdef ATTN_SHARE_SLOTS
+#define ATTN_SLOT_LINK
+#else
+#define ATTN_SLOT_LINK static
+#endif
 
 /* Runs body(RB) for the n < max leftover rows with RB = n, a compile-time constant in each case, so that a tail
  * of rows keeps as many independent FMA chains as it can (one row at a time would be latency-bound). Cases at or
@@ -93,6 +105,7 @@ ATTN_INLINE void attn_sr_store(const attn_tile_args *a, size_t r0, size_t j0, co
             a->s[(r0 + r) * a->nkp + j0 + t] = sum[r * JB + t];
 }
 
+#ifndef ATTN_SLOTS_OF
 /* One instance of the score and P.V kernels per storage format (simd/tile_fmt.h). fp32 panels are packed and
  * aligned; a KV cache's half and bfloat16 panels are prefetched a tile ahead, and their values are widened in
  * registers, read at half the bytes and never copied. */
@@ -200,7 +213,7 @@ ATTN_INLINE void attn_softmax_rows(const attn_tile_args *a, const int RP)
     }
 }
 
-static ATTN_DECL_SOFTMAX(ATTN_FN(softmax_f32))
+ATTN_SLOT_LINK ATTN_DECL_SOFTMAX(ATTN_FN(softmax_f32))
 {
     if (a->round_p)
         attn_softmax_rows(a, 1);
@@ -208,7 +221,7 @@ static ATTN_DECL_SOFTMAX(ATTN_FN(softmax_f32))
         attn_softmax_rows(a, 0);
 }
 
-static ATTN_DECL_PROBS(ATTN_FN(probs_f32))
+ATTN_SLOT_LINK ATTN_DECL_PROBS(ATTN_FN(probs_f32))
 {
     const V iota = V_IOTA();
     for (size_t r = 0; r < a->rows; r++) {
@@ -228,7 +241,7 @@ static ATTN_DECL_PROBS(ATTN_FN(probs_f32))
     }
 }
 
-static ATTN_DECL_SCALE(ATTN_FN(scale_f32))
+ATTN_SLOT_LINK ATTN_DECL_SCALE(ATTN_FN(scale_f32))
 {
     const V vf = V_BCAST(f);
     size_t i = 0;
@@ -238,7 +251,7 @@ static ATTN_DECL_SCALE(ATTN_FN(scale_f32))
         dst[i] = src[i] * f;
 }
 
-static ATTN_DECL_CVT(ATTN_FN(cvt_f16))
+ATTN_SLOT_LINK ATTN_DECL_CVT(ATTN_FN(cvt_f16))
 {
     size_t i = 0;
     for (; i + VW <= n; i += VW)
@@ -247,7 +260,7 @@ static ATTN_DECL_CVT(ATTN_FN(cvt_f16))
         dst[i] = attn_f16_to_f32(src[i]);
 }
 
-static ATTN_DECL_CVT(ATTN_FN(cvt_bf16))
+ATTN_SLOT_LINK ATTN_DECL_CVT(ATTN_FN(cvt_bf16))
 {
     size_t i = 0;
     for (; i + VW <= n; i += VW)
@@ -256,7 +269,7 @@ static ATTN_DECL_CVT(ATTN_FN(cvt_bf16))
         dst[i] = attn_bf16_to_f32(src[i]);
 }
 
-static ATTN_DECL_ROUND(ATTN_FN(round_bf16))
+ATTN_SLOT_LINK ATTN_DECL_ROUND(ATTN_FN(round_bf16))
 {
     size_t i = 0;
     for (; i + VW <= n; i += VW)
@@ -265,7 +278,7 @@ static ATTN_DECL_ROUND(ATTN_FN(round_bf16))
         x[i] = attn_bf16_to_f32(attn_f32_to_bf16(x[i]));
 }
 
-static ATTN_DECL_NARROW(ATTN_FN(narrow_f16))
+ATTN_SLOT_LINK ATTN_DECL_NARROW(ATTN_FN(narrow_f16))
 {
     const V vf = V_BCAST(f);
     size_t i = 0;
@@ -275,7 +288,7 @@ static ATTN_DECL_NARROW(ATTN_FN(narrow_f16))
         dst[i] = attn_f32_to_f16(src[i] * f);
 }
 
-static ATTN_DECL_NARROW(ATTN_FN(narrow_bf16))
+ATTN_SLOT_LINK ATTN_DECL_NARROW(ATTN_FN(narrow_bf16))
 {
     const V vf = V_BCAST(f);
     size_t i = 0;
@@ -341,7 +354,7 @@ ATTN_INLINE void attn_gemm_cols(const attn_gemm_args *g, size_t j0, const int NV
 #undef ATTN_GEMM_TAIL
 }
 
-static ATTN_DECL_GEMM(ATTN_FN(gemm_f32))
+ATTN_SLOT_LINK ATTN_DECL_GEMM(ATTN_FN(gemm_f32))
 {
     size_t j0 = 0;
     for (; j0 + SC_NV * VW <= g->ncp; j0 += SC_NV * VW)
@@ -350,21 +363,40 @@ static ATTN_DECL_GEMM(ATTN_FN(gemm_f32))
         attn_gemm_cols(g, j0, 1);
 }
 
+#endif /* ATTN_SLOTS_OF */
+
+/* The slots of the table whose functions carry suffix sfx, and their declarations. */
+#define ATTN_SIMD_SLOTS(sfx) ATTN_SIMD_SLOTS_(sfx)
+#define ATTN_SIMD_SLOTS_(sfx)                                                                                      \
+    .scores = {attn_scores_f32_##sfx, attn_scores_f16_##sfx, attn_scores_bf16_##sfx},                              \
+    .scores_rows = {attn_scores_rows_f32_##sfx, attn_scores_rows_f16_##sfx, attn_scores_rows_bf16_##sfx},          \
+    .softmax = attn_softmax_f32_##sfx, .pv = {attn_pv_f32_##sfx, attn_pv_f16_##sfx, attn_pv_bf16_##sfx},           \
+    .probs = attn_probs_f32_##sfx, .scale = attn_scale_f32_##sfx,                                                  \
+    .cvt = {NULL, attn_cvt_f16_##sfx, attn_cvt_bf16_##sfx}, .round_bf16 = attn_round_bf16_##sfx,                   \
+    .narrow = {NULL, attn_narrow_f16_##sfx, attn_narrow_bf16_##sfx}, .gemm = attn_gemm_f32_##sfx
+#define ATTN_SIMD_DECLS(sfx) ATTN_SIMD_DECLS_(sfx)
+#define ATTN_SIMD_DECLS_(sfx)                                                                                      \
+    ATTN_DECL_SCORES(attn_scores_f32_##sfx); ATTN_DECL_SCORES(attn_scores_f16_##sfx);                              \
+    ATTN_DECL_SCORES(attn_scores_bf16_##sfx); ATTN_DECL_SCORES(attn_scores_rows_f32_##sfx);                        \
+    ATTN_DECL_SCORES(attn_scores_rows_f16_##sfx); ATTN_DECL_SCORES(attn_scores_rows_bf16_##sfx);                   \
+    ATTN_DECL_SOFTMAX(attn_softmax_f32_##sfx); ATTN_DECL_PV(attn_pv_f32_##sfx); ATTN_DECL_PV(attn_pv_f16_##sfx);   \
+    ATTN_DECL_PV(attn_pv_bf16_##sfx); ATTN_DECL_PROBS(attn_probs_f32_##sfx); ATTN_DECL_SCALE(attn_scale_f32_##sfx); \
+    ATTN_DECL_CVT(attn_cvt_f16_##sfx); ATTN_DECL_CVT(attn_cvt_bf16_##sfx); ATTN_DECL_ROUND(attn_round_bf16_##sfx); \
+    ATTN_DECL_NARROW(attn_narrow_f16_##sfx); ATTN_DECL_NARROW(attn_narrow_bf16_##sfx);                             \
+    ATTN_DECL_GEMM(attn_gemm_f32_##sfx)
+
+#ifdef ATTN_SLOTS_OF
+ATTN_SIMD_DECLS(ATTN_SLOTS_OF);
+#else
+#define ATTN_SLOTS_OF ATTN_SFX
+#endif
+
 const attn_kernels ATTN_CAT(attn_kernels_, ATTN_SFX) = {
     .isa = ATTN_KERNELS_ISA,
     .table = "attn_kernels_" ATTN_STR(ATTN_SFX),
     .sc_rb = SC_RB, .sc_nv = SC_NV, .pv_rb = PV_RB, .pv_nv = PV_NV, .pvd_rb = PVD_RB, .pvd_nv = PVD_NV,
-    .scores = {ATTN_FN(scores_f32), ATTN_FN(scores_f16), ATTN_FN(scores_bf16)},
-    .scores_rows = {ATTN_FN(scores_rows_f32), ATTN_FN(scores_rows_f16), ATTN_FN(scores_rows_bf16)},
-    .softmax = ATTN_FN(softmax_f32),
-    .pv = {ATTN_FN(pv_f32), ATTN_FN(pv_f16), ATTN_FN(pv_bf16)},
-    .probs = ATTN_FN(probs_f32),
-    .scale = ATTN_FN(scale_f32),
-    .cvt = {NULL, ATTN_FN(cvt_f16), ATTN_FN(cvt_bf16)},
-    .round_bf16 = ATTN_FN(round_bf16),
-    .narrow = {NULL, ATTN_FN(narrow_f16), ATTN_FN(narrow_bf16)},
-#ifdef ATTN_BF16P_SLOTS
-    ATTN_BF16P_SLOTS
+    ATTN_SIMD_SLOTS(ATTN_SLOTS_OF),
+#ifdef ATTN_EXTRA_SLOTS
+    ATTN_EXTRA_SLOTS
 #endif
-    .gemm = ATTN_FN(gemm_f32),
 };

@@ -56,6 +56,11 @@ static const attn_variant attn_variants[] = {
      "unmeasured: vdpbf16ps runs at 0.55x the fp32 FMA rate on Sapphire Rapids, so MATH_BF16 rounds to bfloat16 "
      "and runs the fp32 AVX-512 kernels (the AVX-512 table has no bfloat16 dot-product slots); avx512/spr blocks"},
 #endif
+#if ATTN_HAVE_AMX
+    {ATTN_ISA_AMX, "amx/generic", &attn_kernels_amx, NULL, 512, 256, ATTN_SPLIT,
+     "unmeasured (written against Intel's documentation, checked under emulation): the AVX-512 table with the "
+     "avx512/spr blocks for ATTN_MATH_F32; AMX-BF16 tiles, 32 rows x 32 keys or columns, for ATTN_MATH_BF16"},
+#endif
 #if ATTN_HAVE_NEON
     {ATTN_ISA_NEON, "neon/generic", &attn_kernels_neon, NULL, 256, 256, ATTN_SPLIT,
      "8x2 q-register scores, 4x4 P.V: checked under qemu, not timed on hardware"},
@@ -83,6 +88,8 @@ int attn_level_runs(attn_isa level)
     case ATTN_ISA_AVX2: return built && (f & ATTN_CPU_AVX2);
     case ATTN_ISA_AVX512: return built && (f & ATTN_CPU_AVX512);
     case ATTN_ISA_AVX512_BF16: return built && (f & ATTN_CPU_AVX512) && (f & ATTN_CPU_AVX512_BF16);
+    case ATTN_ISA_AMX:
+        return built && (f & ATTN_CPU_AVX512) && (f & ATTN_CPU_AVX512_BF16) && (f & ATTN_CPU_AMX);
     case ATTN_ISA_NEON: return built && (f & ATTN_CPU_NEON);
     case ATTN_ISA_NEON_BF16: return built && (f & ATTN_CPU_NEON) && (f & ATTN_CPU_NEON_BF16);
     default: return 0;
@@ -122,7 +129,7 @@ const attn_variant *attn_variant_find(const char *name, attn_isa level)
 
 attn_isa attn_isa_best(void)
 {
-    static const attn_isa ladder[] = {ATTN_ISA_AVX512_BF16, ATTN_ISA_AVX512, ATTN_ISA_AVX2, ATTN_ISA_NEON_BF16,
+    static const attn_isa ladder[] = {ATTN_ISA_AMX, ATTN_ISA_AVX512_BF16, ATTN_ISA_AVX512, ATTN_ISA_AVX2, ATTN_ISA_NEON_BF16,
                                       ATTN_ISA_NEON};
     for (size_t i = 0; i < sizeof ladder / sizeof ladder[0]; i++)
         if (attn_level_runs(ladder[i]))

@@ -636,7 +636,7 @@ static int ca_check_bf16p(const attn_kernels *k, tc_rng *r)
 {
     if (!k->scores_bf16p || !k->pv_bf16p)
         return k->scores_bf16p || k->pv_bf16p ? ca_fail("scores_bf16p and pv_bf16p: one without the other") : 0;
-    const size_t rows = 1 + tc_rng_below(r, 40), nk = 1 + tc_rng_below(r, 300), d = 1 + tc_rng_below(r, 140);
+    const size_t rows = 1 + tc_rng_below(r, 80), nk = 1 + tc_rng_below(r, 300), d = 1 + tc_rng_below(r, 140);
     const size_t dv = 1 + tc_rng_below(r, 140), dvp = (dv + 15) / 16 * 16, nkp = (nk + 15) / 16 * 16, d2 = (d + 1) / 2;
     uint16_t *kr = malloc(nk * d * 2), *vr = malloc(nk * dv * 2), *q = malloc(rows * d2 * 4);
     uint32_t *kt = aligned_alloc(64, (nkp * d2 * 4 + 127) / 64 * 64), *vp = aligned_alloc(64, (nkp / 2 * dvp * 4 + 127) / 64 * 64);

@@ -92,6 +92,21 @@ int tc_isas(attn_isa out[TC_MAX_ISAS])
     return n;
 }
 
+void tc_isas_skipped(char *buf, size_t n)
+{
+    buf[0] = '\0';
+    for (int isa = ATTN_ISA_SCALAR; isa < TC_MAX_ISAS; isa++) {
+        const char *in = attn_isa_name((attn_isa)isa);
+        int built = 0;
+        for (size_t i = 0; attn_kernels_name(i); i++)
+            built |= strcspn(attn_kernels_name(i), "/") == strlen(in) && !strncmp(attn_kernels_name(i), in, strlen(in));
+        if (built && !attn_isa_supported((attn_isa)isa) && strlen(buf) + strlen(in) + 2 <= n) {
+            strcat(buf, " ");
+            strcat(buf, in);
+        }
+    }
+}
+
 attn_sdpa_desc tc_shape(size_t batch, size_t heads, size_t kv_heads, size_t q_len, size_t kv_len, size_t head_dim,
                         size_t v_dim)
 {

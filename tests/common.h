@@ -38,6 +38,9 @@ uint64_t tc_seed(void);
 /* The ISA levels this library and CPU run, in the order of the kernel variant registry (SCALAR first), read from
  * attn_kernels_name(); returns how many (at least 1). */
 int tc_isas(attn_isa out[TC_MAX_ISAS]);
+/* The levels built in (some variant in attn_kernels_name) that this CPU does not run, e.g. " amx" (each name after a
+ * space; "" if none), into buf of size n: the tests say which levels they skip. */
+void tc_isas_skipped(char *buf, size_t n);
 /* A context for one ISA; threads 0 = default. Blocks 0 = default (or the env variables). */
 attn_status tc_ctx_create(attn_ctx **ctx, attn_isa isa, int threads, int block_q, int block_kv);
 

@@ -227,6 +227,10 @@ int main(void)
 
     printf("kernel-check: attn %s, seed %" PRIu64 " (replay with ATTN_TEST_SEED=%" PRIu64 ")\n", attn_version(),
            seed, seed);
+    char skipped[128];
+    tc_isas_skipped(skipped, sizeof skipped);
+    if (skipped[0])
+        printf("kernel-check: built but skipped, this CPU lacks them:%s\n", skipped);
     for (int ii = 0; ii < n_isa; ii++) {
         attn_ctx *ctx = NULL;
         attn_status s = tc_ctx_create(&ctx, isas[ii], threads, 0, 0);

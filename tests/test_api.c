@@ -62,6 +62,8 @@ Test(api, isa_supported)
     cr_assert_eq(attn_isa_supported(ATTN_ISA_AUTO), 1);
     cr_assert_eq(attn_isa_supported(ATTN_ISA_SCALAR), 1);
     cr_assert_eq(attn_isa_supported((attn_isa)8), 0);
+    /* AMX runs only with AVX512_BF16 (its partial tiles and fp32 slots are AVX-512 code). */
+    cr_assert(!attn_isa_supported(ATTN_ISA_AMX) || attn_isa_supported(ATTN_ISA_AVX512_BF16));
     /* A bf16 level runs only where AVX-512 does. */
     cr_assert(!attn_isa_supported(ATTN_ISA_AVX512_BF16) || attn_isa_supported(ATTN_ISA_AVX512));
     cr_assert(!attn_isa_supported(ATTN_ISA_NEON_BF16) || attn_isa_supported(ATTN_ISA_NEON));
@@ -77,6 +79,9 @@ Test(api, isa_supported)
         strcat(line, attn_isa_name(isas[i]));
     }
     fprintf(stderr, "[stat] ISAs this CPU runs:%s\n", line);
+    tc_isas_skipped(line, sizeof line);
+    if (line[0])
+        fprintf(stderr, "[stat] ISAs built but skipped, this CPU lacks them:%s\n", line);
 }
 
 Test(api, ctx_isa_and_threads)

@@ -56,6 +56,7 @@ $(FUZZ_OBJDIR)/simd/kern_avx2.o $(FUZZ_OBJDIR)/simd/kern_avx2_%.o:     private F
 $(FUZZ_OBJDIR)/simd/kern_avx512.o $(FUZZ_OBJDIR)/simd/kern_avx512_%.o: private FUZZ_ISA = $(AVX512_CFLAGS)
 $(FUZZ_OBJDIR)/simd/kern_neon.o $(FUZZ_OBJDIR)/simd/kern_neon_%.o:     private FUZZ_ISA = $(NEON_CFLAGS)
 $(FUZZ_OBJDIR)/simd/kern_avx512bf16.o $(FUZZ_OBJDIR)/simd/kern_avx512bf16_%.o: private FUZZ_ISA = $(AVX512BF16_CFLAGS)
+$(FUZZ_OBJDIR)/simd/kern_amx.o $(FUZZ_OBJDIR)/simd/kern_amx_%.o: private FUZZ_ISA = $(AMX_CFLAGS)
 $(FUZZ_OBJDIR)/simd/kern_neonbf16.o $(FUZZ_OBJDIR)/simd/kern_neonbf16_%.o: private FUZZ_ISA = $(NEONBF16_CFLAGS)
 $(addprefix $(FUZZ_OBJDIR)/,$(LIB_ISA_OBJS-yes)): private FUZZ_SAN = $(FUZZ_ISA_SAN)
 
