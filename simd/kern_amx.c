@@ -134,11 +134,7 @@ static ATTN_DECL_SCORES(attn_scores_bf16p_amx_tiles)
                     attn_scp_micro(a, r, j0, 4, 1);
     }
     _tile_release();
-    for (; r0 + SC_RB <= a->rows; r0 += SC_RB)
-        attn_scp_rows(a, r0, SC_RB);
-#define ATTN_SCP_TAIL(RB) attn_scp_rows(a, r0, RB)
-    ATTN_TAIL(a->rows - r0, SC_RB, ATTN_SCP_TAIL)
-#undef ATTN_SCP_TAIL
+    attn_scp_from(a, r0);
 }
 
 /* ---- P.V: o += p . v ---- */
@@ -221,9 +217,5 @@ static ATTN_DECL_PV(attn_pv_bf16p_amx_tiles)
     for (; r0 + 2 * AMX_R <= a->rows; r0 += 2 * AMX_R)
         attn_amx_pv_group(a, r0);
     _tile_release();
-    for (; r0 + PV_RB <= a->rows; r0 += PV_RB)
-        attn_pvp_group(a, r0, PV_RB);
-#define ATTN_PVP_TAIL(RB) attn_pvp_group(a, r0, RB)
-    ATTN_TAIL(a->rows - r0, PV_RB, ATTN_PVP_TAIL)
-#undef ATTN_PVP_TAIL
+    attn_pvp_from(a, r0);
 }

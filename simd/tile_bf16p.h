@@ -53,15 +53,17 @@ ATTN_INLINE void attn_scp_rows(const attn_tile_args *a, size_t r0, const int RB)
             attn_scp_micro(a, r0, j0, RB, 1);
 }
 
-static ATTN_DECL_SCORES(ATTN_FN(scores_bf16p))
+/* Rows r0.. to the end of the block. */
+ATTN_INLINE void attn_scp_from(const attn_tile_args *a, size_t r0)
 {
-    size_t r0 = 0;
     for (; r0 + SC_RB <= a->rows; r0 += SC_RB)
         attn_scp_rows(a, r0, SC_RB);
 #define ATTN_SCP_TAIL(RB) attn_scp_rows(a, r0, RB)
     ATTN_TAIL(a->rows - r0, SC_RB, ATTN_SCP_TAIL)
 #undef ATTN_SCP_TAIL
 }
+
+static ATTN_DECL_SCORES(ATTN_FN(scores_bf16p)) { attn_scp_from(a, 0); }
 
 /* o[r0..r0+RB)[c0..c0+VW NV) += sum over key pairs [j2lo, j2hi) of p pair . v pair; p: row r's pair words at
  * (uint32_t *)(s + r * nkp). */
@@ -172,13 +174,18 @@ ATTN_INLINE void attn_pvp_pack_p(const attn_tile_args *a)
     }
 }
 
-static ATTN_DECL_PV(ATTN_FN(pv_bf16p))
+/* Rows r0.. to the end of the block, their weights already pair words. */
+ATTN_INLINE void attn_pvp_from(const attn_tile_args *a, size_t r0)
 {
-    attn_pvp_pack_p(a);
-    size_t r0 = 0;
     for (; r0 + PV_RB <= a->rows; r0 += PV_RB)
         attn_pvp_group(a, r0, PV_RB);
 #define ATTN_PVP_TAIL(RB) attn_pvp_group(a, r0, RB)
     ATTN_TAIL(a->rows - r0, PV_RB, ATTN_PVP_TAIL)
 #undef ATTN_PVP_TAIL
+}
+
+static ATTN_DECL_PV(ATTN_FN(pv_bf16p))
+{
+    attn_pvp_pack_p(a);
+    attn_pvp_from(a, 0);
 }
