@@ -3,8 +3,10 @@
  * a 64-byte aligned uint32_t pointer), W_BCAST(u) (one word in every lane), V_DP(acc, a, b) (lane i: acc + the
  * products of the two bfloat16 halves of word i of a and b, summed in fp32), W_EVEN(w) / W_ODD(w) (the lower /
  * upper halves widened to fp32), W_PACK2(lo, hi) (2 VW floats, already rounded to bfloat16 by V_RBF16, as VW words in
- * order), W_STOREU(p, w). Each dot-product instruction does the work of two fp32 FMAs. Pairs run along the
- * reduction: Q.K^T pairs adjacent dimensions, P.V adjacent keys; the layouts are kernels.h's (scores_bf16p). */
+ * order), W_STOREU(p, w); optionally W_RPACK2(lo, hi), the same from unrounded floats in one conversion (it may
+ * read subnormal weights as zero: the dot products read subnormal bfloat16 as zero anyway). Each dot-product
+ * instruction does the work of two fp32 FMAs. Pairs run along the reduction: Q.K^T pairs adjacent dimensions, P.V
+ * adjacent keys; the layouts are kernels.h's (scores_bf16p). */
 
 /* Element offset (in words) of key j's column c2 in the pair panels of kt. */
 #define ATTN_KP(j, c2, d2) ((j) / ATTN_PAD * (d2) * ATTN_PAD + (c2) * ATTN_PAD + (j) % ATTN_PAD)
@@ -167,9 +169,13 @@ ATTN_INLINE void attn_pvp_pack_p(const attn_tile_args *a)
         float *s = a->s + r * a->nkp;
         uint32_t *w = (uint32_t *)(void *)s;
         for (size_t j0 = 0; j0 < a->nkp; j0 += 2 * VW) {
+#ifdef W_RPACK2
+            W_STOREU(w + j0 / 2, W_RPACK2(V_LOAD(s + j0), j0 + VW < a->nkp ? V_LOAD(s + j0 + VW) : V_ZERO()));
+#else
             const V lo = V_RBF16(V_LOAD(s + j0));
             const V hi = j0 + VW < a->nkp ? V_RBF16(V_LOAD(s + j0 + VW)) : V_ZERO();
             W_STOREU(w + j0 / 2, W_PACK2(lo, hi));
+#endif
         }
     }
 }
