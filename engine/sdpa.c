@@ -64,6 +64,9 @@ typedef struct attn_job {
     int round_p;                    /* ATTN_MATH_BF16: the softmax stores its weights rounded (attn_tile_args) */
     int bf16p;                      /* ATTN_MATH_BF16 on the table's bfloat16 dot-product slots: q, K and V in
                                        bfloat16 pairs (kernels.h scores_bf16p), always packed */
+    int bf16r;                      /* the same for a decode-sized block whose K and V are bfloat16 rows read in
+                                       place (scores_rows_bf16p, pv_rows_bf16p) */
+    int dot;                        /* bf16p or bf16r: q rows are pair words, and the P.V slot rounds P */
     const int32_t *kv_valid;
     attn_strides qs, os;
     size_t batch, heads, kv_heads, group, q_len, kv_len, d, dv, dvp, window;
@@ -347,7 +350,7 @@ typedef struct attn_rows {
  * On the bfloat16 dot-product slots: the rounded row as pair words, unscaled. */
 static void attn_q_row(const attn_job *j, float *dst, size_t e, float *row)
 {
-    if (j->bf16p) { /* dst is the row's ceil(d/2) pair words, row d floats of scratch; the scores kernel scales */
+    if (j->dot) { /* dst is the row's ceil(d/2) pair words, row d floats of scratch; the scores kernel scales */
         uint16_t *h = (uint16_t *)(void *)dst;
         if (j->qdt == ATTN_BF16) {
             memcpy(h, (const uint16_t *)j->q + e, j->d * sizeof *h);
@@ -391,7 +394,7 @@ static attn_rows attn_rows_setup(const attn_job *j, const attn_scratch *sc, size
         kto = j->kv_valid[b];
     for (size_t r = 0; r < rw.n; r++) {
         const size_t h = kvh * j->group + r / rw.nq, i = rw.q0 + r % rw.nq;
-        float *qr = j->bf16p ? (float *)(void *)((uint32_t *)(void *)sc->q + r * ((j->d + 1) / 2)) : sc->q + r * j->d;
+        float *qr = j->dot ? (float *)(void *)((uint32_t *)(void *)sc->q + r * ((j->d + 1) / 2)) : sc->q + r * j->d;
         attn_q_row(j, qr, b * j->qs.b + h * j->qs.h + i * j->qs.s, sc->kr);
         /* Bottom-right alignment: query i sits at position i + kv_len - q_len. */
         const int64_t p = (int64_t)i + (int64_t)j->kv_len - (int64_t)j->q_len;
@@ -420,7 +423,7 @@ static attn_tile_args attn_rows_args(const attn_job *j, const attn_scratch *sc, 
 {
     attn_tile_args a = {
         .rows = rw->n, .d = j->d, .dvp = j->dvp, .q = sc->q, .lo = sc->lo, .hi = sc->hi, .s = sc->s, .m = sc->m,
-        .l = sc->l, .o = sc->o, .scale = j->scale, .round_p = j->round_p && !j->bf16p, /* pv_bf16p rounds */
+        .l = sc->l, .o = sc->o, .scale = j->scale, .round_p = j->round_p && !j->dot, /* pv_bf16p rounds */
     };
     return a;
 }
@@ -452,6 +455,12 @@ static void attn_rows_run(const attn_job *j, const attn_scratch *sc, const attn_
             j->kern->scores_bf16p(&a);
             j->kern->softmax(&a);
             j->kern->pv_bf16p(&a);
+            continue;
+        }
+        if (j->bf16r) {
+            j->kern->scores_rows_bf16p(&a);
+            j->kern->softmax(&a);
+            j->kern->pv_rows_bf16p(&a);
             continue;
         }
         (a.kt ? j->kern->scores[a.kdt] : j->kern->scores_rows[a.kdt])(&a);
@@ -505,7 +514,10 @@ static void attn_rows_probs(const attn_job *j, const attn_scratch *sc, const att
     for (int64_t t0 = tfirst; t0 < rw->uhi; t0 += bkv) {
         attn_tile_at(j, sc, &a, rw->b, rw->kvh, (size_t)t0, 0);
         attn_tile_ranges(sc, rw->n, t0, (int64_t)a.nk);
-        (j->bf16p ? j->kern->scores_bf16p : a.kt ? j->kern->scores[a.kdt] : j->kern->scores_rows[a.kdt])(&a);
+        (j->bf16p   ? j->kern->scores_bf16p
+         : j->bf16r ? j->kern->scores_rows_bf16p
+         : a.kt     ? j->kern->scores[a.kdt]
+                    : j->kern->scores_rows[a.kdt])(&a);
         for (size_t g = 0; g < j->group; g++) { /* the rows of one head are evenly strided in probs */
             attn_tile_args ah = a;
             const size_t r0 = g * rw->nq;
@@ -681,6 +693,11 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const vo
     /* Decode-sized blocks read K and V where they are stored (widened in registers), whatever the math: packing
      * pairs for the bfloat16 dot products would cost a copy of the cache per call. */
     j.bf16p = j.bf16p && !j.k_in_place;
+    /* ... except a block whose K and V are bfloat16 rows (attn_tile_at reads them in place): their pairs along d
+     * are adjacent already, and V's along keys are two rows interleaved in registers. */
+    j.bf16r = d->math == ATTN_MATH_BF16 && j.k_in_place && j.src.fmt == ATTN_BF16 && !attn_src_panels(&j.src) &&
+              j.d % 32 == 0 && j.dv % 32 == 0 && ctx->kern->scores_rows_bf16p && ctx->kern->pv_rows_bf16p;
+    j.dot = j.bf16p || j.bf16r;
     /* Split-KV: when one block holds all the queries of a KV head (decode), its keys are cut into chunks of a
      * fixed size, so that a few KV heads still feed every thread; the chunks' partial results are merged in chunk
      * order. The cut depends on the shape and block_kv only, never on the thread count. */

@@ -19,11 +19,14 @@
 #define ATTN_SLOTS_OF avx512
 #include "kernels.h"
 ATTN_DECL_PACK_BF16P(attn_pack_bf16p_avx512bf16);
+ATTN_DECL_SCORES(attn_scores_rows_bf16p_avx512bf16);
+ATTN_DECL_PV(attn_pv_rows_bf16p_avx512bf16);
 static ATTN_DECL_SCORES(attn_scores_bf16p_amx_tiles);
 static ATTN_DECL_PV(attn_pv_bf16p_amx_tiles);
 #define ATTN_EXTRA_SLOTS                                                                                        \
     .scores_bf16p = attn_scores_bf16p_amx_tiles, .pv_bf16p = attn_pv_bf16p_amx_tiles,                          \
-    .pack_bf16p = attn_pack_bf16p_avx512bf16,
+    .pack_bf16p = attn_pack_bf16p_avx512bf16, .scores_rows_bf16p = attn_scores_rows_bf16p_avx512bf16,           \
+    .pv_rows_bf16p = attn_pv_rows_bf16p_avx512bf16,
 #include "tile_simd.h"
 #include "vec_avx512bf16.h"
 #include "tile_bf16p.h"

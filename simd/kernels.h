@@ -131,6 +131,13 @@ typedef struct attn_kernels {
      * those layouts: kt's panels for keys up to round_up(nk, ATTN_PAD), vp's key pairs up to round_up(nk, 2) (vp
      * NULL: keys only); keys from nk and columns from dv are zero. NULL where the level has no bf16 slots. */
     ATTN_DECL_PACK_BF16P((*pack_bf16p));
+    /* Decode-sized blocks in ATTN_MATH_BF16 on the dot products, K and V bfloat16 rows read in place (NULL where
+     * the level has none: the engine then widens the rows in registers, scores_rows[ATTN_BF16] and pv[ATTN_BF16]).
+     * d and dvp are multiples of 32. scores_rows_bf16p: as scores_rows, s = scale * (q . k), q as scores_bf16p's
+     * pair words, key j at element j * ldk of kr (any 2-byte alignment). pv_rows_bf16p: as pv_bf16p (rounding
+     * s in place to pair words), value j at element j * ldv of vp, dvp columns. */
+    ATTN_DECL_SCORES((*scores_rows_bf16p));
+    ATTN_DECL_PV((*pv_rows_bf16p));
     /* c[r][j] = bias[j] + sum_i a[r][i] * b[i][j] for r < rows, j < nc: one column block of a projection. */
     ATTN_DECL_GEMM((*gemm));
 } attn_kernels;

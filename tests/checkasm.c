@@ -747,15 +747,91 @@ static int ca_check_bf16p(const attn_kernels *k, tc_rng *r)
     return bad;
 }
 
+/* scores_rows_bf16p and pv_rows_bf16p (both or neither): decode-sized blocks against bfloat16 key and value rows read
+ * in place, at an odd element offset (2-byte aligned) and with row strides past the row, checked like bf16p: NaN in
+ * every weight a row cannot see and in every value no row sees. */
+static int ca_check_bf16r(const attn_kernels *k, tc_rng *r)
+{
+    if (!k->scores_rows_bf16p || !k->pv_rows_bf16p)
+        return k->scores_rows_bf16p || k->pv_rows_bf16p ? ca_fail("scores_rows_bf16p without pv_rows_bf16p") : 0;
+    const size_t rows = 1 + tc_rng_below(r, 16), nk = 1 + tc_rng_below(r, 300), d = 32 * (1 + tc_rng_below(r, 5));
+    const size_t dvp = 32 * (1 + tc_rng_below(r, 5)), nkp = (nk + 15) / 16 * 16;
+    const size_t ldk = d + tc_rng_below(r, 3), ldv = dvp + tc_rng_below(r, 3);
+    uint16_t *kbuf = malloc((nk * ldk + 1) * 2), *vbuf = malloc((nk * ldv + 1) * 2), *q = malloc(rows * d * 2);
+    uint16_t *kr = kbuf + 1, *vr = vbuf + 1; /* 2-byte aligned rows */
+    int *lo = malloc(rows * sizeof *lo), *hi = malloc(rows * sizeof *hi), *seen = calloc(nkp, sizeof *seen);
+    ca_buf s, o;
+    ca_alloc(&s, rows * nkp);
+    ca_alloc(&o, rows * dvp);
+    for (size_t i = 0; i < nk * ldk; i++)
+        kr[i] = ca_bf16_rand(r);
+    for (size_t i = 0; i < nk * ldv; i++)
+        vr[i] = ca_bf16_rand(r);
+    for (size_t i = 0; i < rows * d; i++)
+        q[i] = ca_bf16_rand(r);
+    ca_ranges(r, lo, hi, rows, nk, tc_rng_below(r, 3) == 0);
+    attn_tile_args a = {.rows = rows, .d = d, .nk = nk, .nkp = nkp, .dvp = dvp, .q = (const float *)(void *)q,
+                        .kr = kr, .ldk = ldk, .vp = vr, .ldv = ldv, .kdt = ATTN_BF16, .vdt = ATTN_BF16, .lo = lo,
+                        .hi = hi, .s = s.p, .o = o.p, .scale = tc_rng_float(r, 0.05f, 1.0f)};
+    k->scores_rows_bf16p(&a);
+    int bad = 0;
+    for (size_t i = 0; i < rows && !bad; i++)
+        for (size_t j = 0; j < nkp && !bad; j++) {
+            double want = 0, mag = 0;
+            for (size_t c = 0; j < nk && c < d; c++) {
+                const double p = (double)attn_bf16_to_f32(q[i * d + c]) * attn_bf16_to_f32(kr[j * ldk + c]);
+                want += p;
+                mag += fabs(p);
+            }
+            if (!ca_close(s.p[i * nkp + j], want * a.scale, mag * a.scale, 1e-5))
+                bad = ca_fail("scores_rows rows %zu nk %zu d %zu: s[%zu][%zu] = %.9g, want %.9g", rows, nk, d, i, j,
+                              s.p[i * nkp + j], want * a.scale);
+        }
+    if (!ca_guards_ok(&s) && !bad)
+        bad = ca_fail("scores_rows: write outside s");
+    for (size_t i = 0; i < rows; i++)
+        for (size_t j = (size_t)lo[i]; j < (size_t)hi[i]; j++)
+            seen[j] = 1;
+    for (size_t j = 0; j < nk; j++)
+        for (size_t c = 0; c < dvp && !seen[j]; c++)
+            vr[j * ldv + c] = 0x7fc1;
+    for (size_t i = 0; i < rows; i++)
+        for (size_t j = 0; j < nkp; j++)
+            s.p[i * nkp + j] = (int)j >= lo[i] && (int)j < hi[i] ? tc_rng_float(r, 0.0f, 1.0f) : NAN;
+    double *w = malloc(rows * nkp * sizeof *w), *o0 = malloc(rows * dvp * sizeof *o0);
+    for (size_t i = 0; i < rows * nkp; i++)
+        w[i] = attn_bf16_to_f32(attn_f32_to_bf16(s.p[i]));
+    for (size_t i = 0; i < rows * dvp; i++)
+        o0[i] = o.p[i] = ca_uniform(r);
+    k->pv_rows_bf16p(&a);
+    for (size_t i = 0; i < rows && !bad; i++)
+        for (size_t c = 0; c < dvp && !bad; c++) {
+            double want = o0[i * dvp + c], mag = fabs(want);
+            for (size_t j = (size_t)lo[i]; j < (size_t)hi[i]; j++) {
+                want += w[i * nkp + j] * attn_bf16_to_f32(vr[j * ldv + c]);
+                mag += fabs(w[i * nkp + j] * attn_bf16_to_f32(vr[j * ldv + c]));
+            }
+            if (!ca_close(o.p[i * dvp + c], want, mag, 1e-5) || isnan(o.p[i * dvp + c]))
+                bad = ca_fail("pv_rows rows %zu nk %zu dv %zu: o[%zu][%zu] = %.9g, want %.9g (row sees [%d, %d))",
+                              rows, nk, dvp, i, c, o.p[i * dvp + c], want, lo[i], hi[i]);
+        }
+    if (!ca_guards_ok(&o) && !bad)
+        bad = ca_fail("pv_rows: write outside o");
+    free(kbuf), free(vbuf), free(q), free(lo), free(hi), free(seen), free(w), free(o0);
+    ca_free(&s);
+    ca_free(&o);
+    return bad;
+}
+
 /* Every slot of attn_kernels, the per-format ones once per format. */
 enum {
     CA_SCORES_ROWS = 2 * ATTN_NFMT, CA_SOFTMAX = CA_SCORES_ROWS + ATTN_NFMT, CA_PROBS, CA_SCALE, CA_CVT,
-    CA_ROUND = CA_CVT + ATTN_NFMT - 1, CA_GEMM, CA_NARROW, CA_BF16P = CA_NARROW + ATTN_NFMT - 1, CA_NSLOT
+    CA_ROUND = CA_CVT + ATTN_NFMT - 1, CA_GEMM, CA_NARROW, CA_BF16P = CA_NARROW + ATTN_NFMT - 1, CA_BF16R, CA_NSLOT
 };
 static const char *const ca_slots[CA_NSLOT] = {
     "scores_f32", "scores_f16", "scores_bf16", "pv_f32", "pv_f16", "pv_bf16", "scores_rows_f32", "scores_rows_f16",
     "scores_rows_bf16", "softmax", "probs", "scale", "cvt_f16", "cvt_bf16", "round_bf16", "gemm", "narrow_f16",
-    "narrow_bf16", "bf16p"};
+    "narrow_bf16", "bf16p", "bf16 rows"};
 _Static_assert(ATTN_NFMT == 3, "name the slots of a new storage format in ca_slots");
 
 static int ca_run_slot(const attn_kernels *k, int slot, tc_rng *r)
@@ -773,6 +849,7 @@ static int ca_run_slot(const attn_kernels *k, int slot, tc_rng *r)
     case CA_ROUND: return ca_check_round(k, r);
     case CA_GEMM: return ca_check_gemm(k, r);
     case CA_BF16P: return ca_check_bf16p(k, r);
+    case CA_BF16R: return ca_check_bf16r(k, r);
     case CA_NARROW: return ca_check_narrow(k, r, ATTN_F16);
     case CA_NARROW + 1: return ca_check_narrow(k, r, ATTN_BF16);
     default: return ca_check_cvt(k, r, (attn_dtype)(slot - CA_CVT + 1)); /* the widening slots: F16, BF16 */
