@@ -68,6 +68,8 @@ typedef struct attn_job {
                                        place (scores_rows_bf16p, pv_rows_bf16p) */
     int dot;                        /* bf16p or bf16r: q rows are pair words, and the P.V slot rounds P */
     const int32_t *kv_valid;
+    int64_t qpos0, kpos0;           /* positions of query 0 and key 0 (attn_sdpa_desc.positions) */
+    float *lse;                     /* NULL or [batch][heads][q_len] */
     attn_strides qs, os;
     size_t batch, heads, kv_heads, group, q_len, kv_len, d, dv, dvp, window;
     int causal;
@@ -396,13 +398,15 @@ static attn_rows attn_rows_setup(const attn_job *j, const attn_scratch *sc, size
         const size_t h = kvh * j->group + r / rw.nq, i = rw.q0 + r % rw.nq;
         float *qr = j->dot ? (float *)(void *)((uint32_t *)(void *)sc->q + r * ((j->d + 1) / 2)) : sc->q + r * j->d;
         attn_q_row(j, qr, b * j->qs.b + h * j->qs.h + i * j->qs.s, sc->kr);
-        /* Bottom-right alignment: query i sits at position i + kv_len - q_len. */
-        const int64_t p = (int64_t)i + (int64_t)j->kv_len - (int64_t)j->q_len;
+        /* p: the query's position in key-index units (key j sits at kpos0 + j); all positions are below 2^62, so
+         * neither p nor p - window overflows. */
+        const int64_t p = j->qpos0 + (int64_t)i - j->kpos0;
+        const int64_t w = j->window < ((uint64_t)1 << 62) ? (int64_t)j->window : (int64_t)1 << 62;
         int64_t lo = kfrom, hi = kto;
         if (j->causal && p + 1 < hi)
             hi = p + 1;
-        if (j->window && p >= 0 && (uint64_t)p >= j->window && p - (int64_t)j->window + 1 > lo)
-            lo = p - (int64_t)j->window + 1;
+        if (j->window && p - w + 1 > lo)
+            lo = p - w + 1;
         if (hi <= lo)
             lo = hi = 0;
         sc->alo[r] = lo;
@@ -481,12 +485,17 @@ static float *attn_probs_row(const attn_job *j, const attn_rows *rw, size_t r)
     return j->probs + ((rw->b * j->heads + h) * j->q_len + i) * j->kv_len;
 }
 
-/* out = o / l; a row that sees no key gets zeros, never NaN. */
+/* out = o / l, lse = m + log l; a row that sees no key gets zeros (never NaN) and lse -inf. */
 static void attn_rows_write(const attn_job *j, const attn_scratch *sc, const attn_rows *rw)
 {
     for (size_t r = 0; r < rw->n; r++) {
         void *orow = attn_out_row(j, rw, r);
-        if (sc->alo[r] >= sc->ahi[r]) {
+        const int none = sc->alo[r] >= sc->ahi[r];
+        if (j->lse) {
+            const size_t h = rw->kvh * j->group + r / rw->nq, i = rw->q0 + r % rw->nq;
+            j->lse[(rw->b * j->heads + h) * j->q_len + i] = none ? -INFINITY : sc->m[r] + logf(sc->l[r]);
+        }
+        if (none) {
             memset(orow, 0, j->dv * attn_dtype_size(j->odt));
             continue;
         }
@@ -650,8 +659,12 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const vo
     if (!d->batch || !d->n_heads || !d->q_len || !d->kv_len || !d->head_dim || !hk || d->n_heads % hk)
         return ATTN_EINVAL;
     if ((unsigned)d->layout > ATTN_LAYOUT_BSHD || (unsigned)d->mask > ATTN_MASK_CAUSAL ||
-        (d->window && d->mask != ATTN_MASK_CAUSAL) || !isfinite(d->scale))
+        (d->window && d->mask != ATTN_MASK_CAUSAL) || !isfinite(d->scale) || (unsigned)d->positions > 1)
         return ATTN_EINVAL;
+    const size_t pos_max = (size_t)1 << 62;
+    if (d->positions && (d->q_len > pos_max || d->q_pos0 > pos_max - d->q_len || d->kv_len > pos_max ||
+                         d->kv_pos0 > pos_max - d->kv_len))
+        return ATTN_ERANGE;
     if (attn_count_overflows(d->batch, d->n_heads, d->q_len, d->head_dim) ||
         attn_count_overflows(d->batch, hk, d->kv_len, d->head_dim) ||
         attn_count_overflows(d->batch, hk, d->kv_len, dv) || attn_count_overflows(d->batch, d->n_heads, d->q_len, dv) ||
@@ -663,7 +676,9 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const vo
                 return ATTN_EINVAL;
 
     attn_job j = {
-        .kern = ctx->kern, .q = q, .src = *src, .out = out, .probs = probs, .kv_valid = d->kv_valid,
+        .kern = ctx->kern, .q = q, .src = *src, .out = out, .probs = probs, .kv_valid = d->kv_valid, .lse = d->lse,
+        .qpos0 = d->positions ? (int64_t)d->q_pos0 : (int64_t)d->kv_len - (int64_t)d->q_len,
+        .kpos0 = d->positions ? (int64_t)d->kv_pos0 : 0,
         .qdt = d->q_dtype, .odt = d->out_dtype, .round_q = d->math == ATTN_MATH_BF16 && d->q_dtype != ATTN_BF16,
         .round_kv = d->math == ATTN_MATH_BF16 && src->fmt != ATTN_BF16, .round_p = d->math == ATTN_MATH_BF16,
         .bf16p = d->math == ATTN_MATH_BF16 && ctx->kern->scores_bf16p && ctx->kern->pv_bf16p,

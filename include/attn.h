@@ -104,8 +104,8 @@ int attn_kernels_supported(const char *name);
 /* Memory layouts of q, k, v and out. BHSD: [batch][head][seq][dim]; BSHD: [batch][seq][head][dim]. */
 typedef enum attn_layout { ATTN_LAYOUT_BHSD = 0, ATTN_LAYOUT_BSHD = 1 } attn_layout;
 
-/* NONE: every query sees every key. CAUSAL: bottom-right aligned, query i (position i + kv_len - q_len) sees keys
- * j <= its position. */
+/* NONE: every query sees every key. CAUSAL: a query sees the keys at positions up to its own (attn_sdpa_desc
+ * positions; by default bottom-right aligned: query i at position i + kv_len - q_len, key j at j). */
 typedef enum attn_mask { ATTN_MASK_NONE = 0, ATTN_MASK_CAUSAL = 1 } attn_mask;
 
 /* Element types of tensors. Half and bfloat16 are stored rounded to nearest even; F16 is IEEE binary16. */
@@ -117,7 +117,9 @@ typedef enum attn_math {
     ATTN_MATH_BF16 = 1, /* Q, K, V and the softmax weights P rounded to bfloat16 (nearest even) before their
                            products, as FlashAttention does with bf16: P = bf16(exp(s - running max)), the row sums
                            from the unrounded weights; products and sums in fp32, softmax in fp32. The scale
-                           multiplies the fp32 score, never the rounded Q */
+                           multiplies the fp32 score, never the rounded Q: so the unscaled sum q . k must fit fp32
+                           (|q| |k| head_dim below about 3e38; past that a score may be infinite or NaN on the
+                           dot-product levels, where ATTN_MATH_F32 scales Q first) */
 } attn_math;
 
 /* Shape and options of one scaled-dot-product attention call. */
@@ -139,6 +141,15 @@ typedef struct attn_sdpa_desc {
     attn_dtype kv_dtype;      /* element type of k and v */
     attn_dtype out_dtype;     /* element type of out: the fp32 result rounded to nearest even once */
     attn_math math;           /* 0: ATTN_MATH_F32 */
+    int positions;            /* 0: bottom-right alignment (query i at position kv_len - q_len + i, key j at j);
+                                 1: query i at q_pos0 + i, key j at kv_pos0 + j. CAUSAL and window compare these
+                                 positions (kv_valid still compares the key index j). Other values: ATTN_EINVAL */
+    size_t q_pos0, kv_pos0;   /* with positions 1; q_pos0 + q_len and kv_pos0 + kv_len at most 2^62, else
+                                 ATTN_ERANGE */
+    float *lse;               /* NULL, or [batch][n_heads][q_len] out: the natural log of the sum over the keys row
+                                 (b, h, i) sees of exp(score), scores scaled as the softmax sees them; -INFINITY for
+                                 a row that sees no key. With attn_merge, calls over disjoint key blocks (positions
+                                 1, kv_pos0 at each block's start) combine into the call over all of them */
 } attn_sdpa_desc;
 
 /* out = softmax(scale * q k^T + mask) v for every batch and head. q, k, v and out hold elements of the desc's
@@ -160,6 +171,16 @@ typedef struct attn_sdpa_desc {
  * one ISA) and whether or not the optional packing workspace could be allocated. */
 attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const void *q, const void *k, const void *v,
                       void *out, float *probs);
+
+/* Two partial attentions of the same rows over disjoint key sets (attn_sdpa with lse), combined exactly:
+ * o = (e^lse_a o_a + e^lse_b o_b) / (e^lse_a + e^lse_b), lse = log(e^lse_a + e^lse_b), computed stably (relative to
+ * the larger lse). n_rows rows of dv consecutive floats, row r paired with lse[r]: one call per result in BHSD (or
+ * with q_len 1); BSHD with q_len > 1 merges per (batch, position). o may be o_a or o_b, lse may be lse_a or lse_b
+ * (exactly, or not overlapping at all). A side whose lse is -INFINITY contributes nothing, whatever its o row holds;
+ * rows with both -INFINITY get zeros and -INFINITY. A NaN reaches only its own row. Deterministic: the same inputs
+ * give the same bits. ATTN_OK for n_rows 0 (nothing is read); ATTN_EINVAL: dv 0 or a NULL pointer. */
+attn_status attn_merge(size_t n_rows, size_t dv, const float *o_a, const float *lse_a, const float *o_b,
+                       const float *lse_b, float *o, float *lse);
 
 /* y = x w^T + b, PyTorch nn.Linear: x [n_tokens][in_features], w [out_features][in_features], b NULL or
  * [out_features], y [n_tokens][out_features]. w is packed per call into the column panels of the context's

@@ -137,6 +137,15 @@ static uint32_t fz_enum_field(fz_reader *r, unsigned n_valid)
     return t < 248 ? odd[t % 7] : fz_u32(r);
 }
 
+/* A position: mostly small, sometimes past 2^32 or at the 2^62 limit and beyond. */
+static size_t fz_pos(fz_reader *r)
+{
+    static const size_t big[] = {((size_t)1 << 32) + 3, ((size_t)1 << 62) - 64, ((size_t)1 << 62) - 1,
+                                 (size_t)1 << 62, SIZE_MAX, 1000, 65536, 0};
+    const uint8_t t = fz_u8(r);
+    return t < 200 ? t : big[t % 8];
+}
+
 static float fz_scale(fz_reader *r)
 {
     const uint8_t t = fz_u8(r);
@@ -370,8 +379,12 @@ typedef struct fz_attn {
      * overflows past 65504 */
     double u_p, u_out, abs_out;
     int out_f16;
+    int unscaled; /* ATTN_MATH_BF16: q . k is summed in fp32 before the scale (attn.h), so it must not overflow */
     /* kv tensors may use their own layout (the KV cache: [t][hk][d] whatever the query layout) */
     int kv_bshd;
+    int positions; /* 1: query i at qpos0 + i, key j at kpos0 + j; 0: bottom-right */
+    int64_t qpos0, kpos0;
+    const float *lse; /* NULL, or the call's lse [batch][h][q_len] */
 } fz_attn;
 
 FZ_NOCOV static size_t fz_at(int bshd, size_t heads, size_t len, size_t w, size_t b, size_t h, size_t s, size_t c)
@@ -379,12 +392,15 @@ FZ_NOCOV static size_t fz_at(int bshd, size_t heads, size_t len, size_t w, size_
     return bshd ? ((b * len + s) * heads + h) * w + c : ((b * heads + h) * len + s) * w + c;
 }
 
-/* Does query i of batch b see key j? (attn.h: bottom-right aligned causal mask, window, kv_valid.) */
+/* Does query i of batch b see key j? (attn.h: causal mask and window on positions, bottom-right aligned unless
+ * positions is 1; kv_valid on the key index.) */
 FZ_NOCOV static int fz_sees(const fz_attn *a, size_t b, size_t i, size_t j)
 {
     if (a->kv_valid && (int64_t)j >= (int64_t)a->kv_valid[b])
         return 0;
-    const int64_t p = (int64_t)i + (int64_t)a->kv_len - (int64_t)a->q_len;
+    /* p: the query's position less key 0's, in key-index units (positions below 2^62: no overflow) */
+    const int64_t p = a->positions ? a->qpos0 + (int64_t)i - a->kpos0
+                                   : (int64_t)i + (int64_t)a->kv_len - (int64_t)a->q_len;
     if (a->causal && (int64_t)j > p)
         return 0;
     if (a->window && (uint64_t)(p - (int64_t)j) >= a->window)
@@ -410,7 +426,8 @@ FZ_NOCOV static void fz_attn_verify(const fz_attn *a, const float *q, const floa
                  vmax = fz_absmax(v, kvn * a->dv), sc = fabs((double)a->scale);
     /* fp32 cannot overflow on the way: scaled queries, scores, and the unnormalised sum of values. */
     const int finite_ok = qmax * sc < 1e30 && sc * qmax * kmax * (double)a->d < 1e30 &&
-                          vmax * (double)(a->kv_len + 1) < 1e37 && (!a->out_f16 || vmax <= 65504.0);
+                          vmax * (double)(a->kv_len + 1) < 1e37 && (!a->out_f16 || vmax <= 65504.0) &&
+                          (!a->unscaled || qmax * kmax * (double)a->d < 1e30);
     const size_t group = a->h / a->hk;
     const size_t ns = (a->kv_len > a->dv ? a->kv_len : a->dv) + 1;
     double *s = malloc(ns * sizeof *s), *sabs = malloc(ns * sizeof *sabs); /* sabs: then the output row */
@@ -444,7 +461,10 @@ FZ_NOCOV static void fz_attn_verify(const fz_attn *a, const float *q, const floa
                     const double vm = fz_absmax(v + fz_at(a->kv_bshd, a->hk, a->kv_len, a->dv, b, kh, j, 0), a->dv);
                     vrow = vm > vrow ? vm : vrow;
                 }
+                const float lrow = a->lse ? a->lse[(b * a->h + h) * a->q_len + i] : 0.0f;
                 if (!nvis) {
+                    CHECK(!a->lse || lrow == -INFINITY, "lse[b %zu][h %zu][i %zu] = %g: a row that sees no key", b, h,
+                          i, lrow);
                     for (size_t c = 0; c < a->dv; c++)
                         CHECK(orow[c] == 0.0f, "out[b %zu][h %zu][i %zu][%zu] = %g: a row that sees no key", b, h, i,
                               c, orow[c]);
@@ -457,6 +477,7 @@ FZ_NOCOV static void fz_attn_verify(const fz_attn *a, const float *q, const floa
                     continue;
                 for (size_t c = 0; c < a->dv; c++)
                     CHECK(isfinite(orow[c]), "out[b %zu][h %zu][i %zu][%zu] = %g is not finite", b, h, i, c, orow[c]);
+                CHECK(!a->lse || isfinite(lrow), "lse[b %zu][h %zu][i %zu] = %g is not finite", b, h, i, lrow);
                 if (prow) {
                     double sum = 0;
                     for (size_t j = 0; j < a->kv_len; j++) {
@@ -477,6 +498,11 @@ FZ_NOCOV static void fz_attn_verify(const fz_attn *a, const float *q, const floa
                     l += (s[j] = fz_sees(a, b, i, j) ? exp(s[j] - m) : 0.0);
                 for (size_t j = 0; j < a->kv_len; j++)
                     s[j] /= l;
+                if (a->lse) { /* the max score's error, the sum's rounding, log's */
+                    const double want = m + log(l), tl = 2 * ds + (double)(a->kv_len + 8) * 4 * FZ_U + 4 * FZ_U * fabs(want);
+                    CHECK(fabs(lrow - want) <= tl, "lse[b %zu][h %zu][i %zu] = %.9g, reference %.9g (tolerance %.3g)", b,
+                          h, i, lrow, want, tl);
+                }
                 const double slack = (double)(a->kv_len + 8) * 4 * FZ_U,
                              tol = (4 * (2 * ds + slack + a->u_p) + 2 * a->u_out) * vrow + a->abs_out + 1e-37;
                 for (size_t c = 0; c < a->dv; c++)
@@ -542,6 +568,14 @@ static void fz_sdpa(fz_reader *r)
         d.out_dtype = (attn_dtype)fz_enum_field(r, 3);
         d.math = (attn_math)fz_enum_field(r, 2);
     }
+    /* Explicit positions and the lse output, read after those. */
+    const uint8_t pl = fz_u8(r);
+    if (pl >= 128) {
+        d.positions = (int)fz_enum_field(r, 2);
+        d.q_pos0 = fz_pos(r);
+        d.kv_pos0 = fz_pos(r);
+    }
+    const int want_lse = pl & 1;
     const int null_arg = nul < 14 ? 1 + nul % 7 : 0; /* 1 ctx, 2 d, 3 q, 4 k, 5 v, 6 out, 7 out (and probs) */
     const uint64_t seed0 = fz_hash(r->p, r->n);
 
@@ -550,23 +584,28 @@ static void fz_sdpa(fz_reader *r)
     int inval = null_arg || !d.batch || !d.n_heads || !d.q_len || !d.kv_len || !d.head_dim || !hk ||
                 d.n_heads % hk || (uint32_t)d.layout > 1 || (uint32_t)d.mask > 1 ||
                 (d.window && d.mask != ATTN_MASK_CAUSAL) || !isfinite(d.scale) || (uint32_t)d.q_dtype > 2 ||
-                (uint32_t)d.kv_dtype > 2 || (uint32_t)d.out_dtype > 2 || (uint32_t)d.math > 1;
+                (uint32_t)d.kv_dtype > 2 || (uint32_t)d.out_dtype > 2 || (uint32_t)d.math > 1 ||
+                (uint32_t)d.positions > 1;
+    /* Positions past 2^62: ATTN_ERANGE (or EINVAL when something else is wrong too: either may be checked first). */
+    const size_t pmax = (size_t)1 << 62;
+    const int prange = d.positions == 1 && (d.q_len > pmax || d.q_pos0 > pmax - d.q_len || d.kv_len > pmax ||
+                                            d.kv_pos0 > pmax - d.kv_len);
     if (with_valid)
         for (size_t b = 0; b < d.batch; b++)
             inval |= valid[b] < 0 || (uint64_t)valid[b] > d.kv_len;
-    size_t nq = 0, nk = 0, nv = 0, no = 0, np = 0;
-    const int ovf = FZ_COUNT(&nq, d.batch, d.n_heads, d.q_len, d.head_dim) |
+    size_t nq = 0, nk = 0, nv = 0, no = 0, np = 0, nl = 0;
+    const int ovf = FZ_COUNT(&nq, d.batch, d.n_heads, d.q_len, d.head_dim) | FZ_COUNT(&nl, d.batch, d.n_heads, d.q_len) |
                     FZ_COUNT(&nk, d.batch, hk, d.kv_len, d.head_dim) | FZ_COUNT(&nv, d.batch, hk, d.kv_len, dv) |
                     FZ_COUNT(&no, d.batch, d.n_heads, d.q_len, dv) |
                     (want_probs ? FZ_COUNT(&np, d.batch, d.n_heads, d.q_len, d.kv_len) : 0);
     size_t work = 0;
-    const int big = ovf || nq > FZ_MAX_FLOATS || nk > FZ_MAX_FLOATS || nv > FZ_MAX_FLOATS || no > FZ_MAX_FLOATS ||
+    const int big = ovf || nq > FZ_MAX_FLOATS || nl > FZ_MAX_FLOATS || nk > FZ_MAX_FLOATS || nv > FZ_MAX_FLOATS || no > FZ_MAX_FLOATS ||
                     np > FZ_MAX_FLOATS || FZ_COUNT(&work, d.batch, d.n_heads, d.q_len, d.kv_len, d.head_dim + dv) ||
                     work > FZ_MAX_WORK;
     if (big && !ovf)
         return; /* counts fit but are too large to run here */
     if (ovf)
-        nq = nk = nv = no = np = 1; /* the library must refuse before touching any of them */
+        nq = nk = nv = no = np = nl = 1; /* the library must refuse before touching any of them */
 
     float *q = fz_floats(nq), *k = fz_floats(nk), *v = fz_floats(nv);
     float *probs = want_probs ? fz_floats(np) : NULL;
@@ -577,8 +616,12 @@ static void fz_sdpa(fz_reader *r)
     /* q, k, v become the values stored (rounded to their types); qb, kb, vb hold them as the library reads them. */
     void *qb = fz_typed(q, nq, d.q_dtype), *kb = fz_typed(k, nk, d.kv_dtype), *vb = fz_typed(v, nv, d.kv_dtype);
     void *out = fz_typed_poison(no, d.out_dtype);
+    float *lse = want_lse ? fz_floats(nl) : NULL;
     if (probs)
         fz_poison(probs, np);
+    if (lse)
+        fz_poison(lse, nl);
+    d.lse = lse;
     const size_t bq = nq * fz_esize(d.q_dtype), bk = nk * fz_esize(d.kv_dtype), bv = nv * fz_esize(d.kv_dtype),
                  bo = no * fz_esize(d.out_dtype);
     unsigned char *q0 = malloc(bq + 1), *k0 = malloc(bk + 1), *v0 = malloc(bv + 1);
@@ -591,16 +634,18 @@ static void fz_sdpa(fz_reader *r)
                                     null_arg >= 6 ? NULL : out, null_arg == 7 ? NULL : probs);
     TRACE("attn_sdpa(isa %s, batch %zu, heads %zu, kv_heads %zu, q_len %zu, kv_len %zu, head_dim %zu, v_dim %zu, "
           "layout %u, mask %u, window %zu, scale %g, kv_valid %d, probs %d, null %d, overflow %d, dtypes q %u kv %u "
-          "out %u, math %u) = %d\n",
+          "out %u, math %u, positions %d %zu %zu, lse %d) = %d\n",
           attn_isa_name(attn_ctx_isa(pk.ctx)), d.batch, d.n_heads, d.n_kv_heads, d.q_len, d.kv_len, d.head_dim,
           d.v_dim, (unsigned)d.layout, (unsigned)d.mask, d.window, (double)d.scale, with_valid, want_probs, null_arg,
-          ovf, (unsigned)d.q_dtype, (unsigned)d.kv_dtype, (unsigned)d.out_dtype, (unsigned)d.math, (int)s);
+          ovf, (unsigned)d.q_dtype, (unsigned)d.kv_dtype, (unsigned)d.out_dtype, (unsigned)d.math, d.positions,
+          d.q_pos0, d.kv_pos0, want_lse, (int)s);
     CHECK(fz_status_defined(s), "undefined status %d", (int)s);
     CHECK(!memcmp(qb, q0, bq) && !memcmp(kb, k0, bk) && !memcmp(vb, v0, bv) && !memcmp(&d, &d0, sizeof d) &&
               (!with_valid || d.kv_valid == valid),
           "attn_sdpa wrote an input");
-    if (ovf)
-        CHECK(s == ATTN_ERANGE || s == ATTN_EINVAL, "overflowing sizes gave %d: %s", (int)s, attn_strerror(s));
+    if (ovf || prange)
+        CHECK(s == ATTN_ERANGE || (s == ATTN_EINVAL && (ovf || inval)), "overflowing sizes or positions gave %d: %s",
+              (int)s, attn_strerror(s));
     else
         CHECK(s == (inval ? ATTN_EINVAL : ATTN_OK),
               "attn_sdpa(batch %zu, heads %zu, kv_heads %zu, q_len %zu, kv_len %zu, head_dim %zu, v_dim %zu, layout %u, "
@@ -611,7 +656,8 @@ static void fz_sdpa(fz_reader *r)
               (unsigned)d.kv_dtype, (unsigned)d.out_dtype, (unsigned)d.math, (int)s, attn_strerror(s),
               inval ? "EINVAL" : "OK");
     if (s != ATTN_OK) {
-        CHECK(fz_typed_is_poison(out, no, d.out_dtype) && (!probs || fz_is_poison(probs, np)),
+        CHECK(fz_typed_is_poison(out, no, d.out_dtype) && (!probs || fz_is_poison(probs, np)) &&
+                  (!lse || fz_is_poison(lse, nl)),
               "output written on error %d", (int)s);
     } else {
         /* ATTN_MATH_BF16 multiplies the stored values rounded to bfloat16: so does the reference. */
@@ -626,7 +672,8 @@ static void fz_sdpa(fz_reader *r)
             .u_p = bf ? 1.0 / 256 : 0.0,
             .u_out = d.out_dtype == ATTN_F16 ? 1.0 / 2048 : d.out_dtype == ATTN_BF16 ? 1.0 / 256 : 0.0,
             .abs_out = d.out_dtype == ATTN_F16 ? 1.0 / 33554432.0 : 0.0, /* half of binary16's least subnormal */
-            .out_f16 = d.out_dtype == ATTN_F16,
+            .out_f16 = d.out_dtype == ATTN_F16, .unscaled = bf,
+            .positions = d.positions, .qpos0 = (int64_t)d.q_pos0, .kpos0 = (int64_t)d.kv_pos0, .lse = lse,
         };
         fz_attn_verify(&a, rq, rk, rv, outf, probs);
         if (bf)
@@ -634,17 +681,22 @@ static void fz_sdpa(fz_reader *r)
         free(outf);
         if (pk.compare) {
             void *out2 = fz_typed_poison(no, d.out_dtype);
-            float *probs2 = probs ? fz_floats(np) : NULL;
+            float *probs2 = probs ? fz_floats(np) : NULL, *lse2 = lse ? fz_floats(nl) : NULL;
             if (probs2)
                 fz_poison(probs2, np);
-            CHECK(attn_sdpa(pk.other, &d, qb, kb, vb, out2, probs2) == ATTN_OK, "second thread count");
-            CHECK(!memcmp(out, out2, bo) && (!probs || !memcmp(probs, probs2, np * sizeof *probs)),
+            attn_sdpa_desc d2 = d;
+            d2.lse = lse2;
+            CHECK(attn_sdpa(pk.other, &d2, qb, kb, vb, out2, probs2) == ATTN_OK, "second thread count");
+            CHECK(!memcmp(out, out2, bo) && (!probs || !memcmp(probs, probs2, np * sizeof *probs)) &&
+                      (!lse || !memcmp(lse, lse2, nl * sizeof *lse)),
                   "1 and 2 threads differ");
             free(out2);
             free(probs2);
+            free(lse2);
         }
     }
     free(q), free(k), free(v), free(out), free(probs), free(q0), free(k0), free(v0), free(qb), free(kb), free(vb);
+    free(lse);
 }
 
 /* ---- KV cache and attn_decode ---- */

@@ -47,7 +47,7 @@ def ctx(isa=0, threads=1, block=0, compare=0):
 
 
 def sdpa(batch, heads, kv_div, q_len, kv_len, d, v_dim=0, layout=0, mask=0, window=0, probs=1, kv_valid=None,
-         dtypes=None, c=ctx()):
+         dtypes=None, positions=None, lse=0, c=ctx()):
     b = bytes([1]) + c + size(batch) + size(heads)
     # fz_kv_heads: < 80 is 0 (= n_heads); 80..199 then a byte picks a divisor (1 + byte % n_heads, rounded down)
     b += bytes([0]) if kv_div == 0 else bytes([100, kv_div - 1])
@@ -63,6 +63,12 @@ def sdpa(batch, heads, kv_div, q_len, kv_len, d, v_dim=0, layout=0, mask=0, wind
         b += bytes(kv_valid)
     if dtypes is not None:        # (q_dtype, kv_dtype, out_dtype, math) as fz_enum_field bytes
         b += bytes([128]) + bytes(dtypes)
+    elif positions is not None or lse:
+        b += bytes([0])
+    if positions is not None:     # (positions, q_pos0, kv_pos0) as fz_pos bytes: below 200 the position itself,
+        b += bytes([128 | lse]) + bytes(positions)  # 200.. its table (200: 2^32 + 3, 203: 2^62); bit 0: lse
+    elif lse:
+        b += bytes([1])
     return b
 
 
@@ -102,6 +108,12 @@ def api_seeds():
         ("sdpa_f16_in_bf16_out", sdpa(1, 4, 2, 3, 9, 7, layout=1, dtypes=(1, 1, 2, 0), c=ctx(2, 2, 1, 1))),
         ("sdpa_f32_bf16_math_valid", sdpa(2, 1, 0, 4, 6, 33, kv_valid=[6, 2], dtypes=(0, 0, 1, 1), c=ctx(1))),
         ("sdpa_decode_bf16_kv", sdpa(1, 2, 1, 1, 300, 16, probs=0, dtypes=(0, 2, 0, 1), c=ctx(3, 1, 0, 1))),
+        ("sdpa_positions_lse", sdpa(1, 2, 0, 5, 40, 16, mask=1, window=9, positions=(1, 60, 30), lse=1,
+                                    c=ctx(1, 1, 0, 1))),
+        ("sdpa_positions_far", sdpa(2, 2, 1, 3, 300, 32, mask=1, positions=(1, 200, 150), lse=1,
+                                    dtypes=(2, 2, 2, 1), c=ctx(3, 1, 0, 1))),
+        ("sdpa_positions_range", sdpa(1, 1, 0, 2, 2, 4, positions=(1, 203, 0), lse=1)),
+        ("sdpa_lse_split_kv", sdpa(1, 2, 1, 1, 1500, 16, mask=1, lse=1, c=ctx(2, 1, 0, 1))),
         ("sdpa_bad_dtype", sdpa(1, 1, 0, 2, 2, 4, dtypes=(233, 0, 0, 0))),
         ("sdpa_bad_math", sdpa(1, 1, 0, 2, 2, 4, dtypes=(0, 0, 0, 233))),
         ("sdpa_overflow", bytes([1]) + ctx() + HUGE_SIZE_MAX + size(2) + bytes([0]) + size(3) + size(3) + size(4)
