@@ -70,6 +70,7 @@ typedef struct attn_job {
     const int32_t *kv_valid;
     int64_t qpos0, kpos0;           /* positions of query 0 and key 0 (attn_sdpa_desc.positions) */
     float *lse;                     /* NULL or [batch][heads][q_len] */
+    const float *sinks;             /* NULL or [heads] */
     attn_strides qs, os;
     size_t batch, heads, kv_heads, group, q_len, kv_len, d, dv, dvp, window;
     int causal;
@@ -485,17 +486,27 @@ static float *attn_probs_row(const attn_job *j, const attn_rows *rw, size_t r)
     return j->probs + ((rw->b * j->heads + h) * j->q_len + i) * j->kv_len;
 }
 
-/* out = o / l, lse = m + log l; a row that sees no key gets zeros (never NaN) and lse -inf. */
-static void attn_rows_write(const attn_job *j, const attn_scratch *sc, const attn_rows *rw)
+/* lse = m + log l (sinks excluded), then each row's sink joins its denominator l, which the output and probs
+ * divide by; a row that sees no key gets lse -inf and keeps its l (the sink does not give it an output). */
+static void attn_rows_finish(const attn_job *j, const attn_scratch *sc, const attn_rows *rw)
 {
     for (size_t r = 0; r < rw->n; r++) {
-        void *orow = attn_out_row(j, rw, r);
         const int none = sc->alo[r] >= sc->ahi[r];
-        if (j->lse) {
-            const size_t h = rw->kvh * j->group + r / rw->nq, i = rw->q0 + r % rw->nq;
+        const size_t h = rw->kvh * j->group + r / rw->nq, i = rw->q0 + r % rw->nq;
+        if (j->lse)
             j->lse[(rw->b * j->heads + h) * j->q_len + i] = none ? -INFINITY : sc->m[r] + logf(sc->l[r]);
-        }
-        if (none) {
+        if (j->sinks && !none)
+            sc->l[r] += expf(j->sinks[h] - sc->m[r]);
+    }
+}
+
+/* out = o / l; a row that sees no key gets zeros, never NaN. */
+static void attn_rows_write(const attn_job *j, const attn_scratch *sc, const attn_rows *rw)
+{
+    attn_rows_finish(j, sc, rw);
+    for (size_t r = 0; r < rw->n; r++) {
+        void *orow = attn_out_row(j, rw, r);
+        if (sc->alo[r] >= sc->ahi[r]) {
             memset(orow, 0, j->dv * attn_dtype_size(j->odt));
             continue;
         }
@@ -677,6 +688,7 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const vo
 
     attn_job j = {
         .kern = ctx->kern, .q = q, .src = *src, .out = out, .probs = probs, .kv_valid = d->kv_valid, .lse = d->lse,
+        .sinks = d->sinks,
         .qpos0 = d->positions ? (int64_t)d->q_pos0 : (int64_t)d->kv_len - (int64_t)d->q_len,
         .kpos0 = d->positions ? (int64_t)d->kv_pos0 : 0,
         .qdt = d->q_dtype, .odt = d->out_dtype, .round_q = d->math == ATTN_MATH_BF16 && d->q_dtype != ATTN_BF16,

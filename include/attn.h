@@ -150,6 +150,11 @@ typedef struct attn_sdpa_desc {
                                  (b, h, i) sees of exp(score), scores scaled as the softmax sees them; -INFINITY for
                                  a row that sees no key. With attn_merge, calls over disjoint key blocks (positions
                                  1, kv_pos0 at each block's start) combine into the call over all of them */
+    const float *sinks;       /* NULL, or [n_heads]: attention sinks (gpt-oss). exp(sinks[h] - m) joins the softmax
+                                 denominator of every row of head h that sees a key, with no value: out and probs
+                                 shrink by 1 / (1 + exp(sinks[h] - lse)); lse excludes it; a row that sees no key
+                                 still gets zeros. Blocks to be merged are computed without sinks, and the merged
+                                 row then scaled by 1 / (1 + exp(sink - lse)) */
 } attn_sdpa_desc;
 
 /* out = softmax(scale * q k^T + mask) v for every batch and head. q, k, v and out hold elements of the desc's

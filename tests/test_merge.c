@@ -15,9 +15,9 @@
 /* ---- the reference ------------------------------------------------------------------------------------------- */
 
 /* BHSD, fp32 inputs (already rounded to bfloat16 by the caller for ATTN_MATH_BF16). out [b][h][i][dv], lse
- * [b][h][i] in double; positions as the desc says. */
+ * [b][h][i] and (when not NULL) probs [b][h][i][kv_len] in double; positions and sinks as the desc says. */
 static void reference(const attn_sdpa_desc *d, const float *q, const float *k, const float *v, double *out,
-                      double *lse)
+                      double *lse, double *probs)
 {
     const size_t hk = d->n_kv_heads ? d->n_kv_heads : d->n_heads, dv = d->v_dim ? d->v_dim : d->head_dim;
     const double scale = d->scale != 0.0f ? d->scale : 1.0 / sqrt((double)d->head_dim);
@@ -46,6 +46,8 @@ static void reference(const attn_sdpa_desc *d, const float *q, const float *k, c
                 double l = 0;
                 for (size_t c = 0; c < dv; c++)
                     out[row * dv + c] = 0;
+                for (size_t j = 0; probs && j < d->kv_len; j++)
+                    probs[row * d->kv_len + j] = 0;
                 if (m == -INFINITY) {
                     lse[row] = -INFINITY;
                     continue;
@@ -57,9 +59,13 @@ static void reference(const attn_sdpa_desc *d, const float *q, const float *k, c
                         for (size_t c = 0; c < dv; c++)
                             out[row * dv + c] += p * v[((b * hk + g) * d->kv_len + j) * dv + c];
                     }
+                lse[row] = m + log(l);
+                if (d->sinks)
+                    l += exp((double)d->sinks[h] - m);
                 for (size_t c = 0; c < dv; c++)
                     out[row * dv + c] /= l;
-                lse[row] = m + log(l);
+                for (size_t j = 0; probs && j < d->kv_len; j++)
+                    probs[row * d->kv_len + j] = s[j] == -INFINITY ? 0.0 : exp(s[j] - m) / l;
             }
     free(s);
 }
@@ -129,7 +135,7 @@ Test(merge, positions_and_lse)
                 round_bf16(v, d.batch * hk * d.kv_len * d.head_dim);
             }
             double *ro = malloc(nq * d.head_dim * sizeof *ro), *rl = malloc(nq * sizeof *rl);
-            reference(&d, q, k, v, ro, rl);
+            reference(&d, q, k, v, ro, rl, NULL);
             for (size_t i = 0; i < nq; i++) {
                 if (rl[i] == -INFINITY) {
                     empty_rows++;
@@ -320,4 +326,75 @@ Test(merge, positions_validation)
             cr_assert(lse[0] == logf(3.0f) && lse[1] == logf(4.0f), "case %zu: lse %g %g", i, lse[0], lse[1]);
     }
     attn_ctx_destroy(ctx);
+}
+
+/* ---- attention sinks ------------------------------------------------------------------------------------------- */
+
+Test(merge, sinks)
+{
+    const uint64_t seed = tc_seed();
+    attn_isa isas[TC_MAX_ISAS];
+    const int n_isa = tc_isas(isas);
+    for (int ii = 0; ii < n_isa; ii++) {
+        attn_ctx *ctx = NULL;
+        cr_assert_eq(tc_ctx_create(&ctx, isas[ii], 2, 0, 0), ATTN_OK);
+        tc_rng r;
+        tc_rng_init(&r, tc_mix(seed, 200 + (uint64_t)isas[ii]));
+        double worst = 0;
+        for (int t = 0; t < 12; t++) {
+            attn_sdpa_desc d = tc_shape(2, 4, 2, 1 + tc_rng_below(&r, 20), 1 + tc_rng_below(&r, 600),
+                                        1 + tc_rng_below(&r, 130), 0);
+            d.mask = t % 3 ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE;
+            d.math = t % 2 ? ATTN_MATH_BF16 : ATTN_MATH_F32;
+            /* a sink that weighs nothing, one that outweighs every key, and ordinary ones */
+            const float sinks[4] = {-INFINITY, 30.0f, tc_rng_float(&r, -3, 3), tc_rng_float(&r, -3, 3)};
+            d.sinks = sinks;
+            const size_t hk = d.n_kv_heads, nq = d.batch * d.n_heads * d.q_len, nk = d.batch * hk * d.kv_len;
+            float *q = rand_floats(&r, nq * d.head_dim), *k = rand_floats(&r, nk * d.head_dim);
+            float *v = rand_floats(&r, nk * d.head_dim), *out = poisoned(nq * d.head_dim), *lse = poisoned(nq);
+            float *probs = poisoned(nq * d.kv_len), *plain = poisoned(nq * d.head_dim), *plse = poisoned(nq);
+            d.lse = lse;
+            cr_assert_eq(attn_sdpa(ctx, &d, q, k, v, out, probs), ATTN_OK);
+            /* The same call without sinks, scaled afterwards as attn.h tells a merging caller to. */
+            attn_sdpa_desc d0 = d;
+            d0.sinks = NULL;
+            d0.lse = plse;
+            cr_assert_eq(attn_sdpa(ctx, &d0, q, k, v, plain, NULL), ATTN_OK);
+            if (d.math == ATTN_MATH_BF16) {
+                round_bf16(q, nq * d.head_dim);
+                round_bf16(k, nk * d.head_dim);
+                round_bf16(v, nk * d.head_dim);
+            }
+            double *ro = malloc(nq * d.head_dim * sizeof *ro), *rl = malloc(nq * sizeof *rl);
+            double *rp = malloc(nq * d.kv_len * sizeof *rp);
+            reference(&d, q, k, v, ro, rl, rp);
+            for (size_t i = 0; i < nq; i++) {
+                const size_t h = i / d.q_len % d.n_heads;
+                cr_assert(lse[i] == plse[i], "%s case %d: lse[%zu] %g with sinks, %g without", attn_isa_name(isas[ii]),
+                          t, i, lse[i], plse[i]);
+                cr_assert(rl[i] == -INFINITY ? lse[i] == -INFINITY : fabs(lse[i] - rl[i]) <= lse_tol(d.math, rl[i]));
+                const double shrink = rl[i] == -INFINITY ? 0.0 : 1.0 / (1.0 + exp((double)sinks[h] - lse[i]));
+                for (size_t c = 0; c < d.head_dim; c++) {
+                    const double o = out[i * d.head_dim + c], want = ro[i * d.head_dim + c];
+                    cr_assert(fabs(o - want) <= out_tol(d.math, want), "%s case %d (sink %g): out[%zu][%zu] = %.9g, "
+                              "want %.9g", attn_isa_name(isas[ii]), t, sinks[h], i, c, o, want);
+                    cr_assert(rl[i] != -INFINITY || (o == 0.0 && !signbit(o)), "a row that sees no key: out %g", o);
+                    cr_assert(fabs(o - plain[i * d.head_dim + c] * shrink) <= 4e-7 * (1 + fabs(o)),
+                              "%s case %d: out %.9g, the plain call scaled %.9g", attn_isa_name(isas[ii]), t, o,
+                              plain[i * d.head_dim + c] * shrink);
+                    worst = fmax(worst, fabs(o - want));
+                }
+                for (size_t j = 0; j < d.kv_len; j++)
+                    cr_assert(fabs(probs[i * d.kv_len + j] - rp[i * d.kv_len + j]) <=
+                                  (d.math == ATTN_MATH_BF16 ? 1e-4 : 0) + TC_TOL * fmax(1e-3, rp[i * d.kv_len + j]),
+                              "%s case %d: probs[%zu][%zu] = %.9g, want %.9g", attn_isa_name(isas[ii]), t, i, j,
+                              probs[i * d.kv_len + j], rp[i * d.kv_len + j]);
+            }
+            free(q), free(k), free(v), free(out), free(lse), free(probs), free(plain), free(plse);
+            free(ro), free(rl), free(rp);
+        }
+        cr_log_info("[stat] merge::sinks            %-10s 12 cases, max err out %.2e (seed %llu)", attn_isa_name(isas[ii]),
+                    worst, (unsigned long long)seed);
+        attn_ctx_destroy(ctx);
+    }
 }
