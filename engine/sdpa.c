@@ -71,6 +71,10 @@ typedef struct attn_job {
     int64_t qpos0, kpos0;           /* positions of query 0 and key 0 (attn_sdpa_desc.positions) */
     float *lse;                     /* NULL or [batch][heads][q_len] */
     const float *sinks;             /* NULL or [heads] */
+    float softcap;                  /* score modifiers, as attn_sdpa_desc; mods: any of them */
+    const float *slopes, *bias;
+    size_t bias_st[3];
+    int mods;
     attn_strides qs, os;
     size_t batch, heads, kv_heads, group, q_len, kv_len, d, dv, dvp, window;
     int causal;
@@ -100,12 +104,15 @@ typedef struct attn_scratch {
                   transposing pack */
     int *lo, *hi;
     int64_t *alo, *ahi; /* absolute visible key range per row */
+    float *slope;       /* score modifiers per row (attn_score_mods) */
+    int64_t *rel;
+    const float **brow;
 } attn_scratch;
 
 /* Sizes of the pieces in floats, in the order attn_scratch_carve lays them out; 0 on overflow. */
 static size_t attn_scratch_size(const attn_job *j)
 {
-    size_t parts[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, total = 0;
+    size_t parts[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, total = 0;
     if (attn_mul_overflow(j->rows_max, j->d, &parts[0]) || attn_mul_overflow(j->rows_max, j->bkvp, &parts[1]) ||
         attn_mul_overflow(j->d, j->bkvp, &parts[2]) || attn_mul_overflow(j->bkvp, j->dvp, &parts[3]) ||
         attn_mul_overflow(j->rows_max, j->dvp, &parts[4]))
@@ -113,6 +120,9 @@ static size_t attn_scratch_size(const attn_job *j)
     parts[5] = parts[6] = parts[7] = parts[8] = j->rows_max; /* m, l, lo, hi */
     parts[9] = parts[10] = 2 * j->rows_max;                  /* alo, ahi: int64 */
     parts[11] = j->d > j->dv ? j->d : j->dv; /* kr: one key or value row, widened, for the packs */
+    parts[12] = j->rows_max;                 /* slope */
+    parts[13] = parts[14] = 2 * j->rows_max; /* rel, brow: 8 bytes each */
+    _Static_assert(sizeof(float *) <= 2 * sizeof(float), "a bias row pointer takes two floats of scratch");
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         size_t p = attn_round16(parts[i]);
         if (p < parts[i] || __builtin_add_overflow(total, p, &total))
@@ -138,6 +148,9 @@ static attn_scratch attn_scratch_carve(const attn_job *j, float *base)
     sc.alo = (int64_t *)ATTN_TAKE(2 * j->rows_max);
     sc.ahi = (int64_t *)ATTN_TAKE(2 * j->rows_max);
     sc.kr = ATTN_TAKE(j->d > j->dv ? j->d : j->dv);
+    sc.slope = ATTN_TAKE(j->rows_max);
+    sc.rel = (int64_t *)(void *)ATTN_TAKE(2 * j->rows_max);
+    sc.brow = (const float **)(void *)ATTN_TAKE(2 * j->rows_max);
 #undef ATTN_TAKE
     return sc;
 }
@@ -412,6 +425,12 @@ static attn_rows attn_rows_setup(const attn_job *j, const attn_scratch *sc, size
             lo = hi = 0;
         sc->alo[r] = lo;
         sc->ahi[r] = hi;
+        if (j->slopes) {
+            sc->slope[r] = j->slopes[h];
+            sc->rel[r] = -p; /* key 0's position minus the query's */
+        }
+        if (j->bias)
+            sc->brow[r] = j->bias + b * j->bias_st[0] + h * j->bias_st[1] + i * j->bias_st[2];
         if (lo < hi) {
             rw.ulo = lo < rw.ulo ? lo : rw.ulo;
             rw.uhi = hi > rw.uhi ? hi : rw.uhi;
@@ -431,6 +450,24 @@ static attn_tile_args attn_rows_args(const attn_job *j, const attn_scratch *sc, 
         .l = sc->l, .o = sc->o, .scale = j->scale, .round_p = j->round_p && !j->dot, /* pv_bf16p rounds */
     };
     return a;
+}
+
+/* The scores of the tile at key t0 in a->s, through the slot for where the tile lives, then the score modifiers. */
+static void attn_tile_scores(const attn_job *j, const attn_scratch *sc, attn_tile_args *a, size_t t0)
+{
+    (j->bf16p   ? j->kern->scores_bf16p
+     : j->bf16r ? j->kern->scores_rows_bf16p
+     : a->kt    ? j->kern->scores[a->kdt]
+                : j->kern->scores_rows[a->kdt])(a);
+    if (!j->mods)
+        return;
+    const attn_score_mods md = {
+        .softcap = j->softcap, .inv_cap = j->softcap != 0.0f ? 1.0f / j->softcap : 0.0f,
+        .slope = j->slopes ? sc->slope : NULL, .rel = sc->rel, .bias = j->bias ? sc->brow : NULL, .t0 = t0,
+    };
+    a->mods = &md;
+    j->kern->modify(a);
+    a->mods = NULL;
 }
 
 /* The first tile to visit: tiles start at multiples of bkv, and those no row can see are skipped whole. */
@@ -456,21 +493,9 @@ static void attn_rows_run(const attn_job *j, const attn_scratch *sc, const attn_
             a.vn = a.vp != sc->vp ? attn_src_vrow(&j->src, rw->b, rw->kvh, (size_t)tn) : NULL;
             a.knn = (size_t)(rw->pf_end - tn) < j->bkv ? (size_t)(rw->pf_end - tn) : j->bkv;
         }
-        if (j->bf16p) {
-            j->kern->scores_bf16p(&a);
-            j->kern->softmax(&a);
-            j->kern->pv_bf16p(&a);
-            continue;
-        }
-        if (j->bf16r) {
-            j->kern->scores_rows_bf16p(&a);
-            j->kern->softmax(&a);
-            j->kern->pv_rows_bf16p(&a);
-            continue;
-        }
-        (a.kt ? j->kern->scores[a.kdt] : j->kern->scores_rows[a.kdt])(&a);
+        attn_tile_scores(j, sc, &a, (size_t)t0);
         j->kern->softmax(&a);
-        j->kern->pv[a.vdt](&a);
+        (j->bf16p ? j->kern->pv_bf16p : j->bf16r ? j->kern->pv_rows_bf16p : j->kern->pv[a.vdt])(&a);
     }
 }
 
@@ -491,6 +516,8 @@ static float *attn_probs_row(const attn_job *j, const attn_rows *rw, size_t r)
 static void attn_rows_finish(const attn_job *j, const attn_scratch *sc, const attn_rows *rw)
 {
     for (size_t r = 0; r < rw->n; r++) {
+        if (sc->m[r] == -INFINITY) /* a bias masked every key the row sees: as if it saw none */
+            sc->alo[r] = sc->ahi[r] = 0;
         const int none = sc->alo[r] >= sc->ahi[r];
         const size_t h = rw->kvh * j->group + r / rw->nq, i = rw->q0 + r % rw->nq;
         if (j->lse)
@@ -534,10 +561,7 @@ static void attn_rows_probs(const attn_job *j, const attn_scratch *sc, const att
     for (int64_t t0 = tfirst; t0 < rw->uhi; t0 += bkv) {
         attn_tile_at(j, sc, &a, rw->b, rw->kvh, (size_t)t0, 0);
         attn_tile_ranges(sc, rw->n, t0, (int64_t)a.nk);
-        (j->bf16p   ? j->kern->scores_bf16p
-         : j->bf16r ? j->kern->scores_rows_bf16p
-         : a.kt     ? j->kern->scores[a.kdt]
-                    : j->kern->scores_rows[a.kdt])(&a);
+        attn_tile_scores(j, sc, &a, (size_t)t0);
         for (size_t g = 0; g < j->group; g++) { /* the rows of one head are evenly strided in probs */
             attn_tile_args ah = a;
             const size_t r0 = g * rw->nq;
@@ -595,7 +619,7 @@ static void attn_part_store(const attn_job *j, const attn_scratch *sc, const att
     for (size_t r = 0; r < n; r++) {
         m[r] = sc->m[r];
         l[r] = sc->l[r];
-        seen[r] = sc->alo[r] < sc->ahi[r];
+        seen[r] = sc->alo[r] < sc->ahi[r] && sc->m[r] != -INFINITY; /* a -inf bias may mask all */
     }
 }
 
@@ -670,7 +694,8 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const vo
     if (!d->batch || !d->n_heads || !d->q_len || !d->kv_len || !d->head_dim || !hk || d->n_heads % hk)
         return ATTN_EINVAL;
     if ((unsigned)d->layout > ATTN_LAYOUT_BSHD || (unsigned)d->mask > ATTN_MASK_CAUSAL ||
-        (d->window && d->mask != ATTN_MASK_CAUSAL) || !isfinite(d->scale) || (unsigned)d->positions > 1)
+        (d->window && d->mask != ATTN_MASK_CAUSAL) || !isfinite(d->scale) || (unsigned)d->positions > 1 ||
+        !(d->softcap >= 0.0f && d->softcap < INFINITY))
         return ATTN_EINVAL;
     const size_t pos_max = (size_t)1 << 62;
     if (d->positions && (d->q_len > pos_max || d->q_pos0 > pos_max - d->q_len || d->kv_len > pos_max ||
@@ -688,7 +713,9 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const vo
 
     attn_job j = {
         .kern = ctx->kern, .q = q, .src = *src, .out = out, .probs = probs, .kv_valid = d->kv_valid, .lse = d->lse,
-        .sinks = d->sinks,
+        .sinks = d->sinks, .softcap = d->softcap, .slopes = d->alibi_slopes, .bias = d->bias,
+        .bias_st = {d->bias_stride[0], d->bias_stride[1], d->bias_stride[2]},
+        .mods = d->softcap != 0.0f || d->alibi_slopes || d->bias,
         .qpos0 = d->positions ? (int64_t)d->q_pos0 : (int64_t)d->kv_len - (int64_t)d->q_len,
         .kpos0 = d->positions ? (int64_t)d->kv_pos0 : 0,
         .qdt = d->q_dtype, .odt = d->out_dtype, .round_q = d->math == ATTN_MATH_BF16 && d->q_dtype != ATTN_BF16,

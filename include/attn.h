@@ -146,22 +146,32 @@ typedef struct attn_sdpa_desc {
                                  positions (kv_valid still compares the key index j). Other values: ATTN_EINVAL */
     size_t q_pos0, kv_pos0;   /* with positions 1; q_pos0 + q_len and kv_pos0 + kv_len at most 2^62, else
                                  ATTN_ERANGE */
-    float *lse;               /* NULL, or [batch][n_heads][q_len] out: the natural log of the sum over the keys row
-                                 (b, h, i) sees of exp(score), scores scaled as the softmax sees them; -INFINITY for
-                                 a row that sees no key. With attn_merge, calls over disjoint key blocks (positions
-                                 1, kv_pos0 at each block's start) combine into the call over all of them */
+    float softcap;            /* 0: none; else each score becomes softcap * tanh(score / softcap) (Gemma 2);
+                                 negative or not finite: ATTN_EINVAL */
+    const float *alibi_slopes;/* NULL, or [n_heads]: score += slopes[h] * (key position - query position) (ALiBi,
+                                 with the positions above; the distance is exact up to 2^24, rounded to fp32 past) */
     const float *sinks;       /* NULL, or [n_heads]: attention sinks (gpt-oss). exp(sinks[h] - m) joins the softmax
                                  denominator of every row of head h that sees a key, with no value: out and probs
                                  shrink by 1 / (1 + exp(sinks[h] - lse)); lse excludes it; a row that sees no key
                                  still gets zeros. Blocks to be merged are computed without sinks, and the merged
                                  row then scaled by 1 / (1 + exp(sink - lse)) */
+    const float *bias;        /* NULL, or an additive score bias (PyTorch's float attn_mask): element (b, h, i, j)
+                                 at bias[b * bias_stride[0] + h * bias_stride[1] + i * bias_stride[2] + j], j the
+                                 key index; a stride 0 broadcasts. -INFINITY masks the pair; a row whose keys are
+                                 all masked gets zeros and lse -INFINITY */
+    size_t bias_stride[3];
+    float *lse;               /* NULL, or [batch][n_heads][q_len] out: the natural log of the sum over the keys row
+                                 (b, h, i) sees of exp(score), scores scaled as the softmax sees them; -INFINITY for
+                                 a row that sees no key. With attn_merge, calls over disjoint key blocks (positions
+                                 1, kv_pos0 at each block's start) combine into the call over all of them */
 } attn_sdpa_desc;
 
 /* out = softmax(scale * q k^T + mask) v for every batch and head. q, k, v and out hold elements of the desc's
  * q_dtype, kv_dtype and out_dtype (all F32 when left 0); half and bfloat16 inputs are widened tile by tile, never
  * copied whole. Accuracy against float64 computed from the stored (and, for ATTN_MATH_BF16, bf16-rounded) inputs:
  * ATTN_MATH_F32 within 2e-5 * max(1, |ref|); ATTN_MATH_BF16 within 1e-2 * the largest |V| entry the row sees, plus
- * the output's own rounding. Every ISA rounds at the same points; only the order of the sums may differ. probs are
+ * the output's own rounding. Score modifiers apply to the fp32 score in this order: scale * q . k, softcap, ALiBi,
+ * bias, then the masks (CAUSAL, window, kv_valid, a -inf bias). Every ISA rounds at the same points; only the order of the sums may differ. probs are
  * fp32 in either mode: exp(s - lse) from the fp32 scores, never rounded to bfloat16. A dtype or math value outside
  * its enum is ATTN_EINVAL.
  * q: [batch, n_heads, q_len, head_dim] (or BSHD), k: [.., n_kv_heads, kv_len, head_dim], v: [.., kv_len, v_dim],

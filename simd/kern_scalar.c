@@ -68,6 +68,11 @@ static ATTN_DECL_SOFTMAX(attn_softmax_f32_scalar)
         for (size_t j = lo + 1; j < hi; j++)
             mt = fmaxf(mt, s[j]);
         const float mold = a->m[r], mnew = fmaxf(mold, mt);
+        if (mnew == -INFINITY) { /* every visible score so far is -inf (a bias masks them): nothing to add */
+            for (size_t j = 0; j < a->nkp; j++)
+                s[j] = 0.0f;
+            continue;
+        }
         const float alpha = expf(mold - mnew); /* 0 on the first tile (mold = -inf) */
         float sum = 0.0f;
         for (size_t j = 0; j < a->nkp; j++) {
@@ -81,6 +86,26 @@ static ATTN_DECL_SOFTMAX(attn_softmax_f32_scalar)
             float *o = a->o + r * a->dvp;
             for (size_t c = 0; c < a->dvp; c++)
                 o[c] *= alpha;
+        }
+    }
+}
+
+static ATTN_DECL_MODIFY(attn_modify_f32_scalar)
+{
+    const attn_score_mods *md = a->mods;
+    for (size_t r = 0; r < a->rows; r++) {
+        float *s = a->s + r * a->nkp;
+        const float *bias = md->bias ? md->bias[r] + md->t0 : NULL;
+        const float d0 = md->slope ? (float)(md->rel[r] + (int64_t)md->t0) : 0.0f;
+        for (size_t j = (size_t)a->lo[r]; j < (size_t)a->hi[r]; j++) {
+            float x = s[j];
+            if (md->softcap != 0.0f)
+                x = md->softcap * tanhf(x * md->inv_cap);
+            if (md->slope)
+                x = fmaf(md->slope[r], d0 + (float)j, x);
+            if (bias)
+                x += bias[j];
+            s[j] = x;
         }
     }
 }
@@ -169,6 +194,7 @@ const attn_kernels attn_kernels_scalar = {
     .scores = {attn_scores_f32_scalar, attn_scores_f16_scalar, attn_scores_bf16_scalar},
     .scores_rows = {attn_scores_rows_f32_scalar, attn_scores_rows_f16_scalar, attn_scores_rows_bf16_scalar},
     .softmax = attn_softmax_f32_scalar,
+    .modify = attn_modify_f32_scalar,
     .pv = {attn_pv_f32_scalar, attn_pv_f16_scalar, attn_pv_bf16_scalar},
     .probs = attn_probs_f32_scalar,
     .scale = attn_scale_f32_scalar,

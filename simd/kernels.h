@@ -16,6 +16,16 @@
 /* Packed widths are multiples of this (the widest vector, 16 floats), so every ISA runs whole vectors only. */
 #define ATTN_PAD 16
 
+/* Score modifiers (attn_sdpa_desc), applied by the modify slot between the scores and the softmax, in this order:
+ * s = softcap * tanh(s * inv_cap); s += slope * (key position - query position); s += bias. */
+typedef struct attn_score_mods {
+    float softcap, inv_cap;   /* softcap 0: none */
+    const float *slope;       /* NULL, or per row: the ALiBi slope of the row's head */
+    const int64_t *rel;       /* with slope, per row: the position of the call's key 0 minus the row's query's */
+    const float *const *bias; /* NULL, or per row: the row's bias at the call's key 0 (key j at bias[r][j]) */
+    size_t t0;                /* the call's index of the tile's key 0 */
+} attn_score_mods;
+
 /* One block of query rows against one tile of keys. All pointers are 64-byte aligned scratch owned by the engine. */
 typedef struct attn_tile_args {
     size_t rows;       /* query rows in the block */
@@ -49,6 +59,7 @@ typedef struct attn_tile_args {
     float scale;       /* scores_bf16p only: the softmax scale, applied to each fp32 sum of bfloat16 products */
     int round_p;       /* softmax: store the weights rounded to bfloat16 (ATTN_MATH_BF16's P), l still summing the
                           unrounded ones */
+    const attn_score_mods *mods; /* modify only */
 } attn_tile_args;
 
 /* One block of a matrix product c = a b + bias, the layer's projections (b is a weight matrix, packed once). */
@@ -78,6 +89,7 @@ typedef struct attn_gemm_args {
     void name(uint32_t *kt, uint32_t *vp, const uint16_t *k, size_t ldk, const uint16_t *v, size_t ldv, size_t nk, \
               size_t d, size_t dv, size_t dvp)
 #define ATTN_DECL_NARROW(name) void name(uint16_t *dst, const float *src, size_t n, float f)
+#define ATTN_DECL_MODIFY(name) void name(const attn_tile_args *a)
 
 typedef struct attn_kernels {
     attn_isa isa;
@@ -94,10 +106,13 @@ typedef struct attn_kernels {
     /* The same from key rows kr (kt NULL) stored in the slot's format: few query rows (decode), where transposing
      * K would cost more than the dot products. s[r][j] for nk <= j < nkp is 0. */
     ATTN_DECL_SCORES((*scores_rows[ATTN_NFMT]));
+    /* a->mods applied to the scores s[r][j] of each row's visible keys [lo, hi) (others may change too, but the
+     * bias is never read past key nk). The distance of ALiBi is exact up to 2^24 and rounded to fp32 past that. */
+    ATTN_DECL_MODIFY((*modify));
     /* Online-softmax step for the visible keys of each row: m' = max(m, max s), o *= exp(m - m'),
      * s[r][j] = exp(s - m') inside [lo, hi) and 0 outside (j < nkp), l = l * exp(m - m') + sum s.
-     * Rows with lo >= hi keep m, l, o and get an all-zero s row. With round_p the stored weights are rounded to
-     * bfloat16 (nearest even). */
+     * Rows with lo >= hi, or whose visible scores are all -inf (a bias masks them) keep m, l, o and get an all-zero
+     * s row. With round_p the stored weights are rounded to bfloat16 (nearest even). */
     ATTN_DECL_SOFTMAX((*softmax));
     /* o[r] += sum over visible j of s[r][j] * v[j], v stored in the slot's format. Keys outside [lo, hi) are never
      * read for that row (so a NaN in a key a row cannot see stays out of that row). */

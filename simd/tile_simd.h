@@ -4,7 +4,7 @@
  * PV_RB rows x PV_NV vectors of output columns for P.V, so each K or V load feeds several FMAs.
  *
  * Needs: V, VW, M, V_ZERO(), V_LOAD(p) (aligned), V_LOADU(p), V_STORE(p, x), V_STOREU(p, x), V_BCAST(f),
- * V_FMA(a, b, c) = a*b+c, V_MUL, V_SUB, V_MAX, V_ADD, V_EXP(x), V_HMAX(x), V_HSUM(x), V_HSUMS(p) (lane i = the sum of
+ * V_FMA(a, b, c) = a*b+c, V_MUL, V_SUB, V_MAX, V_ADD, V_EXP(x), V_TANH(x), V_HMAX(x), V_HSUM(x), V_HSUMS(p) (lane i = the sum of
  * vector p[i], for VW vectors), V_IOTA(),
  * V_INRANGE(idx, lo, hi) -> M, V_SEL(m, a, b) (a where m), V_CVT_F16(p) and V_CVT_BF16(p) (VW stored halves at p,
  * widened); the blockings SC_RB x SC_NV (scores and the GEMM), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of
@@ -170,6 +170,10 @@ ATTN_INLINE void attn_softmax_rows(const attn_tile_args *a, const int RP)
                 vm = V_MAX(vm, V_SEL(in, V_LOAD(s + j0), ninf));
             }
         const float mold = a->m[r], mt = V_HMAX(vm), mnew = mt > mold ? mt : mold;
+        if (mnew == -INFINITY) { /* every visible score so far is -inf (a bias masks them): nothing to add */
+            memset(s, 0, a->nkp * sizeof *s);
+            continue;
+        }
         const float alpha = mold == mnew ? 1.0f : expf(mold - mnew); /* 0 on the first tile (mold = -inf) */
         const V vmn = V_BCAST(mnew);
         V sum = V_ZERO();
@@ -219,6 +223,40 @@ ATTN_SLOT_LINK ATTN_DECL_SOFTMAX(ATTN_FN(softmax_f32))
         attn_softmax_rows(a, 1);
     else
         attn_softmax_rows(a, 0);
+}
+
+/* Score modifiers (kernels.h attn_score_mods), a vector at a time over each row's visible keys. */
+ATTN_SLOT_LINK ATTN_DECL_MODIFY(ATTN_FN(modify_f32))
+{
+    const attn_score_mods *md = a->mods;
+    const V cap = V_BCAST(md->softcap), icap = V_BCAST(md->inv_cap), iota = V_IOTA();
+    for (size_t r = 0; r < a->rows; r++) {
+        const size_t lo = (size_t)a->lo[r], hi = (size_t)a->hi[r];
+        if (lo >= hi)
+            continue;
+        float *s = a->s + r * a->nkp;
+        const float *bias = md->bias ? md->bias[r] + md->t0 : NULL;
+        const V slope = V_BCAST(md->slope ? md->slope[r] : 0.0f);
+        const V d0 = V_BCAST(md->slope ? (float)(md->rel[r] + (int64_t)md->t0) : 0.0f);
+        for (size_t j0 = lo / VW * VW; j0 < hi; j0 += VW) {
+            V x = V_LOAD(s + j0);
+            if (md->softcap != 0.0f)
+                x = V_MUL(cap, V_TANH(V_MUL(x, icap)));
+            if (md->slope)
+                x = V_FMA(slope, V_ADD(d0, V_ADD(iota, V_BCAST((float)j0))), x);
+            if (bias) {
+                if (j0 + VW <= a->nk)
+                    x = V_ADD(x, V_LOADU(bias + j0));
+                else { /* the tile's last keys: never read the bias past key nk */
+                    float t[VW] __attribute__((aligned(64)));
+                    for (size_t i = 0; i < VW; i++)
+                        t[i] = j0 + i < a->nk ? bias[j0 + i] : 0.0f;
+                    x = V_ADD(x, V_LOAD(t));
+                }
+            }
+            V_STORE(s + j0, x);
+        }
+    }
 }
 
 ATTN_SLOT_LINK ATTN_DECL_PROBS(ATTN_FN(probs_f32))
@@ -371,6 +409,7 @@ ATTN_SLOT_LINK ATTN_DECL_GEMM(ATTN_FN(gemm_f32))
     .scores = {attn_scores_f32_##sfx, attn_scores_f16_##sfx, attn_scores_bf16_##sfx},                              \
     .scores_rows = {attn_scores_rows_f32_##sfx, attn_scores_rows_f16_##sfx, attn_scores_rows_bf16_##sfx},          \
     .softmax = attn_softmax_f32_##sfx, .pv = {attn_pv_f32_##sfx, attn_pv_f16_##sfx, attn_pv_bf16_##sfx},           \
+    .modify = attn_modify_f32_##sfx,                                                                               \
     .probs = attn_probs_f32_##sfx, .scale = attn_scale_f32_##sfx,                                                  \
     .cvt = {NULL, attn_cvt_f16_##sfx, attn_cvt_bf16_##sfx}, .round_bf16 = attn_round_bf16_##sfx,                   \
     .narrow = {NULL, attn_narrow_f16_##sfx, attn_narrow_bf16_##sfx}, .gemm = attn_gemm_f32_##sfx
@@ -380,6 +419,7 @@ ATTN_SLOT_LINK ATTN_DECL_GEMM(ATTN_FN(gemm_f32))
     ATTN_DECL_SCORES(attn_scores_bf16_##sfx); ATTN_DECL_SCORES(attn_scores_rows_f32_##sfx);                        \
     ATTN_DECL_SCORES(attn_scores_rows_f16_##sfx); ATTN_DECL_SCORES(attn_scores_rows_bf16_##sfx);                   \
     ATTN_DECL_SOFTMAX(attn_softmax_f32_##sfx); ATTN_DECL_PV(attn_pv_f32_##sfx); ATTN_DECL_PV(attn_pv_f16_##sfx);   \
+    ATTN_DECL_MODIFY(attn_modify_f32_##sfx);                                                                       \
     ATTN_DECL_PV(attn_pv_bf16_##sfx); ATTN_DECL_PROBS(attn_probs_f32_##sfx); ATTN_DECL_SCALE(attn_scale_f32_##sfx); \
     ATTN_DECL_CVT(attn_cvt_f16_##sfx); ATTN_DECL_CVT(attn_cvt_bf16_##sfx); ATTN_DECL_ROUND(attn_round_bf16_##sfx); \
     ATTN_DECL_NARROW(attn_narrow_f16_##sfx); ATTN_DECL_NARROW(attn_narrow_bf16_##sfx);                             \

@@ -823,15 +823,76 @@ static int ca_check_bf16r(const attn_kernels *k, tc_rng *r)
     return bad;
 }
 
+/* modify: softcap, ALiBi and bias on each row's visible scores against float64, the bias rows malloc'ed exactly to
+ * the tile's last key (ASan builds see a read past it), positions past 2^24 from key 0 included. */
+static int ca_check_modify(const attn_kernels *k, tc_rng *r)
+{
+    const size_t rows = 1 + tc_rng_below(r, 20), nk = 1 + tc_rng_below(r, 300), nkp = (nk + 15) / 16 * 16;
+    const size_t t0 = tc_rng_below(r, 2) ? 0 : tc_rng_below(r, 5000);
+    int *lo = malloc(rows * sizeof *lo), *hi = malloc(rows * sizeof *hi);
+    float *slope = malloc(rows * sizeof *slope), **brow = malloc(rows * sizeof *brow);
+    int64_t *rel = malloc(rows * sizeof *rel);
+    ca_buf s;
+    ca_alloc(&s, rows * nkp);
+    ca_ranges(r, lo, hi, rows, nk, tc_rng_below(r, 3) == 0);
+    const int use_cap = tc_rng_below(r, 2), use_alibi = tc_rng_below(r, 2), use_bias = tc_rng_below(r, 2);
+    const float cap = tc_rng_float(r, 0.5f, 50.0f);
+    for (size_t i = 0; i < rows; i++) {
+        slope[i] = tc_rng_float(r, -1.0f, 1.0f);
+        rel[i] = (int64_t)tc_rng_below(r, 1u << 20) - (1 << 19) - (int64_t)t0;
+        brow[i] = malloc(nk * sizeof(float)); /* keys t0 .. t0 + nk of the row, at brow[i] - t0 */
+        for (size_t j = 0; j < nk; j++)
+            brow[i][j] = tc_rng_below(r, 10) ? tc_rng_float(r, -3.0f, 3.0f) : -INFINITY;
+        brow[i] -= t0;
+    }
+    for (size_t i = 0; i < rows * nkp; i++)
+        s.p[i] = tc_rng_float(r, -40.0f, 40.0f);
+    float *s0 = malloc(rows * nkp * sizeof *s0);
+    memcpy(s0, s.p, rows * nkp * sizeof *s0);
+    const attn_score_mods md = {.softcap = use_cap ? cap : 0.0f, .inv_cap = use_cap ? 1.0f / cap : 0.0f,
+                                .slope = use_alibi ? slope : NULL, .rel = rel,
+                                .bias = use_bias ? (const float *const *)brow : NULL, .t0 = t0};
+    const attn_tile_args a = {.rows = rows, .nk = nk, .nkp = nkp, .lo = lo, .hi = hi, .s = s.p, .mods = &md};
+    k->modify(&a);
+    int bad = 0;
+    for (size_t i = 0; i < rows && !bad; i++)
+        for (size_t j = (size_t)lo[i]; j < (size_t)hi[i] && !bad; j++) {
+            double want = s0[i * nkp + j], mag;
+            if (use_cap)
+                want = cap * tanh(want / cap);
+            mag = fabs(want);
+            if (use_alibi) {
+                const double dist = (double)(rel[i] + (int64_t)t0 + (int64_t)j);
+                want += slope[i] * dist;
+                mag += fabs(slope[i] * dist);
+            }
+            if (use_bias) {
+                want += brow[i][t0 + j];
+                mag += fabs(brow[i][t0 + j]);
+            }
+            const float got = s.p[i * nkp + j];
+            if (isinf(want) ? got != want : !ca_close(got, want, mag, 4e-6))
+                bad = ca_fail("modify rows %zu nk %zu (cap %d, alibi %d, bias %d): s[%zu][%zu] = %.9g, want %.9g",
+                              rows, nk, use_cap, use_alibi, use_bias, i, j, got, want);
+        }
+    if (!ca_guards_ok(&s) && !bad)
+        bad = ca_fail("modify: write outside s");
+    for (size_t i = 0; i < rows; i++)
+        free(brow[i] + t0);
+    free(lo), free(hi), free(slope), free(brow), free(rel), free(s0);
+    ca_free(&s);
+    return bad;
+}
+
 /* Every slot of attn_kernels, the per-format ones once per format. */
 enum {
     CA_SCORES_ROWS = 2 * ATTN_NFMT, CA_SOFTMAX = CA_SCORES_ROWS + ATTN_NFMT, CA_PROBS, CA_SCALE, CA_CVT,
-    CA_ROUND = CA_CVT + ATTN_NFMT - 1, CA_GEMM, CA_NARROW, CA_BF16P = CA_NARROW + ATTN_NFMT - 1, CA_BF16R, CA_NSLOT
+    CA_ROUND = CA_CVT + ATTN_NFMT - 1, CA_GEMM, CA_NARROW, CA_BF16P = CA_NARROW + ATTN_NFMT - 1, CA_BF16R, CA_MODIFY, CA_NSLOT
 };
 static const char *const ca_slots[CA_NSLOT] = {
     "scores_f32", "scores_f16", "scores_bf16", "pv_f32", "pv_f16", "pv_bf16", "scores_rows_f32", "scores_rows_f16",
     "scores_rows_bf16", "softmax", "probs", "scale", "cvt_f16", "cvt_bf16", "round_bf16", "gemm", "narrow_f16",
-    "narrow_bf16", "bf16p", "bf16 rows"};
+    "narrow_bf16", "bf16p", "bf16 rows", "modify"};
 _Static_assert(ATTN_NFMT == 3, "name the slots of a new storage format in ca_slots");
 
 static int ca_run_slot(const attn_kernels *k, int slot, tc_rng *r)
@@ -850,6 +911,7 @@ static int ca_run_slot(const attn_kernels *k, int slot, tc_rng *r)
     case CA_GEMM: return ca_check_gemm(k, r);
     case CA_BF16P: return ca_check_bf16p(k, r);
     case CA_BF16R: return ca_check_bf16r(k, r);
+    case CA_MODIFY: return ca_check_modify(k, r);
     case CA_NARROW: return ca_check_narrow(k, r, ATTN_F16);
     case CA_NARROW + 1: return ca_check_narrow(k, r, ATTN_BF16);
     default: return ca_check_cvt(k, r, (attn_dtype)(slot - CA_CVT + 1)); /* the widening slots: F16, BF16 */

@@ -1,7 +1,8 @@
-/* Explicit positions, the per-row log-sum-exp and attn_merge (attn.h), on every ISA this CPU runs: outputs and lse
- * against a float64 reference that places queries and keys at their positions, and the ring identity: keys split
- * into blocks at random cuts, each block a call with positions and lse, merged in order, equal the whole call within
- * the accuracy contract of the math mode. */
+/* Explicit positions, the per-row log-sum-exp, attn_merge, attention sinks and the score modifiers (softcap, ALiBi,
+ * bias) of attn.h, on every ISA this CPU runs: outputs, lse and probs against a float64 reference that places
+ * queries and keys at their positions, and the ring identity: keys split into blocks at random cuts, each block a
+ * call with positions and lse, merged in order, equal the whole call within the accuracy contract of the math mode
+ * (with every modifier too). */
 #define _POSIX_C_SOURCE 200809L
 
 #include <criterion/criterion.h>
@@ -40,7 +41,14 @@ static void reference(const attn_sdpa_desc *d, const float *q, const float *k, c
                     double dot = 0;
                     for (size_t c = 0; c < d->head_dim; c++)
                         dot += (double)q[row * d->head_dim + c] * k[((b * hk + g) * d->kv_len + j) * d->head_dim + c];
-                    s[j] = dot * scale;
+                    double x = dot * scale;
+                    if (d->softcap != 0.0f)
+                        x = d->softcap * tanh(x / d->softcap);
+                    if (d->alibi_slopes)
+                        x += (double)d->alibi_slopes[h] * (double)(kp - qp);
+                    if (d->bias)
+                        x += d->bias[b * d->bias_stride[0] + h * d->bias_stride[1] + i * d->bias_stride[2] + j];
+                    s[j] = x; /* -inf: a bias masks the pair */
                     m = s[j] > m ? s[j] : m;
                 }
                 double l = 0;
@@ -189,6 +197,18 @@ Test(merge, ring_identity)
             float *q = rand_floats(&r, nq * d.head_dim), *k = rand_floats(&r, d.batch * hk * d.kv_len * d.head_dim);
             float *v = rand_floats(&r, d.batch * hk * d.kv_len * dv);
             float *whole = poisoned(nq * dv), *wlse = poisoned(nq), *acc = poisoned(nq * dv), *alse = poisoned(nq);
+            /* Modifiers split with the keys: ALiBi follows the positions, the bias is sliced at each block's key 0. */
+            const float slopes[4] = {0.5f, 0.125f, -0.25f, 0.03125f};
+            d.softcap = t % 3 == 0 ? 5.0f : 0.0f;
+            d.alibi_slopes = t % 3 == 1 ? slopes : NULL;
+            float *bias = t % 4 == 2 ? rand_floats(&r, nq * d.kv_len) : NULL;
+            if (bias) {
+                bias[tc_rng_below(&r, (uint32_t)(nq * d.kv_len))] = -INFINITY;
+                d.bias = bias;
+                d.bias_stride[2] = d.kv_len;
+                d.bias_stride[1] = d.q_len * d.kv_len;
+                d.bias_stride[0] = d.n_heads * d.q_len * d.kv_len;
+            }
             d.lse = wlse;
             cr_assert_eq(attn_sdpa(ctx, &d, q, k, v, whole, NULL), ATTN_OK);
             /* Cuts at random keys (1 to 4 blocks), each block a call at its own key positions. */
@@ -218,6 +238,7 @@ Test(merge, ring_identity)
                     bvalid[b] = (int32_t)(x < 0 ? 0 : x > (long long)n ? (long long)n : x);
                 }
                 bd.kv_valid = d.kv_valid ? bvalid : NULL;
+                bd.bias = bias ? bias + k0 : NULL;
                 float *bk = malloc(d.batch * hk * n * d.head_dim * sizeof *bk), *bv = malloc(d.batch * hk * n * dv * sizeof *bv);
                 for (size_t g = 0; g < d.batch * hk; g++) {
                     memcpy(bk + g * n * d.head_dim, k + (g * d.kv_len + k0) * d.head_dim, n * d.head_dim * sizeof *bk);
@@ -247,7 +268,7 @@ Test(merge, ring_identity)
                     worst[d.math] = fmax(worst[d.math], e);
                 }
             }
-            free(q), free(k), free(v), free(whole), free(wlse), free(acc), free(alse);
+            free(q), free(k), free(v), free(whole), free(wlse), free(acc), free(alse), free(bias);
         }
         cr_log_info("[stat] merge::ring_identity    %-10s 16 cases, merged vs whole max err math f32 %.2e, bf16 %.2e "
                     "(seed %llu)", attn_isa_name(isas[ii]), worst[0], worst[1], (unsigned long long)seed);
@@ -397,4 +418,111 @@ Test(merge, sinks)
                     worst, (unsigned long long)seed);
         attn_ctx_destroy(ctx);
     }
+}
+
+/* ---- score modifiers: softcap, ALiBi, bias ---------------------------------------------------------------------- */
+
+Test(merge, modifiers)
+{
+    const uint64_t seed = tc_seed();
+    attn_isa isas[TC_MAX_ISAS];
+    const int n_isa = tc_isas(isas);
+    for (int ii = 0; ii < n_isa; ii++) {
+        attn_ctx *ctx = NULL;
+        cr_assert_eq(tc_ctx_create(&ctx, isas[ii], 2, 0, 0), ATTN_OK);
+        tc_rng r;
+        tc_rng_init(&r, tc_mix(seed, 300 + (uint64_t)isas[ii]));
+        double worst = 0;
+        int masked_rows = 0;
+        for (int t = 0; t < 24; t++) {
+            attn_sdpa_desc d = tc_shape(2, 4, 1 + (t % 2), 1 + tc_rng_below(&r, 40), 1 + tc_rng_below(&r, 400),
+                                        1 + tc_rng_below(&r, 100), 0);
+            d.mask = t % 3 ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE;
+            d.window = d.mask == ATTN_MASK_CAUSAL && t % 4 == 1 ? 1 + tc_rng_below(&r, 100) : 0;
+            d.math = t / 2 % 2 ? ATTN_MATH_BF16 : ATTN_MATH_F32;
+            d.scale = 0.5f; /* scores up to about head_dim / 2: softcap has work to do */
+            d.softcap = t % 3 != 2 ? tc_rng_float(&r, 1.0f, 30.0f) : 0.0f;
+            const float slopes[4] = {0.5f, 0.25f, 0.0625f, -0.125f};
+            d.alibi_slopes = t % 4 != 3 ? slopes : NULL;
+            d.positions = t % 2;
+            d.q_pos0 = tc_rng_below(&r, 600);
+            d.kv_pos0 = tc_rng_below(&r, 600);
+            const size_t hk = d.n_kv_heads, nq = d.batch * d.n_heads * d.q_len, nk = d.batch * hk * d.kv_len;
+            /* A bias per (b, h, i, j), or one row broadcast to all (strides 0), with -inf holes, and in some cases
+             * whole rows masked. */
+            const int bcast = t % 5 == 4;
+            float *bias = NULL;
+            if (t % 4 != 0) {
+                const size_t nb = bcast ? d.kv_len : nq * d.kv_len;
+                bias = malloc(nb * sizeof *bias);
+                for (size_t e = 0; e < nb; e++)
+                    bias[e] = tc_rng_below(&r, 8) == 0 ? -INFINITY : tc_rng_float(&r, -2.0f, 2.0f);
+                if (!bcast && t % 3 == 1)
+                    for (size_t e = 0; e < d.kv_len; e++)
+                        bias[3 * d.kv_len + e] = -INFINITY; /* row 3 sees nothing */
+                d.bias = bias;
+                if (!bcast) {
+                    d.bias_stride[2] = d.kv_len;
+                    d.bias_stride[1] = d.q_len * d.kv_len;
+                    d.bias_stride[0] = d.n_heads * d.q_len * d.kv_len;
+                }
+            }
+            float *q = rand_floats(&r, nq * d.head_dim), *k = rand_floats(&r, nk * d.head_dim);
+            float *v = rand_floats(&r, nk * d.head_dim), *out = poisoned(nq * d.head_dim), *lse = poisoned(nq);
+            float *probs = poisoned(nq * d.kv_len);
+            d.lse = lse;
+            cr_assert_eq(attn_sdpa(ctx, &d, q, k, v, out, probs), ATTN_OK, "%s case %d", attn_isa_name(isas[ii]), t);
+            if (d.math == ATTN_MATH_BF16) {
+                round_bf16(q, nq * d.head_dim);
+                round_bf16(k, nk * d.head_dim);
+                round_bf16(v, nk * d.head_dim);
+            }
+            double *ro = malloc(nq * d.head_dim * sizeof *ro), *rl = malloc(nq * sizeof *rl);
+            double *rp = malloc(nq * d.kv_len * sizeof *rp);
+            reference(&d, q, k, v, ro, rl, rp);
+            for (size_t i = 0; i < nq; i++) {
+                if (rl[i] == -INFINITY) {
+                    masked_rows++;
+                    cr_assert(lse[i] == -INFINITY, "%s case %d: lse[%zu] = %g, want -inf", attn_isa_name(isas[ii]), t,
+                              i, lse[i]);
+                } else
+                    cr_assert(fabs(lse[i] - rl[i]) <= lse_tol(d.math, rl[i]) + 1e-5 * fabs(rl[i]),
+                              "%s case %d (softcap %g): lse[%zu] = %.9g, want %.9g", attn_isa_name(isas[ii]), t,
+                              d.softcap, i, lse[i], rl[i]);
+                for (size_t c = 0; c < d.head_dim; c++) {
+                    const double o = out[i * d.head_dim + c], want = ro[i * d.head_dim + c];
+                    cr_assert(fabs(o - want) <= out_tol(d.math, want) && (rl[i] != -INFINITY || o == 0.0),
+                              "%s case %d (softcap %g, alibi %d, bias %d/%d, positions %d): out[%zu][%zu] = %.9g, want "
+                              "%.9g", attn_isa_name(isas[ii]), t, d.softcap, d.alibi_slopes != NULL, d.bias != NULL,
+                              bcast, d.positions, i, c, o, want);
+                    worst = fmax(worst, fabs(o - want));
+                }
+                for (size_t j = 0; j < d.kv_len; j++)
+                    cr_assert(fabs(probs[i * d.kv_len + j] - rp[i * d.kv_len + j]) <=
+                                  (d.math == ATTN_MATH_BF16 ? 1e-4 : 0) + 4 * TC_TOL * fmax(1e-3, rp[i * d.kv_len + j]),
+                              "%s case %d: probs[%zu][%zu] = %.9g, want %.9g", attn_isa_name(isas[ii]), t, i, j,
+                              probs[i * d.kv_len + j], rp[i * d.kv_len + j]);
+            }
+            free(q), free(k), free(v), free(out), free(lse), free(probs), free(ro), free(rl), free(rp), free(bias);
+        }
+        cr_log_info("[stat] merge::modifiers        %-10s 24 cases, max err out %.2e, %d rows that see no key "
+                    "(seed %llu)", attn_isa_name(isas[ii]), worst, masked_rows, (unsigned long long)seed);
+        attn_ctx_destroy(ctx);
+    }
+}
+
+Test(merge, modifiers_validation)
+{
+    attn_ctx *ctx = NULL;
+    cr_assert_eq(attn_ctx_create(&ctx, NULL), ATTN_OK);
+    float q[8] = {0}, k[16] = {0}, v[16] = {0}, out[8];
+    attn_sdpa_desc d = tc_shape(1, 1, 0, 2, 4, 4, 0);
+    const float caps[] = {-1.0f, INFINITY, NAN};
+    for (size_t i = 0; i < 3; i++) {
+        d.softcap = caps[i];
+        out[0] = tc_u2f(TC_POISON_BITS);
+        cr_assert_eq(attn_sdpa(ctx, &d, q, k, v, out, NULL), ATTN_EINVAL, "softcap %g", caps[i]);
+        cr_assert(tc_f2u(out[0]) == TC_POISON_BITS);
+    }
+    attn_ctx_destroy(ctx);
 }
