@@ -4,7 +4,7 @@
  * PV_RB rows x PV_NV vectors of output columns for P.V, so each K or V load feeds several FMAs.
  *
  * Needs: V, VW, M, V_ZERO(), V_LOAD(p) (aligned), V_LOADU(p), V_STORE(p, x), V_STOREU(p, x), V_BCAST(f),
- * V_FMA(a, b, c) = a*b+c, V_MUL, V_SUB, V_MAX, V_ADD, V_EXP(x), V_TANH(x), V_HMAX(x), V_HSUM(x), V_HSUMS(p) (lane i = the sum of
+ * V_FMA(a, b, c) = a*b+c, V_MUL, V_SUB, V_MAX, V_ADD, V_DIV, V_EXP(x), V_HMAX(x), V_HSUM(x), V_HSUMS(p) (lane i = the sum of
  * vector p[i], for VW vectors), V_IOTA(),
  * V_INRANGE(idx, lo, hi) -> M, V_SEL(m, a, b) (a where m), V_CVT_F16(p) and V_CVT_BF16(p) (VW stored halves at p,
  * widened); the blockings SC_RB x SC_NV (scores and the GEMM), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of
@@ -225,6 +225,25 @@ ATTN_SLOT_LINK ATTN_DECL_SOFTMAX(ATTN_FN(softmax_f32))
         attn_softmax_rows(a, 0);
 }
 
+/* tanh for softcap: (1 - t) / (1 + t) with t = exp(-2|x|), through the softmax's exp and one division, and below
+ * |x| = 0.3, where 1 - t would cancel, its odd Taylor polynomial to x^11 (error under 1e-9). SLEEF's vector tanhf
+ * cost about 80 cycles per zmm on Zen 5: softcap added 42 % to P2 with it, this one (docs/performance.md). */
+ATTN_INLINE V attn_tanh(V x)
+{
+    const V one = V_BCAST(1.0f), ax = V_MAX(x, V_SUB(V_ZERO(), x));
+    const V t = V_EXP(V_MUL(ax, V_BCAST(-2.0f)));
+    const V big = V_DIV(V_SUB(one, t), V_ADD(one, t));
+    const V x2 = V_MUL(x, x);
+    V p = V_FMA(x2, V_BCAST(-1382.0f / 155925.0f), V_BCAST(62.0f / 2835.0f));
+    p = V_FMA(x2, p, V_BCAST(-17.0f / 315.0f));
+    p = V_FMA(x2, p, V_BCAST(2.0f / 15.0f));
+    p = V_FMA(x2, p, V_BCAST(-1.0f / 3.0f));
+    const V small = V_FMA(V_MUL(x, x2), p, x);
+    const V lim = V_BCAST(0.3f), ninf = V_BCAST(-INFINITY);
+    return V_SEL(V_INRANGE(x, V_SUB(V_ZERO(), lim), lim), small,
+                 V_SEL(V_INRANGE(x, ninf, V_ZERO()), V_SUB(V_ZERO(), big), big));
+}
+
 /* Score modifiers (kernels.h attn_score_mods), a vector at a time over each row's visible keys. */
 ATTN_SLOT_LINK ATTN_DECL_MODIFY(ATTN_FN(modify_f32))
 {
@@ -241,7 +260,7 @@ ATTN_SLOT_LINK ATTN_DECL_MODIFY(ATTN_FN(modify_f32))
         for (size_t j0 = lo / VW * VW; j0 < hi; j0 += VW) {
             V x = V_LOAD(s + j0);
             if (md->softcap != 0.0f)
-                x = V_MUL(cap, V_TANH(V_MUL(x, icap)));
+                x = V_MUL(cap, attn_tanh(V_MUL(x, icap)));
             if (md->slope)
                 x = V_FMA(slope, V_ADD(d0, V_ADD(iota, V_BCAST((float)j0))), x);
             if (bias) {

@@ -20,7 +20,7 @@
 #define V_SUB(a, b) vsubq_f32((a), (b))
 #define V_MAX(a, b) vmaxq_f32((a), (b))
 #define V_EXP(x) Sleef_expf4_u10advsimd(x)
-#define V_TANH(x) Sleef_tanhf4_u10advsimd(x)
+#define V_DIV(a, b) vdivq_f32((a), (b))
 #define V_HMAX(x) vmaxvq_f32(x)
 #define V_HSUM(x) vaddvq_f32(x)
 /* Lane i = the sum of p[i]: two levels of pairwise adds. */
