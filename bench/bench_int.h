@@ -37,7 +37,11 @@ typedef struct bench_shape {
                          instead of attn_decode from a KV cache (the shapes with a dtype or math of their own) */
     char base[80];    /* the fp32 shape this one is compared with (vs_f32), "" for none: P2 for P2-bf16 */
     int custom;       /* a --shape row: --dtype and --math expand it */
+    int mods;         /* BENCH_MOD_*: score modifiers of attn_sdpa_desc (the P2-softcap ... rows) */
 } bench_shape;
+
+/* Score modifiers a row sets: softcap 30, ALiBi slopes 2^-(h+1), a broadcast [q_len][kv_len] bias, sinks 0.5. */
+enum { BENCH_MOD_SOFTCAP = 1, BENCH_MOD_ALIBI = 2, BENCH_MOD_BIAS = 4, BENCH_MOD_SINKS = 8 };
 
 /* One --isa entry: a level (kernels NULL: the variant the library picks), or a variant by name. */
 typedef struct bench_isa_req {
@@ -111,6 +115,7 @@ typedef struct bench_job {
     attn_dtype dtype;            /* sdpa: q, k, v and out (the shape's); decode: the cache's */
     attn_math math;
     const void *q, *k, *v;       /* decode: q fp32 */
+    const float *bias;           /* BENCH_MOD_BIAS */
     void *out;
     const attn_kv_cache *cache;  /* decode shapes */
     int mode;                    /* layer shapes: 1 the four projections (attn_linear), 2 attn_self_attention */
@@ -129,6 +134,7 @@ int bench_uses_cache(const bench_shape *s);
 typedef struct bench_inputs {
     void *q, *k, *v, *out;
     float *kf, *vf;
+    float *bias; /* BENCH_MOD_BIAS: [q][kv] */
 } bench_inputs;
 int bench_inputs_make(const bench_shape *s, bench_inputs *in); /* 0: out of memory (everything freed) */
 void bench_inputs_free(bench_inputs *in);

@@ -18,28 +18,40 @@ bench_options bench_opt;
 #define BF16 ATTN_BF16, ATTN_MATH_BF16
 /* The default set (DESIGN.md §5): the fp32 shapes, then the v1 bf16 rows, each after the shape it is compared with. */
 static const bench_shape named_shapes[] = {
-    /* name, heads, kv heads, q_len, kv_len, head_dim, causal, d_model, dtype, math, sdpa, base, custom */
-    {"seed", 1, 1, 3, 3, 4, 0, 0, F32, 0, "", 0},
-    {"P1", 8, 8, 512, 512, 64, 0, 0, F32, 0, "", 0},
-    {"P2", 8, 8, 2048, 2048, 128, 0, 0, F32, 0, "", 0},
-    {"P3", 8, 8, 2048, 2048, 128, 1, 0, F32, 0, "", 0},
-    {"D1", 32, 8, 1, 4096, 128, 1, 0, F32, 0, "", 0},
-    {"D2", 32, 8, 1, 32768, 128, 1, 0, F32, 0, "", 0},
-    {"P2-bf16", 8, 8, 2048, 2048, 128, 0, 0, BF16, 0, "P2", 0},     /* q, k, v, out BF16, ATTN_MATH_BF16 */
-    {"P3-bf16", 8, 8, 2048, 2048, 128, 1, 0, BF16, 0, "P3", 0},
-    {"D2-bf16", 32, 8, 1, 32768, 128, 1, 0, BF16, 1, "D2", 0},     /* attn_sdpa on dense BF16 tensors */
+    /* name, heads, kv heads, q_len, kv_len, head_dim, causal, d_model, dtype, math, sdpa, base, custom, mods */
+    {"seed", 1, 1, 3, 3, 4, 0, 0, F32, 0, "", 0, 0},
+    {"P1", 8, 8, 512, 512, 64, 0, 0, F32, 0, "", 0, 0},
+    {"P2", 8, 8, 2048, 2048, 128, 0, 0, F32, 0, "", 0, 0},
+    {"P3", 8, 8, 2048, 2048, 128, 1, 0, F32, 0, "", 0, 0},
+    {"D1", 32, 8, 1, 4096, 128, 1, 0, F32, 0, "", 0, 0},
+    {"D2", 32, 8, 1, 32768, 128, 1, 0, F32, 0, "", 0, 0},
+    {"P2-bf16", 8, 8, 2048, 2048, 128, 0, 0, BF16, 0, "P2", 0, 0},     /* q, k, v, out BF16, ATTN_MATH_BF16 */
+    {"P3-bf16", 8, 8, 2048, 2048, 128, 1, 0, BF16, 0, "P3", 0, 0},
+    {"D2-bf16", 32, 8, 1, 32768, 128, 1, 0, BF16, 1, "D2", 0, 0},     /* attn_sdpa on dense BF16 tensors */
 };
 #define N_NAMED (sizeof named_shapes / sizeof named_shapes[0])
 
 /* Layer shapes: not in the default set, asked for by name or with --layer. Each fp32 layer shape brings its bf16
  * twin (add_layer_twins): weights BF16, ATTN_MATH_BF16, compared with it in vs_f32. */
 static const bench_shape layer_shapes[] = {
-    {"L1", 16, 16, 2048, 2048, 64, 0, 1024, F32, 0, "", 0},
-    {"L1-bf16", 16, 16, 2048, 2048, 64, 0, 1024, BF16, 0, "L1", 0}, /* wq, wk, wv, wo BF16, ATTN_MATH_BF16 */
+    {"L1", 16, 16, 2048, 2048, 64, 0, 1024, F32, 0, "", 0, 0},
+    {"L1-bf16", 16, 16, 2048, 2048, 64, 0, 1024, BF16, 0, "L1", 0, 0}, /* wq, wk, wv, wo BF16, ATTN_MATH_BF16 */
 };
 #undef F32
 #undef BF16
 #define N_LAYER (sizeof layer_shapes / sizeof layer_shapes[0])
+
+/* Score-modifier shapes: not in the default set, asked for by name; each is P2 with one modifier (or all four),
+ * compared with P2 in vs_f32 (below 1: the modifier's cost). */
+static const bench_shape mod_shapes[] = {
+    {"P2-softcap", 8, 8, 2048, 2048, 128, 0, 0, ATTN_F32, ATTN_MATH_F32, 0, "P2", 0, BENCH_MOD_SOFTCAP},
+    {"P2-alibi", 8, 8, 2048, 2048, 128, 0, 0, ATTN_F32, ATTN_MATH_F32, 0, "P2", 0, BENCH_MOD_ALIBI},
+    {"P2-bias", 8, 8, 2048, 2048, 128, 0, 0, ATTN_F32, ATTN_MATH_F32, 0, "P2", 0, BENCH_MOD_BIAS},
+    {"P2-sinks", 8, 8, 2048, 2048, 128, 0, 0, ATTN_F32, ATTN_MATH_F32, 0, "P2", 0, BENCH_MOD_SINKS},
+    {"P2-mods", 8, 8, 2048, 2048, 128, 0, 0, ATTN_F32, ATTN_MATH_F32, 0, "P2", 0,
+     BENCH_MOD_SOFTCAP | BENCH_MOD_ALIBI | BENCH_MOD_BIAS | BENCH_MOD_SINKS},
+};
+#define N_MOD (sizeof mod_shapes / sizeof mod_shapes[0])
 static void short_usage(FILE *f)
 {
     fprintf(f,
@@ -72,6 +84,9 @@ static void help(void)
         "                         D1    heads 32/8  q 1     kv 4096   d 128  causal (decode, GQA, K+V in L3)",
         "                         D2    heads 32/8  q 1     kv 32768  d 128  causal (decode, GQA, K+V in DRAM)",
         "                         P2-bf16, P3-bf16  P2, P3 with q, k, v and out BF16 and ATTN_MATH_BF16",
+        "                         P2-softcap, P2-alibi, P2-bias, P2-sinks, P2-mods (by name only): P2 with",
+        "                                  softcap 30, ALiBi slopes 2^-(h%8+1), a [q][kv] bias broadcast to every",
+        "                                  head, sinks 0.5, or all four; vs_f32 is then the ratio to plain P2",
         "                         D2-bf16  D2 through attn_sdpa on dense BF16 q, k, v, out, ATTN_MATH_BF16",
         "                       The -bf16 rows are compared with the fp32 row of the same shape (P2, P3, D2 with",
         "                       an f32 KV cache), kernel set and thread count in column vs_f32; each runs right",
@@ -347,7 +362,8 @@ static void parse_shapes(const char *flag, const char *arg, bench_shape *list, i
 {
     char buf[LIST_BUF], *tok[MAX_LIST];
     int n = split_arg(flag, arg, buf, tok,
-                      "a comma list of seed,P1,P2,P3,D1,D2,P2-bf16,P3-bf16,D2-bf16,L1,L1-bf16 or all");
+                      "a comma list of seed,P1,P2,P3,D1,D2,P2-bf16,P3-bf16,D2-bf16,P2-softcap,P2-alibi,P2-bias,"
+                      "P2-sinks,P2-mods,L1,L1-bf16 or all");
     for (int i = 0; i < n; i++) {
         if (!strcasecmp(tok[i], "all")) {
             for (size_t j = 0; j < N_NAMED; j++)
@@ -361,11 +377,17 @@ static void parse_shapes(const char *flag, const char *arg, bench_shape *list, i
             add_shape_to(list, n_list, &named_shapes[j], flag);
             continue;
         }
+        for (j = 0; j < N_MOD && strcasecmp(tok[i], mod_shapes[j].name); j++)
+            ;
+        if (j < N_MOD) {
+            add_shape_to(list, n_list, &mod_shapes[j], flag);
+            continue;
+        }
         for (j = 0; j < N_LAYER && strcasecmp(tok[i], layer_shapes[j].name); j++)
             ;
         if (j == N_LAYER)
             bench_usage_error("%s: unknown shape '%s' (known: seed, P1, P2, P3, D1, D2, P2-bf16, P3-bf16, D2-bf16, "
-                              "L1, L1-bf16, all)", flag, tok[i]);
+                              "P2-softcap, P2-alibi, P2-bias, P2-sinks, P2-mods, L1, L1-bf16, all)", flag, tok[i]);
         add_shape_to(list, n_list, &layer_shapes[j], flag);
     }
 }

@@ -176,6 +176,20 @@ attn_status bench_call_once(const bench_job *j)
     d.mask = j->s->causal ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE;
     d.q_dtype = d.kv_dtype = d.out_dtype = j->s->dtype;
     d.math = j->s->math;
+    static float per_head[2][4096]; /* ALiBi slopes 2^-(h+1) and sinks 0.5, the same every call */
+    if (j->s->mods & (BENCH_MOD_ALIBI | BENCH_MOD_SINKS) && per_head[1][0] == 0.0f)
+        for (size_t h = 0; h < 4096; h++)
+            per_head[0][h] = ldexpf(1.0f, -(int)(h % 8) - 1), per_head[1][h] = 0.5f;
+    if (j->s->mods & BENCH_MOD_SOFTCAP)
+        d.softcap = 30.0f;
+    if (j->s->mods & BENCH_MOD_ALIBI)
+        d.alibi_slopes = per_head[0];
+    if (j->s->mods & BENCH_MOD_SINKS)
+        d.sinks = per_head[1];
+    if (j->s->mods & BENCH_MOD_BIAS) {
+        d.bias = j->bias;
+        d.bias_stride[2] = j->s->kv; /* one [q][kv] matrix for every batch and head, as a PyTorch attn_mask */
+    }
     return attn_sdpa(j->ctx, &d, j->q, j->k, j->v, j->out, NULL);
 }
 
@@ -195,7 +209,7 @@ void bench_inputs_free(bench_inputs *in)
         free(in->kf);
     if (in->vf != in->v)
         free(in->vf);
-    free(in->q), free(in->k), free(in->v), free(in->out);
+    free(in->q), free(in->k), free(in->v), free(in->out), free(in->bias);
     memset(in, 0, sizeof *in);
 }
 
@@ -234,6 +248,13 @@ int bench_inputs_make(const bench_shape *s, bench_inputs *in)
     if (!in->q || !in->k || !in->v) {
         bench_inputs_free(in);
         return 0;
+    }
+    if (s->mods & BENCH_MOD_BIAS) {
+        if (!(in->bias = bench_alloc64(s->q * s->kv * 4))) {
+            bench_inputs_free(in);
+            return 0;
+        }
+        bench_fill_uniform(in->bias, s->q * s->kv, bench_opt.seed * 4 + 3);
     }
     if (!bench_uses_cache(s)) { /* only a cache appends the fp32 rows */
         if (in->kf != in->k)
@@ -569,7 +590,7 @@ static int run_attn_shape(const bench_shape *s, bench_plan *p)
                          p->kernels[si], T, bench_dtype_name(dt), s->math == ATTN_MATH_BF16 ? " math bf16" : "");
                 bench_progress("%s", label);
                 bench_job j = {.s = s, .ctx = p->ctxs[si][ti], .dtype = dt, .math = s->math, .q = in.q, .k = in.k,
-                               .v = in.v, .out = in.out, .cache = cache};
+                               .v = in.v, .out = in.out, .cache = cache, .bias = in.bias};
                 bench_row r;
                 memset(&r, 0, sizeof r);
                 bench_probe_result pb;
@@ -587,8 +608,8 @@ static int run_attn_shape(const bench_shape *s, bench_plan *p)
                 probe_row(T, &pb, &r, 0, label);
                 p->any_shared |= r.timeshared;
                 fill_row(&r, p, si, ti, s->name, bench_dtype_name(dt), s->math, &tm, flops);
-                record_or_compare(p, &r, s->name, s->base, si, ti, dt == ATTN_F32 && s->math == ATTN_MATH_F32,
-                                  tm.median_s);
+                record_or_compare(p, &r, s->name, s->base, si, ti,
+                                  dt == ATTN_F32 && s->math == ATTN_MATH_F32 && !s->mods, tm.median_s);
                 r.is_decode = decode;
                 r.gbps = kv_bytes / tm.median_s / 1e9;
                 r.has_bw = p->have_bw && p->bw_best[ti] > 0;
