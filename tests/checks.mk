@@ -73,3 +73,31 @@ check-valgrind: tests/kernel-check-env tests/fault-check
 	ATTN_ISA=scalar ATTN_NUM_THREADS=1 $(VALGRIND) $(VALGRIND_ARGS) tests/fault-check
 
 .PHONY: check-tsan check-valgrind
+
+# ---- make check-mpi ----------------------------------------------------------------------------------------------
+# examples/mpi/ (configure --with-mpi): the ring prefill and the sharded decode on 2, 3 and 4 ranks of this machine,
+# each checking itself against one single-process attn_sdpa; the 4-rank decode holds a 1M-token F16 cache. One
+# thread per rank; --oversubscribe for more ranks than cores; Open MPI refuses root unless told, so the two
+# OMPI_ALLOW_RUN_AS_ROOT variables are set (ignored when not root).
+MPI_EXAMPLES = examples/mpi/ring_prefill examples/mpi/sharded_decode
+MPIRUN_ARGS  = --oversubscribe
+MPI_ENV      = OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ATTN_NUM_THREADS=1
+
+$(MPI_EXAMPLES): examples/mpi/%: examples/mpi/%.c libattn.a
+	@mkdir -p $(@D)
+	$(MPICC) $(ALL_CPPFLAGS) $(BASE_CFLAGS) $(WARN_CFLAGS) $(OPENMP_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< libattn.a \
+	    $(LIBS)
+
+check-mpi:
+	@if [ '$(HAVE_MPI)' != yes ]; then \
+	    echo "make check-mpi: configure --with-mpi first (apt-get install libopenmpi-dev openmpi-bin)" >&2; exit 1; fi
+	@$(MAKE) --no-print-directory $(MPI_EXAMPLES)
+	for np in 2 3 4; do \
+	    $(MPI_ENV) $(MPIRUN) $(MPIRUN_ARGS) -np $$np examples/mpi/ring_prefill 384 8 2 64 || exit 1; \
+	done
+	$(MPI_ENV) $(MPIRUN) $(MPIRUN_ARGS) -np 2 examples/mpi/sharded_decode 65536 8 2 128 2
+	$(MPI_ENV) $(MPIRUN) $(MPIRUN_ARGS) -np 3 examples/mpi/sharded_decode 100003 8 1 64 2
+	$(MPI_ENV) $(MPIRUN) $(MPIRUN_ARGS) -np 4 examples/mpi/sharded_decode 1048576 8 1 64 2
+	@echo "make check-mpi: ring prefill on 2, 3, 4 ranks and sharded decode on 2, 3, 4 ranks (1M tokens on 4) match one process"
+
+.PHONY: check-mpi
