@@ -706,6 +706,14 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const vo
         attn_count_overflows(d->batch, hk, d->kv_len, dv) || attn_count_overflows(d->batch, d->n_heads, d->q_len, dv) ||
         (probs && attn_count_overflows(d->batch, d->n_heads, d->q_len, d->kv_len)))
         return ATTN_ERANGE;
+    if (d->bias) { /* the bias's last element must be addressable: (batch-1, n_heads-1, q_len-1, kv_len-1) */
+        size_t last = d->kv_len - 1, t;
+        if (attn_mul_overflow(d->batch - 1, d->bias_stride[0], &t) || __builtin_add_overflow(last, t, &last) ||
+            attn_mul_overflow(d->n_heads - 1, d->bias_stride[1], &t) || __builtin_add_overflow(last, t, &last) ||
+            attn_mul_overflow(d->q_len - 1, d->bias_stride[2], &t) || __builtin_add_overflow(last, t, &last) ||
+            attn_mul_overflow(last + 1, sizeof(float), &t))
+            return ATTN_ERANGE;
+    }
     if (d->kv_valid)
         for (size_t b = 0; b < d->batch; b++)
             if (d->kv_valid[b] < 0 || (uint64_t)d->kv_valid[b] > d->kv_len)

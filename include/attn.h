@@ -157,8 +157,11 @@ typedef struct attn_sdpa_desc {
                                  row then scaled by 1 / (1 + exp(sink - lse)) */
     const float *bias;        /* NULL, or an additive score bias (PyTorch's float attn_mask): element (b, h, i, j)
                                  at bias[b * bias_stride[0] + h * bias_stride[1] + i * bias_stride[2] + j], j the
-                                 key index; a stride 0 broadcasts. -INFINITY masks the pair; a row whose keys are
-                                 all masked gets zeros and lse -INFINITY */
+                                 key index; a stride 0 broadcasts. -INFINITY masks the pair (weight and probs
+                                 exactly 0, whatever the score); a row whose keys are all masked gets zeros and lse
+                                 -INFINITY. A NaN or infinity in the value row of a key masked only by the bias may
+                                 still reach the output row (0 times it); the masks above never let it. An element
+                                 offset or byte count past SIZE_MAX: ATTN_ERANGE */
     size_t bias_stride[3];
     float *lse;               /* NULL, or [batch][n_heads][q_len] out: the natural log of the sum over the keys row
                                  (b, h, i) sees of exp(score), scores scaled as the softmax sees them; -INFINITY for

@@ -103,8 +103,8 @@ static ATTN_DECL_MODIFY(attn_modify_f32_scalar)
                 x = md->softcap * tanhf(x * md->inv_cap);
             if (md->slope)
                 x = fmaf(md->slope[r], d0 + (float)j, x);
-            if (bias)
-                x += bias[j];
+            if (bias) /* a -inf bias masks the pair whatever the score */
+                x = bias[j] == -INFINITY ? -INFINITY : x + bias[j];
             s[j] = x;
         }
     }
@@ -135,7 +135,7 @@ static ATTN_DECL_PROBS(attn_probs_f32_scalar)
         const size_t lo = (size_t)a->lo[r], hi = (size_t)a->hi[r];
         const float m = a->m[r], linv = 1.0f / a->l[r];
         for (size_t j = 0; j < a->nk; j++)
-            row[j] = (j >= lo && j < hi) ? expf(s[j] - m) * linv : 0.0f;
+            row[j] = (j >= lo && j < hi && s[j] != -INFINITY) ? expf(s[j] - m) * linv : 0.0f; /* -inf: a bias mask */
     }
 }
 

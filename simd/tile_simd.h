@@ -15,6 +15,7 @@
  * that ISA's suffix: its table then points at that ISA's slot functions, which its file compiled once with
  * ATTN_SHARE_SLOTS (external names), and this header defines only the inline helpers. ATTN_EXTRA_SLOTS: more
  * designated initializers for the table. */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -249,6 +250,7 @@ ATTN_SLOT_LINK ATTN_DECL_MODIFY(ATTN_FN(modify_f32))
 {
     const attn_score_mods *md = a->mods;
     const V cap = V_BCAST(md->softcap), icap = V_BCAST(md->inv_cap), iota = V_IOTA();
+    const V ninf = V_BCAST(-INFINITY), nmax = V_BCAST(-FLT_MAX);
     for (size_t r = 0; r < a->rows; r++) {
         const size_t lo = (size_t)a->lo[r], hi = (size_t)a->hi[r];
         if (lo >= hi)
@@ -264,14 +266,17 @@ ATTN_SLOT_LINK ATTN_DECL_MODIFY(ATTN_FN(modify_f32))
             if (md->slope)
                 x = V_FMA(slope, V_ADD(d0, V_ADD(iota, V_BCAST((float)j0))), x);
             if (bias) {
+                V bv;
                 if (j0 + VW <= a->nk)
-                    x = V_ADD(x, V_LOADU(bias + j0));
+                    bv = V_LOADU(bias + j0);
                 else { /* the tile's last keys: never read the bias past key nk */
                     float t[VW] __attribute__((aligned(64)));
                     for (size_t i = 0; i < VW; i++)
                         t[i] = j0 + i < a->nk ? bias[j0 + i] : 0.0f;
-                    x = V_ADD(x, V_LOAD(t));
+                    bv = V_LOAD(t);
                 }
+                /* a -inf bias masks the pair whatever the score (an overflowed +inf one would make NaN) */
+                x = V_SEL(V_INRANGE(bv, ninf, nmax), ninf, V_ADD(x, bv));
             }
             V_STORE(s + j0, x);
         }
@@ -289,10 +294,13 @@ ATTN_SLOT_LINK ATTN_DECL_PROBS(ATTN_FN(probs_f32))
             continue;
         }
         const V vlo = V_BCAST((float)lo), vhi = V_BCAST((float)hi);
-        const V vm = V_BCAST(a->m[r]), vli = V_BCAST(1.0f / a->l[r]);
+        const V vm = V_BCAST(a->m[r]), vli = V_BCAST(1.0f / a->l[r]), ninf = V_BCAST(-INFINITY);
+        const V nmax = V_BCAST(-FLT_MAX);
         for (size_t j0 = 0; j0 < a->nk; j0 += VW) {
             const M in = V_INRANGE(V_ADD(iota, V_BCAST((float)j0)), vlo, vhi);
-            V_STORE(s + j0, V_SEL(in, V_MUL(ATTN_EXPM(V_LOAD(s + j0), vm), vli), V_ZERO()));
+            const V x = V_LOAD(s + j0), p = V_SEL(in, V_MUL(ATTN_EXPM(x, vm), vli), V_ZERO());
+            /* a -inf score (a bias mask) is exactly 0 even where the row's own max overflowed */
+            V_STORE(s + j0, V_SEL(V_INRANGE(x, ninf, nmax), V_ZERO(), p));
         }
         memcpy(dst + r * ld, s, a->nk * sizeof *dst);
     }

@@ -493,5 +493,13 @@ Test(merge, modifiers_validation)
         cr_assert_eq(attn_sdpa(ctx, &d, q, k, v, out, NULL), ATTN_EINVAL, "softcap %g", caps[i]);
         cr_assert(tc_f2u(out[0]) == TC_POISON_BITS);
     }
+    /* A bias whose last element lies past SIZE_MAX (bytes) is refused before anything is read. */
+    d.softcap = 0.0f;
+    const float bias[1] = {0};
+    d.bias = bias;
+    d.bias_stride[2] = SIZE_MAX / 2;
+    out[0] = tc_u2f(TC_POISON_BITS);
+    cr_assert_eq(attn_sdpa(ctx, &d, q, k, v, out, NULL), ATTN_ERANGE);
+    cr_assert(tc_f2u(out[0]) == TC_POISON_BITS);
     attn_ctx_destroy(ctx);
 }

@@ -385,6 +385,10 @@ typedef struct fz_attn {
     int positions; /* 1: query i at qpos0 + i, key j at kpos0 + j; 0: bottom-right */
     int64_t qpos0, kpos0;
     const float *lse; /* NULL, or the call's lse [batch][h][q_len] */
+    /* score modifiers (attn_sdpa_desc): softcap, ALiBi slopes and sinks per head, the bias and its strides */
+    float softcap;
+    const float *slopes, *sinks, *bias;
+    size_t bst[3];
 } fz_attn;
 
 FZ_NOCOV static size_t fz_at(int bshd, size_t heads, size_t len, size_t w, size_t b, size_t h, size_t s, size_t c)
@@ -441,10 +445,12 @@ FZ_NOCOV static void fz_attn_verify(const fz_attn *a, const float *q, const floa
                 size_t nvis = 0;
                 double m = -INFINITY, dsmax = 0, vrow = 0;
                 for (size_t j = 0; j < a->kv_len; j++) {
-                    if (!fz_sees(a, b, i, j)) {
+                    const double bj = a->bias ? a->bias[b * a->bst[0] + h * a->bst[1] + i * a->bst[2] + j] : 0.0;
+                    if (!fz_sees(a, b, i, j) || bj == -INFINITY) { /* a -inf bias masks the pair too */
                         if (prow)
                             CHECK(prow[j] == 0.0f, "probs[b %zu][h %zu][i %zu][j %zu] = %g, want 0 (masked)", b, h,
                                   i, j, prow[j]);
+                        s[j] = -INFINITY;
                         continue;
                     }
                     nvis++;
@@ -455,9 +461,25 @@ FZ_NOCOV static void fz_attn_verify(const fz_attn *a, const float *q, const floa
                         dot += (double)qr[c] * kr[c];
                         dabs += fabs((double)qr[c] * kr[c]);
                     }
-                    s[j] = dot * a->scale;
+                    /* the score and its float error: d ulps of the dot's absolute sum, then a few of each modifier */
+                    double x = dot * a->scale, e = (double)(a->d + 4) * FZ_U * dabs * sc;
+                    if (a->softcap != 0.0f) {
+                        x = a->softcap * tanh(x / a->softcap);
+                        e += 8 * FZ_U * a->softcap;
+                    }
+                    if (a->slopes) {
+                        const int64_t qp = a->positions ? a->qpos0 + (int64_t)i
+                                                        : (int64_t)i + (int64_t)a->kv_len - (int64_t)a->q_len;
+                        const int64_t kp = a->positions ? a->kpos0 + (int64_t)j : (int64_t)j;
+                        const double t = (double)a->slopes[h] * (double)(kp - qp);
+                        x += t;
+                        e += 4 * FZ_U * (fabs(t) + fabs(x));
+                    }
+                    x += bj;
+                    e += 4 * FZ_U * (fabs(bj) + fabs(x));
+                    s[j] = x;
                     m = s[j] > m ? s[j] : m;
-                    dsmax = dabs * sc > dsmax ? dabs * sc : dsmax;
+                    dsmax = e > dsmax ? e : dsmax;
                     const double vm = fz_absmax(v + fz_at(a->kv_bshd, a->hk, a->kv_len, a->dv, b, kh, j, 0), a->dv);
                     vrow = vm > vrow ? vm : vrow;
                 }
@@ -478,28 +500,38 @@ FZ_NOCOV static void fz_attn_verify(const fz_attn *a, const float *q, const floa
                 for (size_t c = 0; c < a->dv; c++)
                     CHECK(isfinite(orow[c]), "out[b %zu][h %zu][i %zu][%zu] = %g is not finite", b, h, i, c, orow[c]);
                 CHECK(!a->lse || isfinite(lrow), "lse[b %zu][h %zu][i %zu] = %g is not finite", b, h, i, lrow);
-                if (prow) {
-                    double sum = 0;
+                double psum = 0;
+                if (prow) { /* sums to 1, or less by a sink's share */
                     for (size_t j = 0; j < a->kv_len; j++) {
                         CHECK(prow[j] >= 0.0f && prow[j] <= 1.0f, "probs[b %zu][h %zu][i %zu][j %zu] = %g", b, h, i,
                               j, prow[j]);
-                        sum += prow[j];
+                        psum += prow[j];
                     }
-                    CHECK(fabs(sum - 1.0) <= 1e-3 + (double)a->kv_len * 4 * FZ_U, "probs row (b %zu, h %zu, i %zu) sums to %.9g",
-                          b, h, i, sum);
+                    CHECK(a->sinks ? psum <= 1.0 + 1e-3 : fabs(psum - 1.0) <= 1e-3 + (double)a->kv_len * 4 * FZ_U,
+                          "probs row (b %zu, h %zu, i %zu) sums to %.9g", b, h, i, psum);
                 }
-                /* The reference, where a score's float error (about d ulps of its absolute sum) stays small. */
-                const double ds = (double)(a->d + 4) * FZ_U * dsmax;
+                /* The reference, where the scores' float error stays small. */
+                const double ds = dsmax;
                 if (ds > 0.05)
                     continue;
-                /* s[j] becomes the softmax weight of key j, 0 where masked. */
+                /* s[j] becomes the softmax weight of key j, 0 where masked; a sink joins the denominator only. */
                 double l = 0;
                 for (size_t j = 0; j < a->kv_len; j++)
-                    l += (s[j] = fz_sees(a, b, i, j) ? exp(s[j] - m) : 0.0);
+                    l += (s[j] = s[j] == -INFINITY ? 0.0 : exp(s[j] - m));
+                const double lse_want = m + log(l);
+                if (a->sinks)
+                    l += exp((double)a->sinks[h] - m);
                 for (size_t j = 0; j < a->kv_len; j++)
                     s[j] /= l;
+                if (prow && a->sinks) {
+                    double want = 0;
+                    for (size_t j = 0; j < a->kv_len; j++)
+                        want += s[j];
+                    CHECK(fabs(psum - want) <= 1e-3 + 4 * ds, "probs row (b %zu, h %zu, i %zu) sums to %.9g, with the "
+                          "sink %.9g", b, h, i, psum, want);
+                }
                 if (a->lse) { /* the max score's error, the sum's rounding, log's */
-                    const double want = m + log(l), tl = 2 * ds + (double)(a->kv_len + 8) * 4 * FZ_U + 4 * FZ_U * fabs(want);
+                    const double want = lse_want, tl = 2 * ds + (double)(a->kv_len + 8) * 4 * FZ_U + 4 * FZ_U * fabs(want);
                     CHECK(fabs(lrow - want) <= tl, "lse[b %zu][h %zu][i %zu] = %.9g, reference %.9g (tolerance %.3g)", b,
                           h, i, lrow, want, tl);
                 }
@@ -576,6 +608,13 @@ static void fz_sdpa(fz_reader *r)
         d.kv_pos0 = fz_pos(r);
     }
     const int want_lse = pl & 1;
+    /* Score modifiers, read after those: softcap from a table (invalid ones too), ALiBi slopes, sinks, a bias
+     * tensor per element, one [q][kv] matrix broadcast, or one row broadcast to all. */
+    const uint8_t mb = fz_u8(r);
+    static const float caps[] = {0.0f, 1.0f, 30.0f, 1e-3f, 50.0f, -1.0f, INFINITY, NAN};
+    if (mb & 0x80)
+        d.softcap = caps[fz_u8(r) % 8];
+    const int with_slopes = mb & 1, with_sinks = mb & 2, bias_mode = mb & 4 ? 1 + fz_u8(r) % 3 : 0;
     const int null_arg = nul < 14 ? 1 + nul % 7 : 0; /* 1 ctx, 2 d, 3 q, 4 k, 5 v, 6 out, 7 out (and probs) */
     const uint64_t seed0 = fz_hash(r->p, r->n);
 
@@ -585,7 +624,7 @@ static void fz_sdpa(fz_reader *r)
                 d.n_heads % hk || (uint32_t)d.layout > 1 || (uint32_t)d.mask > 1 ||
                 (d.window && d.mask != ATTN_MASK_CAUSAL) || !isfinite(d.scale) || (uint32_t)d.q_dtype > 2 ||
                 (uint32_t)d.kv_dtype > 2 || (uint32_t)d.out_dtype > 2 || (uint32_t)d.math > 1 ||
-                (uint32_t)d.positions > 1;
+                (uint32_t)d.positions > 1 || !(d.softcap >= 0.0f && d.softcap < INFINITY);
     /* Positions past 2^62: ATTN_ERANGE (or EINVAL when something else is wrong too: either may be checked first). */
     const size_t pmax = (size_t)1 << 62;
     const int prange = d.positions == 1 && (d.q_len > pmax || d.q_pos0 > pmax - d.q_len || d.kv_len > pmax ||
@@ -593,19 +632,22 @@ static void fz_sdpa(fz_reader *r)
     if (with_valid)
         for (size_t b = 0; b < d.batch; b++)
             inval |= valid[b] < 0 || (uint64_t)valid[b] > d.kv_len;
-    size_t nq = 0, nk = 0, nv = 0, no = 0, np = 0, nl = 0;
+    size_t nq = 0, nk = 0, nv = 0, no = 0, np = 0, nl = 0, nb = 0;
     const int ovf = FZ_COUNT(&nq, d.batch, d.n_heads, d.q_len, d.head_dim) | FZ_COUNT(&nl, d.batch, d.n_heads, d.q_len) |
+                    (bias_mode == 1 ? FZ_COUNT(&nb, d.batch, d.n_heads, d.q_len, d.kv_len)
+                     : bias_mode == 2 ? FZ_COUNT(&nb, d.q_len, d.kv_len)
+                     : bias_mode == 3 ? (nb = d.kv_len, 0) : 0) |
                     FZ_COUNT(&nk, d.batch, hk, d.kv_len, d.head_dim) | FZ_COUNT(&nv, d.batch, hk, d.kv_len, dv) |
                     FZ_COUNT(&no, d.batch, d.n_heads, d.q_len, dv) |
                     (want_probs ? FZ_COUNT(&np, d.batch, d.n_heads, d.q_len, d.kv_len) : 0);
     size_t work = 0;
-    const int big = ovf || nq > FZ_MAX_FLOATS || nl > FZ_MAX_FLOATS || nk > FZ_MAX_FLOATS || nv > FZ_MAX_FLOATS || no > FZ_MAX_FLOATS ||
+    const int big = ovf || nq > FZ_MAX_FLOATS || nl > FZ_MAX_FLOATS || nb > FZ_MAX_FLOATS || nk > FZ_MAX_FLOATS || nv > FZ_MAX_FLOATS || no > FZ_MAX_FLOATS ||
                     np > FZ_MAX_FLOATS || FZ_COUNT(&work, d.batch, d.n_heads, d.q_len, d.kv_len, d.head_dim + dv) ||
                     work > FZ_MAX_WORK;
     if (big && !ovf)
         return; /* counts fit but are too large to run here */
     if (ovf)
-        nq = nk = nv = no = np = nl = 1; /* the library must refuse before touching any of them */
+        nq = nk = nv = no = np = nl = nb = 1; /* the library must refuse before touching any of them */
 
     float *q = fz_floats(nq), *k = fz_floats(nk), *v = fz_floats(nv);
     float *probs = want_probs ? fz_floats(np) : NULL;
@@ -617,6 +659,34 @@ static void fz_sdpa(fz_reader *r)
     void *qb = fz_typed(q, nq, d.q_dtype), *kb = fz_typed(k, nk, d.kv_dtype), *vb = fz_typed(v, nv, d.kv_dtype);
     void *out = fz_typed_poison(no, d.out_dtype);
     float *lse = want_lse ? fz_floats(nl) : NULL;
+    /* Modifier inputs, exact sizes: slopes and sinks [n_heads] (1 when the sizes overflow), the bias with -inf
+     * holes. */
+    const size_t nh = ovf || d.n_heads > FZ_MAX_FLOATS ? 1 : d.n_heads; /* huge only in calls refused early */
+    float *slopes = with_slopes ? fz_floats(nh) : NULL, *sinks = with_sinks ? fz_floats(nh) : NULL;
+    float *bias = bias_mode ? fz_floats(nb) : NULL;
+    if (slopes)
+        fz_fill(slopes, nh, &seed, 1.0f);
+    if (sinks)
+        fz_fill(sinks, nh, &seed, 8.0f);
+    if (bias) {
+        fz_fill(bias, nb, &seed, 2.0f);
+        for (size_t e = 0; e < nb; e++)
+            if ((fz_rng_next(&seed) & 7) == 0)
+                bias[e] = -INFINITY;
+        if (bias_mode == 1) { /* saturated where they overflow: the library must then refuse the call */
+            size_t s1, s0;
+            if (__builtin_mul_overflow(d.q_len, d.kv_len, &s1))
+                s1 = SIZE_MAX;
+            if (__builtin_mul_overflow(d.n_heads, s1, &s0))
+                s0 = SIZE_MAX;
+            d.bias_stride[0] = s0, d.bias_stride[1] = s1;
+        }
+        if (bias_mode <= 2)
+            d.bias_stride[2] = d.kv_len;
+    }
+    d.alibi_slopes = slopes;
+    d.sinks = sinks;
+    d.bias = bias;
     if (probs)
         fz_poison(probs, np);
     if (lse)
@@ -634,11 +704,11 @@ static void fz_sdpa(fz_reader *r)
                                     null_arg >= 6 ? NULL : out, null_arg == 7 ? NULL : probs);
     TRACE("attn_sdpa(isa %s, batch %zu, heads %zu, kv_heads %zu, q_len %zu, kv_len %zu, head_dim %zu, v_dim %zu, "
           "layout %u, mask %u, window %zu, scale %g, kv_valid %d, probs %d, null %d, overflow %d, dtypes q %u kv %u "
-          "out %u, math %u, positions %d %zu %zu, lse %d) = %d\n",
+          "out %u, math %u, positions %d %zu %zu, lse %d, softcap %g, alibi %d, sinks %d, bias %d) = %d\n",
           attn_isa_name(attn_ctx_isa(pk.ctx)), d.batch, d.n_heads, d.n_kv_heads, d.q_len, d.kv_len, d.head_dim,
           d.v_dim, (unsigned)d.layout, (unsigned)d.mask, d.window, (double)d.scale, with_valid, want_probs, null_arg,
           ovf, (unsigned)d.q_dtype, (unsigned)d.kv_dtype, (unsigned)d.out_dtype, (unsigned)d.math, d.positions,
-          d.q_pos0, d.kv_pos0, want_lse, (int)s);
+          d.q_pos0, d.kv_pos0, want_lse, (double)d.softcap, with_slopes, with_sinks, bias_mode, (int)s);
     CHECK(fz_status_defined(s), "undefined status %d", (int)s);
     CHECK(!memcmp(qb, q0, bq) && !memcmp(kb, k0, bk) && !memcmp(vb, v0, bv) && !memcmp(&d, &d0, sizeof d) &&
               (!with_valid || d.kv_valid == valid),
@@ -674,6 +744,8 @@ static void fz_sdpa(fz_reader *r)
             .abs_out = d.out_dtype == ATTN_F16 ? 1.0 / 33554432.0 : 0.0, /* half of binary16's least subnormal */
             .out_f16 = d.out_dtype == ATTN_F16, .unscaled = bf,
             .positions = d.positions, .qpos0 = (int64_t)d.q_pos0, .kpos0 = (int64_t)d.kv_pos0, .lse = lse,
+            .softcap = d.softcap, .slopes = slopes, .sinks = sinks, .bias = bias,
+            .bst = {d.bias_stride[0], d.bias_stride[1], d.bias_stride[2]},
         };
         fz_attn_verify(&a, rq, rk, rv, outf, probs);
         if (bf)
@@ -696,7 +768,7 @@ static void fz_sdpa(fz_reader *r)
         }
     }
     free(q), free(k), free(v), free(out), free(probs), free(q0), free(k0), free(v0), free(qb), free(kb), free(vb);
-    free(lse);
+    free(lse), free(slopes), free(sinks), free(bias);
 }
 
 /* ---- KV cache and attn_decode ---- */

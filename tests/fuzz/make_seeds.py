@@ -47,7 +47,7 @@ def ctx(isa=0, threads=1, block=0, compare=0):
 
 
 def sdpa(batch, heads, kv_div, q_len, kv_len, d, v_dim=0, layout=0, mask=0, window=0, probs=1, kv_valid=None,
-         dtypes=None, positions=None, lse=0, c=ctx()):
+         dtypes=None, positions=None, lse=0, mods=None, c=ctx()):
     b = bytes([1]) + c + size(batch) + size(heads)
     # fz_kv_heads: < 80 is 0 (= n_heads); 80..199 then a byte picks a divisor (1 + byte % n_heads, rounded down)
     b += bytes([0]) if kv_div == 0 else bytes([100, kv_div - 1])
@@ -63,12 +63,14 @@ def sdpa(batch, heads, kv_div, q_len, kv_len, d, v_dim=0, layout=0, mask=0, wind
         b += bytes(kv_valid)
     if dtypes is not None:        # (q_dtype, kv_dtype, out_dtype, math) as fz_enum_field bytes
         b += bytes([128]) + bytes(dtypes)
-    elif positions is not None or lse:
+    elif positions is not None or lse or mods is not None:
         b += bytes([0])
     if positions is not None:     # (positions, q_pos0, kv_pos0) as fz_pos bytes: below 200 the position itself,
         b += bytes([128 | lse]) + bytes(positions)  # 200.. its table (200: 2^32 + 3, 203: 2^62); bit 0: lse
-    elif lse:
-        b += bytes([1])
+    elif lse or mods is not None:
+        b += bytes([lse])
+    if mods is not None:          # flags (1 ALiBi, 2 sinks, 4 bias, 128 softcap), then the softcap table index
+        b += bytes(mods)          # (1: 1, 2: 30, 5: -1 invalid) if 128, then the bias mode (0 full, 1 [q][kv], 2 row)
     return b
 
 
@@ -114,6 +116,12 @@ def api_seeds():
                                     dtypes=(2, 2, 2, 1), c=ctx(3, 1, 0, 1))),
         ("sdpa_positions_range", sdpa(1, 1, 0, 2, 2, 4, positions=(1, 203, 0), lse=1)),
         ("sdpa_lse_split_kv", sdpa(1, 2, 1, 1, 1500, 16, mask=1, lse=1, c=ctx(2, 1, 0, 1))),
+        ("sdpa_mods_all", sdpa(1, 4, 2, 7, 90, 16, mask=1, positions=(1, 100, 20), lse=1,
+                               mods=(0x87, 2, 0), c=ctx(1, 1, 0, 1))),
+        ("sdpa_mods_bf16_bcast", sdpa(2, 2, 0, 40, 70, 33, dtypes=(2, 2, 2, 1), lse=1, mods=(0x84, 1, 1),
+                                      c=ctx(3, 2, 0, 1))),
+        ("sdpa_mods_decode_sinks", sdpa(1, 8, 4, 1, 600, 32, mask=1, probs=1, mods=(0x03,), c=ctx(2, 1, 0, 1))),
+        ("sdpa_bad_softcap", sdpa(1, 1, 0, 2, 2, 4, mods=(0x80, 5))),
         ("sdpa_bad_dtype", sdpa(1, 1, 0, 2, 2, 4, dtypes=(233, 0, 0, 0))),
         ("sdpa_bad_math", sdpa(1, 1, 0, 2, 2, 4, dtypes=(0, 0, 0, 233))),
         ("sdpa_overflow", bytes([1]) + ctx() + HUGE_SIZE_MAX + size(2) + bytes([0]) + size(3) + size(3) + size(4)
