@@ -20,15 +20,7 @@
 #include <string.h>
 
 #include "attn.h"
-
-/* Element (h, t, c) of a tensor [heads][tokens][dim] of the whole sequence, from its global indices only, so that
- * every rank makes its own shard and rank 0 the whole tensor with the same values. */
-static float value(uint64_t tensor, uint64_t h, uint64_t t, uint64_t c)
-{
-    uint64_t x = tensor * 0x9e3779b97f4a7c15ull ^ h * 0xbf58476d1ce4e5b9ull ^ t * 0x94d049bb133111ebull ^ c;
-    x ^= x >> 31, x *= 0xd6e8feb86659fd39ull, x ^= x >> 29;
-    return (float)((double)(x >> 40) / (double)(1ull << 24) * 2.0 - 1.0);
-}
+#include "mpi_common.h"
 
 /* [heads][n][d] of tokens [t0, t0 + n). */
 static float *make(uint64_t tensor, size_t heads, size_t t0, size_t n, size_t d)
@@ -43,17 +35,10 @@ static float *make(uint64_t tensor, size_t heads, size_t t0, size_t n, size_t d)
     return p;
 }
 
-static size_t arg(int argc, char **argv, int i, size_t def)
-{
-    return argc > i ? (size_t)strtoull(argv[i], NULL, 10) : def;
-}
-
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
     int rank, P;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &P);
+    mpi_start(&argc, &argv, &rank, &P);
     const size_t n = arg(argc, argv, 1, 512), H = arg(argc, argv, 2, 8), HK = arg(argc, argv, 3, 2),
                  d = arg(argc, argv, 4, 128), N = n * (size_t)P;
     if (!n || !H || !HK || !d || H % HK) {

@@ -18,13 +18,7 @@
 #include <string.h>
 
 #include "attn.h"
-
-static float value(uint64_t tensor, uint64_t h, uint64_t t, uint64_t c)
-{
-    uint64_t x = tensor * 0x9e3779b97f4a7c15ull ^ h * 0xbf58476d1ce4e5b9ull ^ t * 0x94d049bb133111ebull ^ c;
-    x ^= x >> 31, x *= 0xd6e8feb86659fd39ull, x ^= x >> 29;
-    return (float)((double)(x >> 40) / (double)(1ull << 24) * 2.0 - 1.0);
-}
+#include "mpi_common.h"
 
 /* IEEE half of x (|x| <= 1 here, normal or zero after rounding to nearest even; subnormals rounded too). */
 static uint16_t to_half(float x)
@@ -54,17 +48,10 @@ static uint16_t *make_half(uint64_t tensor, size_t heads, size_t t0, size_t n, s
     return p;
 }
 
-static size_t arg(int argc, char **argv, int i, size_t def)
-{
-    return argc > i ? (size_t)strtoull(argv[i], NULL, 10) : def;
-}
-
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
     int rank, P;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &P);
+    mpi_start(&argc, &argv, &rank, &P);
     const size_t T = arg(argc, argv, 1, (size_t)1 << 20), H = arg(argc, argv, 2, 8), HK = arg(argc, argv, 3, 1),
                  d = arg(argc, argv, 4, 64), steps = arg(argc, argv, 5, 4);
     if (T < (size_t)P || !H || !HK || !d || H % HK || !steps) {
