@@ -174,9 +174,9 @@ typedef struct attn_sdpa_desc {
  * copied whole. Accuracy against float64 computed from the stored (and, for ATTN_MATH_BF16, bf16-rounded) inputs:
  * ATTN_MATH_F32 within 2e-5 * max(1, |ref|); ATTN_MATH_BF16 within 1e-2 * the largest |V| entry the row sees, plus
  * the output's own rounding. Score modifiers apply to the fp32 score in this order: scale * q . k, softcap, ALiBi,
- * bias, then the masks (CAUSAL, window, kv_valid, a -inf bias). Every ISA rounds at the same points; only the order of the sums may differ. probs are
- * fp32 in either mode: exp(s - lse) from the fp32 scores, never rounded to bfloat16. A dtype or math value outside
- * its enum is ATTN_EINVAL.
+ * bias, then the masks (CAUSAL, window, kv_valid, a -inf bias). Every ISA rounds at the same points; only the
+ * order of the sums may differ. probs are fp32 in either mode: exp(s - lse) from the fp32 scores (with a sink in the
+ * denominator), never rounded to bfloat16. A dtype or math value outside its enum is ATTN_EINVAL.
  * q: [batch, n_heads, q_len, head_dim] (or BSHD), k: [.., n_kv_heads, kv_len, head_dim], v: [.., kv_len, v_dim],
  * out: like q with v_dim columns. probs: NULL, or [batch][n_heads][q_len][kv_len] (always this layout) that
  * receives the softmax weights, 0 for masked entries. A query row that sees no key gets all-zero output and

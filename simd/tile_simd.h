@@ -4,8 +4,8 @@
  * PV_RB rows x PV_NV vectors of output columns for P.V, so each K or V load feeds several FMAs.
  *
  * Needs: V, VW, M, V_ZERO(), V_LOAD(p) (aligned), V_LOADU(p), V_STORE(p, x), V_STOREU(p, x), V_BCAST(f),
- * V_FMA(a, b, c) = a*b+c, V_MUL, V_SUB, V_MAX, V_ADD, V_DIV, V_EXP(x), V_HMAX(x), V_HSUM(x), V_HSUMS(p) (lane i = the sum of
- * vector p[i], for VW vectors), V_IOTA(),
+ * V_FMA(a, b, c) = a*b+c, V_MUL, V_SUB, V_MAX, V_ADD, V_DIV, V_EXP(x), V_HMAX(x), V_HSUM(x), V_HSUMS(p) (lane
+ * i = the sum of vector p[i], for VW vectors), V_IOTA(),
  * V_INRANGE(idx, lo, hi) -> M, V_SEL(m, a, b) (a where m), V_CVT_F16(p) and V_CVT_BF16(p) (VW stored halves at p,
  * widened); the blockings SC_RB x SC_NV (scores and the GEMM), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of
  * decode-sized blocks; optionally PVH_RB x PVH_NV for half/bfloat16 V), SR_RB x SR_JB (scores_rows); ATTN_SFX
@@ -227,8 +227,8 @@ ATTN_SLOT_LINK ATTN_DECL_SOFTMAX(ATTN_FN(softmax_f32))
 }
 
 /* tanh for softcap: (1 - t) / (1 + t) with t = exp(-2|x|), through the softmax's exp and one division, and below
- * |x| = 0.3, where 1 - t would cancel, its odd Taylor polynomial to x^11 (error under 1e-9). SLEEF's vector tanhf
- * cost about 80 cycles per zmm on Zen 5: softcap added 42 % to P2 with it, this one (docs/performance.md). */
+ * |x| = 0.3, where 1 - t would cancel, its odd Taylor polynomial to x^11 (error under 1e-9). Much cheaper than
+ * SLEEF's vector tanhf (docs/performance.md has the measurements). */
 ATTN_INLINE V attn_tanh(V x)
 {
     const V one = V_BCAST(1.0f), ax = V_MAX(x, V_SUB(V_ZERO(), x));

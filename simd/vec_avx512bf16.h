@@ -7,7 +7,7 @@
 #define W_EVEN(w) _mm512_castsi512_ps(_mm512_slli_epi32((w), 16))
 #define W_ODD(w) _mm512_castsi512_ps(_mm512_and_si512((w), _mm512_set1_epi32((int)0xffff0000u)))
 /* vcvtne2ps2bf16: round to nearest even and pack in one instruction (subnormals become zero, as vdpbf16ps reads
- * them); in pv_bf16p it replaced the integer rounding, which cost about a sixth of the P.V time on Zen 5. */
+ * them), instead of the integer rounding and a separate pack. */
 #define W_RPACK2(lo, hi) ((__m512i)_mm512_cvtne2ps_pbh((hi), (lo)))
 #define W_PACK2(lo, hi)                                                                                        \
     _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(lo), 16))), \
