@@ -46,6 +46,8 @@ typedef enum attn_kv_kind {
     ATTN_KV_DENSE, /* tensors in the call's layout and kv_dtype: key and value rows, strided by ks / vs */
     ATTN_KV_CACHE, /* one sequence's cache (engine/kvcache.c): values as rows, keys as panels of ATTN_PAD keys
                       ([d][ATTN_PAD] per panel), KV head h's at h * ks.h / vs.h elements */
+    ATTN_KV_PAGED, /* one sequence of a pool (engine/pool.c): its page table pt; in each page, KV head h's key
+                      panels at byte pk0 + h * pk_h, its value rows (vs.s elements apart) at pv0 + h * pv_h */
 } attn_kv_kind;
 
 typedef struct attn_kv_src {
@@ -54,15 +56,37 @@ typedef struct attn_kv_src {
     const void *k, *v;
     attn_strides ks, vs; /* elements between sequences (batch entries), KV heads and positions */
     size_t d;            /* key width */
+    /* ATTN_I8: the per-row scales. CACHE: key t of KV head h at ksc[h * sc_h + t] (vsc likewise); PAGED: in each
+     * page, KV head h's key scales at byte psk + h * ptok * 4, value scales at psv + h * ptok * 4. */
+    const float *ksc, *vsc;
+    size_t sc_h;
+    const uint32_t *pt;  /* PAGED: page numbers, token t in page pt[t / ptok] of the pool memory k (= v) */
+    size_t ptok, page_bytes, pk0, pk_h, pv0, pv_h, psk, psv;
 } attn_kv_src;
 
 /* Bytes per element of a tensor of type t. */
-static inline size_t attn_dtype_size(attn_dtype t) { return t == ATTN_F32 ? sizeof(float) : sizeof(uint16_t); }
+static inline size_t attn_dtype_size(attn_dtype t)
+{
+    return t == ATTN_F32 ? sizeof(float) : t == ATTN_I8 ? 1 : sizeof(uint16_t);
+}
 
 static inline size_t attn_src_esz(const attn_kv_src *s) { return attn_dtype_size(s->fmt); }
 
 /* 1 if keys are stored in panels (attn_src_kpanel), 0 if as rows (attn_src_krow). */
-static inline int attn_src_panels(const attn_kv_src *s) { return s->kind == ATTN_KV_CACHE; }
+static inline int attn_src_panels(const attn_kv_src *s) { return s->kind != ATTN_KV_DENSE; }
+
+/* The start of the page holding token t (PAGED). */
+static inline const char *attn_src_page(const attn_kv_src *s, size_t t)
+{
+    return (const char *)s->k + s->pt[t / s->ptok] * s->page_bytes;
+}
+
+/* 1 if tokens [t0, t0 + n) lie in one stretch of memory (a page of a PAGED source), so that a tile of them can be
+ * read in place. */
+static inline int attn_src_contig(const attn_kv_src *s, size_t t0, size_t n)
+{
+    return s->kind != ATTN_KV_PAGED || t0 % s->ptok + n <= s->ptok;
+}
 
 /* Key row t of KV head kvh of sequence b (keys stored as rows). */
 static inline const void *attn_src_krow(const attn_kv_src *s, size_t b, size_t kvh, size_t t)
@@ -73,19 +97,54 @@ static inline const void *attn_src_krow(const attn_kv_src *s, size_t b, size_t k
 /* The panel holding key t (keys stored as panels): key t, dim c at element c * ATTN_PAD + t % ATTN_PAD of it. */
 static inline const void *attn_src_kpanel(const attn_kv_src *s, size_t b, size_t kvh, size_t t)
 {
+    if (s->kind == ATTN_KV_PAGED)
+        return attn_src_page(s, t) + s->pk0 + kvh * s->pk_h + t % s->ptok / ATTN_PAD * s->d * ATTN_PAD * attn_src_esz(s);
     return (const char *)s->k + (b * s->ks.b + kvh * s->ks.h + t / ATTN_PAD * s->d * ATTN_PAD) * attn_src_esz(s);
 }
 
 /* Value row t of KV head kvh of sequence b; the rows of one tile are vs.s elements apart. */
 static inline const void *attn_src_vrow(const attn_kv_src *s, size_t b, size_t kvh, size_t t)
 {
+    if (s->kind == ATTN_KV_PAGED)
+        return attn_src_page(s, t) + s->pv0 + kvh * s->pv_h + t % s->ptok * s->vs.s * attn_src_esz(s);
     return (const char *)s->v + (b * s->vs.b + kvh * s->vs.h + t * s->vs.s) * attn_src_esz(s);
+}
+
+/* ATTN_I8: the scale of key (v 0) or value (v 1) row t of KV head kvh; the scales of a contiguous stretch of
+ * tokens (attn_src_contig) follow each other. */
+static inline const float *attn_src_scale(const attn_kv_src *s, int v, size_t kvh, size_t t)
+{
+    if (s->kind == ATTN_KV_PAGED)
+        return (const float *)(const void *)(attn_src_page(s, t) + (v ? s->psv : s->psk) + kvh * s->ptok * 4) +
+               t % s->ptok;
+    return (v ? s->vsc : s->ksc) + kvh * s->sc_h + t;
 }
 
 /* attn_sdpa over the keys and values of src (the desc's batch, heads and lengths describe them, its kv_dtype is
  * ignored for src->fmt; a CACHE source has batch 1). */
 attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const void *q, const attn_kv_src *src,
                           void *out, float *probs);
+
+/* engine/pool.c, for the batched driver and the layer step: a live sequence's length and page table (NULL if seq is
+ * not live), the pool's source with pt unset, and its shape. */
+const uint32_t *attn_pool_pages(const attn_kv_pool *p, uint32_t seq, size_t *len);
+void attn_pool_src(const attn_kv_pool *p, attn_kv_src *src);
+size_t attn_kv_pool_dims_(const attn_kv_pool *p, size_t *n_kv_heads, size_t *head_dim, size_t *v_dim);
+size_t attn_pool_max_seqs(const attn_kv_pool *p);
+int attn_seq_live_(const attn_kv_pool *p, uint32_t seq);
+
+/* ATTN_I8 quantisation of one row (attn_dtype): q[i] = nearbyintf(x[i] / s), s = max|x| / 127 (0 for an all-zero
+ * row); returns s. x must be finite. */
+float attn_quant_i8(int8_t *q, const float *x, size_t n);
+
+/* Stores row src[0..n) as type t at dst, element i at i * step (elements of t); returns the row's ATTN_I8 scale
+ * (1 for the other types). tmp: n bytes of scratch for I8. */
+float attn_store_kv(attn_dtype t, void *dst, const float *src, size_t n, size_t step, int8_t *tmp);
+/* 1 if no element of x[0..n) is a NaN or infinity. */
+int attn_all_finite(const float *x, size_t n);
+/* Memory for a whole KV cache or pool, 64-byte aligned: from 2 MiB on, huge-page aligned and advised to use huge
+ * pages. Free with free(). */
+void *attn_alloc_big(size_t bytes);
 
 /* a * b into *r; 1 on overflow. */
 static inline int attn_mul_overflow(size_t a, size_t b, size_t *r) { return __builtin_mul_overflow(a, b, r); }

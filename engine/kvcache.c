@@ -2,6 +2,7 @@
  * attn_decode: the cache's last q_len positions attend to the whole cache through the attn_sdpa engine, whose
  * kernels widen the stored keys and values to fp32 in registers (all arithmetic stays fp32). */
 #define _DEFAULT_SOURCE /* madvise */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -13,6 +14,8 @@ struct attn_kv_cache {
     size_t n_kv_heads, head_dim, capacity, len;
     size_t rows; /* capacity rounded up to whole panels: positions per KV head in k and v */
     attn_dtype dtype;
+    float *ks, *vs; /* ATTN_I8: [n_kv_heads][rows] scales of the key and value rows */
+    int8_t *tmp;    /* ATTN_I8: one row of quantisation scratch */
     /* Elements of dtype; decode streams one KV head's keys and values in order. v: [n_kv_heads][rows][head_dim].
      * k: [n_kv_heads][rows / ATTN_PAD] panels of [head_dim][ATTN_PAD], key t, dim c of head h at
      * (h * rows + t / ATTN_PAD * ATTN_PAD) * head_dim + c * ATTN_PAD + t % ATTN_PAD: the score kernels take a
@@ -24,7 +27,7 @@ struct attn_kv_cache {
 
 /* Decode streams the whole cache for every token: large caches ask for transparent huge pages, which measured
  * 10-15% faster decode from DRAM on Zen 4 (fewer TLB misses, prefetch runs across 2 MiB instead of 4 KiB). */
-static void *attn_cache_alloc(size_t bytes)
+void *attn_alloc_big(size_t bytes)
 {
     const size_t huge = (size_t)2 << 20;
     if (bytes < huge)
@@ -41,7 +44,7 @@ static void *attn_cache_alloc(size_t bytes)
 attn_status attn_kv_cache_create(attn_kv_cache **out, size_t n_kv_heads, size_t head_dim, size_t capacity,
                                  attn_dtype dtype)
 {
-    if (!out || !n_kv_heads || !head_dim || !capacity || (unsigned)dtype > ATTN_BF16)
+    if (!out || !n_kv_heads || !head_dim || !capacity || (unsigned)dtype > ATTN_I8)
         return ATTN_EINVAL;
     size_t bytes;
     if (capacity > SIZE_MAX - ATTN_PAD)
@@ -50,14 +53,18 @@ attn_status attn_kv_cache_create(attn_kv_cache **out, size_t n_kv_heads, size_t 
     if (attn_mul_overflow(rows, n_kv_heads, &bytes) || attn_mul_overflow(bytes, head_dim, &bytes) ||
         attn_mul_overflow(bytes, attn_dtype_size(dtype), &bytes) || bytes > PTRDIFF_MAX)
         return ATTN_ERANGE;
-    attn_kv_cache *c = malloc(sizeof *c);
+    attn_kv_cache *c = calloc(1, sizeof *c);
     if (!c)
         return ATTN_ENOMEM;
-    c->k = attn_cache_alloc(bytes);
-    c->v = c->k ? attn_cache_alloc(bytes) : NULL;
-    if (!c->v) {
-        free(c->k);
-        free(c);
+    c->k = attn_alloc_big(bytes);
+    c->v = c->k ? attn_alloc_big(bytes) : NULL;
+    if (c->v && dtype == ATTN_I8) { /* bytes = rows * n_kv_heads * head_dim >= the scales' count */
+        c->ks = calloc(rows * n_kv_heads, sizeof(float));
+        c->vs = calloc(rows * n_kv_heads, sizeof(float));
+        c->tmp = malloc(head_dim);
+    }
+    if (!c->v || (dtype == ATTN_I8 && (!c->ks || !c->vs || !c->tmp))) {
+        attn_kv_cache_destroy(c);
         return ATTN_ENOMEM;
     }
     c->n_kv_heads = n_kv_heads;
@@ -76,6 +83,9 @@ void attn_kv_cache_destroy(attn_kv_cache *c)
         return;
     free(c->k);
     free(c->v);
+    free(c->ks);
+    free(c->vs);
+    free(c->tmp);
     free(c);
 }
 
@@ -87,14 +97,30 @@ void attn_kv_cache_reset(attn_kv_cache *c)
         c->len = 0;
 }
 
-/* dst element i * step = src[i] as t, for i < n. */
-static void attn_store(attn_dtype t, void *dst, const float *src, size_t n, size_t step)
+float attn_quant_i8(int8_t *q, const float *x, size_t n)
 {
+    float mx = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        mx = fabsf(x[i]) > mx ? fabsf(x[i]) : mx;
+    const float s = mx / 127.0f;
+    for (size_t i = 0; i < n; i++)
+        q[i] = s == 0.0f ? 0 : (int8_t)nearbyintf(x[i] / s);
+    return s;
+}
+
+float attn_store_kv(attn_dtype t, void *dst, const float *src, size_t n, size_t step, int8_t *tmp)
+{
+    if (t == ATTN_I8) {
+        const float s = attn_quant_i8(tmp, src, n);
+        for (size_t i = 0; i < n; i++)
+            ((int8_t *)dst)[i * step] = tmp[i];
+        return s;
+    }
     if (t == ATTN_F32) {
         float *f = dst;
         for (size_t i = 0; i < n; i++)
             f[i * step] = src[i];
-        return;
+        return 1.0f;
     }
     uint16_t *h = dst;
     if (t == ATTN_F16)
@@ -103,6 +129,15 @@ static void attn_store(attn_dtype t, void *dst, const float *src, size_t n, size
     else
         for (size_t i = 0; i < n; i++)
             h[i * step] = attn_f32_to_bf16(src[i]);
+    return 1.0f;
+}
+
+int attn_all_finite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return 0;
+    return 1;
 }
 
 attn_status attn_kv_cache_append(attn_kv_cache *c, const float *k, const float *v, size_t n_tokens)
@@ -113,15 +148,21 @@ attn_status attn_kv_cache_append(attn_kv_cache *c, const float *k, const float *
         return ATTN_OK;
     if (n_tokens > c->capacity - c->len) /* all or nothing */
         return ATTN_ERANGE;
-    const size_t d = c->head_dim, esz = attn_dtype_size(c->dtype);
+    const size_t d = c->head_dim, esz = attn_dtype_size(c->dtype), hk = c->n_kv_heads;
+    if (c->dtype == ATTN_I8 && (!attn_all_finite(k, n_tokens * hk * d) || !attn_all_finite(v, n_tokens * hk * d)))
+        return ATTN_EINVAL;
     for (size_t t = 0; t < n_tokens; t++)
-        for (size_t h = 0; h < c->n_kv_heads; h++) { /* token t, head h: input row t*hk + h, position p = len+t */
-            const size_t p = c->len + t, in = (t * c->n_kv_heads + h) * d;
+        for (size_t h = 0; h < hk; h++) { /* token t, head h: input row t*hk + h, position p = len+t */
+            const size_t p = c->len + t, in = (t * hk + h) * d;
             char *panel = (char *)c->k + (h * c->rows + p / ATTN_PAD * ATTN_PAD) * d * esz;
             if (p % ATTN_PAD == 0) /* a fresh panel: its keys beyond len read as zero */
                 memset(panel, 0, d * ATTN_PAD * esz);
-            attn_store(c->dtype, panel + p % ATTN_PAD * esz, k + in, d, ATTN_PAD);
-            attn_store(c->dtype, (char *)c->v + (h * c->rows + p) * d * esz, v + in, d, 1);
+            const float ks = attn_store_kv(c->dtype, panel + p % ATTN_PAD * esz, k + in, d, ATTN_PAD, c->tmp);
+            const float vs = attn_store_kv(c->dtype, (char *)c->v + (h * c->rows + p) * d * esz, v + in, d, 1, c->tmp);
+            if (c->dtype == ATTN_I8) {
+                c->ks[h * c->rows + p] = ks;
+                c->vs[h * c->rows + p] = vs;
+            }
         }
     c->len += n_tokens;
     return ATTN_OK;
@@ -141,6 +182,7 @@ attn_status attn_decode(const attn_ctx *ctx, const attn_kv_cache *c, const float
     const attn_kv_src src = {
         .kind = ATTN_KV_CACHE, .fmt = c->dtype, .k = c->k, .v = c->v, .d = c->head_dim,
         .ks = {0, c->rows * c->head_dim, c->head_dim}, .vs = {0, c->rows * c->head_dim, c->head_dim},
+        .ksc = c->ks, .vsc = c->vs, .sc_h = c->rows,
     };
     return attn_sdpa_src(ctx, &d, q, &src, out, NULL);
 }

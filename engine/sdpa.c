@@ -4,6 +4,7 @@
  * not depend on the thread count. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef ATTN_HAVE_OPENMP
 #include <omp.h>
@@ -30,7 +31,15 @@ static size_t attn_chunk_run(size_t items, size_t nchunks, int nt)
  * list is ragged and a batch of unequal sequences is still one parallel region. */
 typedef struct attn_work {
     size_t first, nqb, nchunks;
+    int split;    /* split-KV: the items store partial results, merged per KV head afterwards */
+    size_t pfirst; /* with split: the partial result of item first + i is number pfirst + i */
 } attn_work;
+
+/* One sequence of a batched call (attn_batch_attend): its lengths, its first row of q, out and lse, its pages. */
+typedef struct attn_bseq {
+    size_t q_len, kv_len, row0;
+    const uint32_t *pt;
+} attn_bseq;
 
 /* A work item: the rows of query block qb of KV head kvh of sequence b, against key chunk c. */
 typedef struct attn_item {
@@ -67,9 +76,17 @@ typedef struct attn_job {
     int bf16r;                      /* the same for a decode-sized block whose K and V are bfloat16 rows read in
                                        place (scores_rows_bf16p, pv_rows_bf16p) */
     int dot;                        /* bf16p or bf16r: q rows are pair words, and the P.V slot rounds P */
+    int bf16p_ok;                   /* the table has the bf16p slots and the math wants them */
+    int i8f;                        /* ATTN_I8 read as stored integers: scores and weights take the row scales
+                                       (not in ATTN_MATH_BF16, which rounds the dequantised values) */
+    size_t bkv0;                    /* keys per tile before the cut to kv_len */
+    const attn_ctx *ctx;
+    const attn_bseq *bseq;          /* NULL, or a batched call's sequences: attn_view gives each its own job */
+    size_t part_rows;               /* rows of a split-KV partial result */
     const int32_t *kv_valid;
     int64_t qpos0, kpos0;           /* positions of query 0 and key 0 (attn_sdpa_desc.positions) */
-    float *lse;                     /* NULL or [batch][heads][q_len] */
+    float *lse;                     /* NULL, or row (b, h, i) at lse_st[0] * b + lse_st[1] * h + lse_st[2] * i */
+    size_t lse_st[3];
     const float *sinks;             /* NULL or [heads] */
     float softcap;                  /* score modifiers, as attn_sdpa_desc; mods: any of them */
     const float *slopes, *bias;
@@ -107,12 +124,13 @@ typedef struct attn_scratch {
     float *slope;       /* score modifiers per row (attn_score_mods) */
     int64_t *rel;
     const float **brow;
+    float *fs; /* ATTN_I8: one tile's row scales gathered across pages */
 } attn_scratch;
 
 /* Sizes of the pieces in floats, in the order attn_scratch_carve lays them out; 0 on overflow. */
 static size_t attn_scratch_size(const attn_job *j)
 {
-    size_t parts[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, total = 0;
+    size_t parts[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, total = 0;
     if (attn_mul_overflow(j->rows_max, j->d, &parts[0]) || attn_mul_overflow(j->rows_max, j->bkvp, &parts[1]) ||
         attn_mul_overflow(j->d, j->bkvp, &parts[2]) || attn_mul_overflow(j->bkvp, j->dvp, &parts[3]) ||
         attn_mul_overflow(j->rows_max, j->dvp, &parts[4]))
@@ -122,6 +140,7 @@ static size_t attn_scratch_size(const attn_job *j)
     parts[11] = j->d > j->dv ? j->d : j->dv; /* kr: one key or value row, widened, for the packs */
     parts[12] = j->rows_max;                 /* slope */
     parts[13] = parts[14] = 2 * j->rows_max; /* rel, brow: 8 bytes each */
+    parts[15] = j->bkvp;                     /* fs */
     _Static_assert(sizeof(float *) <= 2 * sizeof(float), "a bias row pointer takes two floats of scratch");
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         size_t p = attn_round16(parts[i]);
@@ -151,8 +170,18 @@ static attn_scratch attn_scratch_carve(const attn_job *j, float *base)
     sc.slope = ATTN_TAKE(j->rows_max);
     sc.rel = (int64_t *)(void *)ATTN_TAKE(2 * j->rows_max);
     sc.brow = (const float **)(void *)ATTN_TAKE(2 * j->rows_max);
+    sc.fs = ATTN_TAKE(j->bkvp);
 #undef ATTN_TAKE
     return sc;
+}
+
+/* The factor an ATTN_I8 key (v 0) or value (v 1) row t is widened with: its scale when the values are dequantised
+ * before use (ATTN_MATH_BF16 rounds them), 1 when the integers are kept and the engine applies the scale. */
+static int attn_i8_deq(const attn_job *j) { return j->src.fmt == ATTN_I8 && !j->i8f; }
+
+static float attn_i8_factor(const attn_job *j, int v, size_t kvh, size_t t)
+{
+    return attn_i8_deq(j) ? *attn_src_scale(&j->src, v, kvh, t) : 1.0f;
 }
 
 /* Key t of KV head kvh gathered from its stored panel, widened to fp32 in row[0..d). */
@@ -160,19 +189,24 @@ static void attn_panel_key(const attn_job *j, float *row, size_t b, size_t kvh, 
 {
     const void *src = attn_src_kpanel(&j->src, b, kvh, t);
     const attn_dtype f = j->src.fmt;
+    const float s = attn_i8_factor(j, 0, kvh, t);
     for (size_t c = 0, i = t % ATTN_PAD; c < j->d; c++, i += ATTN_PAD)
         row[c] = f == ATTN_F16    ? attn_f16_to_f32(((const uint16_t *)src)[i])
                  : f == ATTN_BF16 ? attn_bf16_to_f32(((const uint16_t *)src)[i])
+                 : f == ATTN_I8   ? (float)((const int8_t *)src)[i] * s
                                   : ((const float *)src)[i];
     if (j->round_kv)
         j->kern->round_bf16(row, j->d);
 }
 
-/* dst[0..n) = a stored key or value row widened to fp32 (and rounded to bfloat16 for ATTN_MATH_BF16). */
-static void attn_kv_widen(const attn_job *j, float *dst, const void *src, size_t n)
+/* dst[0..n) = a stored key or value row widened to fp32 (int8 times s; rounded to bfloat16 for ATTN_MATH_BF16). */
+static void attn_kv_widen(const attn_job *j, float *dst, const void *src, size_t n, float s)
 {
     if (j->src.fmt == ATTN_F32)
         memcpy(dst, src, n * sizeof(float));
+    else if (j->src.fmt == ATTN_I8)
+        for (size_t i = 0; i < n; i++)
+            dst[i] = (float)((const int8_t *)src)[i] * s;
     else
         j->kern->cvt[j->src.fmt](dst, src, n);
     if (j->round_kv)
@@ -183,7 +217,8 @@ static void attn_kv_widen(const attn_job *j, float *dst, const void *src, size_t
 static void attn_pack_v(const attn_job *j, float *vp, size_t b, size_t kvh, size_t t0, size_t nk)
 {
     for (size_t t = 0; t < nk; t++) {
-        attn_kv_widen(j, vp + t * j->dvp, attn_src_vrow(&j->src, b, kvh, t0 + t), j->dv);
+        attn_kv_widen(j, vp + t * j->dvp, attn_src_vrow(&j->src, b, kvh, t0 + t), j->dv,
+                      attn_i8_factor(j, 1, kvh, t0 + t));
         memset(vp + t * j->dvp + j->dv, 0, (j->dvp - j->dv) * sizeof(float));
     }
 }
@@ -194,10 +229,10 @@ static void attn_pack_tile(const attn_job *j, float *kt, float *vp, float *row, 
                            size_t nk, size_t nkp)
 {
     const size_t panel = j->d * ATTN_PAD;
-    if (attn_src_panels(&j->src) && t0 % ATTN_PAD == 0) {
+    if (attn_src_panels(&j->src) && t0 % ATTN_PAD == 0 && !attn_i8_deq(j)) {
         /* Stored panels line up with the tile's: widen them whole, then zero the keys from nk on. */
         for (size_t p = 0; p < nkp / ATTN_PAD; p++)
-            attn_kv_widen(j, kt + p * panel, attn_src_kpanel(&j->src, b, kvh, t0 + p * ATTN_PAD), panel);
+            attn_kv_widen(j, kt + p * panel, attn_src_kpanel(&j->src, b, kvh, t0 + p * ATTN_PAD), panel, 1.0f);
         for (size_t c = 0; nk < nkp && c < j->d; c++)
             memset(kt + (nkp / ATTN_PAD - 1) * panel + c * ATTN_PAD + nk % ATTN_PAD, 0,
                    (ATTN_PAD - nk % ATTN_PAD) * sizeof(float));
@@ -209,7 +244,7 @@ static void attn_pack_tile(const attn_job *j, float *kt, float *vp, float *row, 
             if (attn_src_panels(&j->src)) /* a tile across stored panels (block_kv not a multiple of ATTN_PAD) */
                 attn_panel_key(j, row, b, kvh, t0 + t);
             else if (j->src.fmt != ATTN_F32 || j->round_kv)
-                attn_kv_widen(j, row, attn_src_krow(&j->src, b, kvh, t0 + t), j->d);
+                attn_kv_widen(j, row, attn_src_krow(&j->src, b, kvh, t0 + t), j->d, 1.0f);
             else
                 k = attn_src_krow(&j->src, b, kvh, t0 + t);
             attn_panel_row(kt, k, j->d, t);
@@ -251,7 +286,7 @@ static void attn_pack_tile_bf16p(const attn_job *j, void *kt, void *vp, float *r
         if (attn_src_panels(&j->src))
             attn_panel_key(j, row, b, kvh, t0 + t);
         else
-            attn_kv_widen(j, row, attn_src_krow(&j->src, b, kvh, t0 + t), j->d);
+            attn_kv_widen(j, row, attn_src_krow(&j->src, b, kvh, t0 + t), j->d, 1.0f);
         uint16_t *dst = k + t / ATTN_PAD * panel + t % ATTN_PAD * 2;
         for (size_t c = 0; c < j->d; c++)
             dst[c / 2 * ATTN_PAD * 2 + c % 2] = attn_f32_to_bf16(row[c]);
@@ -270,7 +305,7 @@ static void attn_pack_tile_bf16p(const attn_job *j, void *kt, void *vp, float *r
             dst[2 * c] = 0;
     }
     for (size_t t = 0; !copy && t < nk; t++) {
-        attn_kv_widen(j, row, attn_src_vrow(&j->src, b, kvh, t0 + t), j->dv);
+        attn_kv_widen(j, row, attn_src_vrow(&j->src, b, kvh, t0 + t), j->dv, attn_i8_factor(j, 1, kvh, t0 + t));
         uint16_t *dst = v + t / 2 * j->dvp * 2 + t % 2;
         for (size_t c = 0; c < j->dv; c++)
             dst[2 * c] = attn_f32_to_bf16(row[c]);
@@ -310,10 +345,10 @@ static void attn_tile_at(const attn_job *j, const attn_scratch *sc, attn_tile_ar
      * of whole vectors. V rows likewise. Several blocks that lost the shared packing to a failed allocation still
      * transpose K, so that their sums run in the same order as with it (same bits); so does a tile that starts
      * inside a cache panel. V rows are summed in the same order from either place. */
-    const int panels = attn_src_panels(&j->src), k_pan = j->k_in_place && panels && t0 % ATTN_PAD == 0 &&
-                                                !j->round_kv;
+    const int panels = attn_src_panels(&j->src), contig = attn_src_contig(&j->src, t0, a->nk);
+    const int k_pan = j->k_in_place && panels && t0 % ATTN_PAD == 0 && !j->round_kv && contig;
     const int k_rows = j->k_in_place && !panels && j->d % ATTN_PAD == 0 && !j->round_kv;
-    const int v_rows = j->dv == j->dvp && !j->round_kv;
+    const int v_rows = j->dv == j->dvp && !j->round_kv && contig;
     a->kt = k_rows ? NULL : sc->kt;
     a->kdt = a->vdt = ATTN_F32;
     if (k_pan) {
@@ -452,13 +487,33 @@ static attn_tile_args attn_rows_args(const attn_job *j, const attn_scratch *sc, 
     return a;
 }
 
+/* ATTN_I8 kept as integers: each row's scores (v 0) times its key's scale, or its weights (v 1) times its value
+ * row's, for the tile's keys [t0, t0 + nk) of KV head kvh. */
+static void attn_i8_scale(const attn_job *j, const attn_scratch *sc, const attn_tile_args *a, size_t kvh,
+                          size_t t0, int v)
+{
+    const float *f = sc->fs;
+    if (attn_src_contig(&j->src, t0, a->nk))
+        f = attn_src_scale(&j->src, v, kvh, t0);
+    else
+        for (size_t t = 0; t < a->nk; t++)
+            sc->fs[t] = *attn_src_scale(&j->src, v, kvh, t0 + t);
+    for (size_t r = 0; r < a->rows; r++) {
+        float *s = a->s + r * a->nkp;
+        for (size_t t = 0; t < a->nk; t++)
+            s[t] *= f[t];
+    }
+}
+
 /* The scores of the tile at key t0 in a->s, through the slot for where the tile lives, then the score modifiers. */
-static void attn_tile_scores(const attn_job *j, const attn_scratch *sc, attn_tile_args *a, size_t t0)
+static void attn_tile_scores(const attn_job *j, const attn_scratch *sc, attn_tile_args *a, size_t kvh, size_t t0)
 {
     (j->bf16p   ? j->kern->scores_bf16p
      : j->bf16r ? j->kern->scores_rows_bf16p
      : a->kt    ? j->kern->scores[a->kdt]
                 : j->kern->scores_rows[a->kdt])(a);
+    if (j->i8f)
+        attn_i8_scale(j, sc, a, kvh, t0, 0);
     if (!j->mods)
         return;
     const attn_score_mods md = {
@@ -487,14 +542,17 @@ static void attn_rows_run(const attn_job *j, const attn_scratch *sc, const attn_
          * (value rows too when attn_tile_at reads them in place rather than packing them into sc->vp). */
         const int64_t tn = t0 + (int64_t)j->bkv;
         a.kn = a.vn = NULL;
-        if (!j->packed && a.kt != sc->kt && tn < rw->pf_end) {
+        if (!j->packed && a.kt != sc->kt && tn < rw->pf_end &&
+            attn_src_contig(&j->src, (size_t)tn, (size_t)(rw->pf_end - tn) < j->bkv ? (size_t)(rw->pf_end - tn) : j->bkv)) {
             a.kn = attn_src_panels(&j->src) ? attn_src_kpanel(&j->src, rw->b, rw->kvh, (size_t)tn)
                                             : attn_src_krow(&j->src, rw->b, rw->kvh, (size_t)tn);
             a.vn = a.vp != sc->vp ? attn_src_vrow(&j->src, rw->b, rw->kvh, (size_t)tn) : NULL;
             a.knn = (size_t)(rw->pf_end - tn) < j->bkv ? (size_t)(rw->pf_end - tn) : j->bkv;
         }
-        attn_tile_scores(j, sc, &a, (size_t)t0);
+        attn_tile_scores(j, sc, &a, rw->kvh, (size_t)t0);
         j->kern->softmax(&a);
+        if (j->i8f)
+            attn_i8_scale(j, sc, &a, rw->kvh, (size_t)t0, 1);
         (j->bf16p ? j->kern->pv_bf16p : j->bf16r ? j->kern->pv_rows_bf16p : j->kern->pv[a.vdt])(&a);
     }
 }
@@ -521,7 +579,7 @@ static void attn_rows_finish(const attn_job *j, const attn_scratch *sc, const at
         const int none = sc->alo[r] >= sc->ahi[r];
         const size_t h = rw->kvh * j->group + r / rw->nq, i = rw->q0 + r % rw->nq;
         if (j->lse)
-            j->lse[(rw->b * j->heads + h) * j->q_len + i] = none ? -INFINITY : sc->m[r] + logf(sc->l[r]);
+            j->lse[rw->b * j->lse_st[0] + h * j->lse_st[1] + i * j->lse_st[2]] = none ? -INFINITY : sc->m[r] + logf(sc->l[r]);
         if (j->sinks && !none)
             sc->l[r] += expf(j->sinks[h] - sc->m[r]);
     }
@@ -561,7 +619,7 @@ static void attn_rows_probs(const attn_job *j, const attn_scratch *sc, const att
     for (int64_t t0 = tfirst; t0 < rw->uhi; t0 += bkv) {
         attn_tile_at(j, sc, &a, rw->b, rw->kvh, (size_t)t0, 0);
         attn_tile_ranges(sc, rw->n, t0, (int64_t)a.nk);
-        attn_tile_scores(j, sc, &a, (size_t)t0);
+        attn_tile_scores(j, sc, &a, rw->kvh, (size_t)t0);
         for (size_t g = 0; g < j->group; g++) { /* the rows of one head are evenly strided in probs */
             attn_tile_args ah = a;
             const size_t r0 = g * rw->nq;
@@ -604,18 +662,18 @@ static size_t attn_seq_chunks(const attn_job *j, size_t b)
     return j->nchunks == 1 ? 1 : (kv_end + j->chunk - 1) / j->chunk;
 }
 
-/* Split-KV partial results of one item (a sequence's only query block): o [rows][dvp], then m, l and "saw a key"
- * per row. */
-static float *attn_part(const attn_job *j, size_t it)
+/* Split-KV partial result number i (attn_work.pfirst; of a sequence's only query block): o [part_rows][dvp], then
+ * m, l and "saw a key" per row. */
+static float *attn_part(const attn_job *j, size_t i)
 {
-    return j->part + it * j->part_floats;
+    return j->part + i * j->part_floats;
 }
 
 static void attn_part_store(const attn_job *j, const attn_scratch *sc, const attn_rows *rw, float *part)
 {
     const size_t n = rw->n;
     memcpy(part, sc->o, n * j->dvp * sizeof(float));
-    float *m = part + j->rows_max * j->dvp, *l = m + j->rows_max, *seen = l + j->rows_max;
+    float *m = part + j->part_rows * j->dvp, *l = m + j->part_rows, *seen = l + j->part_rows;
     for (size_t r = 0; r < n; r++) {
         m[r] = sc->m[r];
         l[r] = sc->l[r];
@@ -638,8 +696,8 @@ static void attn_axpy(float *restrict o, const float *restrict x, float w, size_
  * its chunks in chunk order. sc->lo holds "row saw a key" meanwhile (the tile ranges are rebuilt before use). */
 static void attn_part_merge(const attn_job *j, const attn_scratch *sc, const attn_rows *rw)
 {
-    const size_t n = rw->n, rm = j->rows_max, nc = j->work[rw->b].nchunks;
-    const size_t first = j->work[rw->b].first + rw->kvh * nc; /* this KV head's chunks, in order */
+    const size_t n = rw->n, rm = j->part_rows, nc = j->work[rw->b].nchunks;
+    const size_t first = j->work[rw->b].pfirst + rw->kvh * nc; /* this KV head's chunks, in order */
     for (size_t r = 0; r < n; r++)
         sc->lo[r] = 0;
     for (size_t c = 0; c < nc; c++) {
@@ -673,10 +731,225 @@ static int attn_count_overflows(size_t a, size_t b, size_t c, size_t d)
            attn_mul_overflow(n, sizeof(float), &n);
 }
 
+/* The math mode's rounding points and slots, and the default scale. */
+static void attn_job_math(attn_job *j, const attn_ctx *ctx, attn_math math)
+{
+    const int bf = math == ATTN_MATH_BF16;
+    j->ctx = ctx;
+    j->round_q = bf && j->qdt != ATTN_BF16;
+    j->round_kv = bf && j->src.fmt != ATTN_BF16;
+    j->round_p = bf;
+    j->bf16p_ok = bf && ctx->kern->scores_bf16p && ctx->kern->pv_bf16p;
+    j->i8f = j->src.fmt == ATTN_I8 && !bf;
+    j->group = j->heads / j->kv_heads;
+    j->dvp = attn_round16(j->dv);
+    if (j->scale == 0.0f)
+        j->scale = (float)(1.0 / sqrt((double)j->d));
+}
+
+/* What follows from the lengths q_len and kv_len: query positions per block, keys per tile, where K is read, the
+ * slots, the split-KV cut. It depends on the shape, the context and the storage only, never on the thread count
+ * or, in a batched call, on the other sequences. */
+static void attn_job_shape(attn_job *j)
+{
+    const attn_ctx *ctx = j->ctx;
+    j->nq = (size_t)ctx->block_q / j->group;
+    j->nq = j->nq < 1 ? 1 : j->nq > j->q_len ? j->q_len : j->nq;
+    j->bkv = j->bkv0 < j->kv_len ? j->bkv0 : j->kv_len;
+    const size_t nqb = (j->q_len + j->nq - 1) / j->nq;
+    j->k_in_place = nqb == 1 && (attn_src_panels(&j->src) || j->group * j->nq <= ATTN_KR_ROWS);
+    /* Decode-sized blocks read K and V where they are stored (widened in registers), whatever the math: packing
+     * pairs for the bfloat16 dot products would cost a copy of the cache per call. */
+    j->bf16p = j->bf16p_ok && !j->k_in_place;
+    /* ... except a block whose K and V are bfloat16 rows (attn_tile_at reads them in place): their pairs along d
+     * are adjacent already, and V's along keys are two rows interleaved in registers. */
+    j->bf16r = j->round_p && j->k_in_place && j->src.fmt == ATTN_BF16 && !attn_src_panels(&j->src) &&
+               j->d % 32 == 0 && j->dv % 32 == 0 && ctx->kern->scores_rows_bf16p && ctx->kern->pv_rows_bf16p;
+    j->dot = j->bf16p || j->bf16r;
+    /* Split-KV: when one block holds all the queries of a KV head (decode), its keys are cut into chunks of a
+     * fixed size, so that a few KV heads still feed every thread; the chunks' partial results are merged in chunk
+     * order. The cut depends on the shape and block_kv only, never on the thread count. */
+    j->chunk = (ctx->var->split_keys + j->bkv - 1) / j->bkv * j->bkv;
+    j->nchunks = nqb == 1 && j->kv_len > j->chunk ? (j->kv_len + j->chunk - 1) / j->chunk : 1;
+}
+
+/* The job of sequence b: j itself, or for a batched call a copy with that sequence's lengths, rows and pages (the
+ * scratch layout stays the call's). */
+static const attn_job *attn_view(const attn_job *j, size_t b, attn_job *v)
+{
+    if (!j->bseq)
+        return j;
+    const attn_bseq *s = &j->bseq[b];
+    *v = *j;
+    v->q_len = s->q_len;
+    v->kv_len = s->kv_len;
+    v->qpos0 = (int64_t)(s->kv_len - s->q_len);
+    v->q = (const float *)j->q + s->row0 * j->qs.s;
+    v->out = (float *)j->out + s->row0 * j->os.s;
+    v->lse = j->lse ? j->lse + s->row0 * j->heads : NULL;
+    v->src.pt = s->pt;
+    attn_job_shape(v);
+    v->rows_max = j->rows_max;
+    v->bkvp = j->bkvp;
+    return v;
+}
+
+/* The driver: the work list of every sequence, the workspace, then one parallel region. j's call-wide fields
+ * (shape of the largest block and tile, rows_max, bkvp) are set. */
+static attn_status attn_run(const attn_ctx *ctx, attn_job *jin)
+{
+    attn_job j = *jin, tmp;
+    j.scratch_floats = attn_scratch_size(&j);
+    if (!j.scratch_floats)
+        return ATTN_ERANGE;
+    const size_t hk = j.kv_heads, per_qb = j.batch * hk;
+    size_t items = 0, parts = 0, max_chunks = 1, work_bytes;
+    int any_split = 0; /* a sequence of split-KV items (perhaps none: kv_valid may leave it no key) */
+    j.part_rows = 0;
+    for (size_t b = 0; b < j.batch; b++) {
+        const attn_job *v = attn_view(&j, b, &tmp);
+        const size_t nqb = (v->q_len + v->nq - 1) / v->nq, nc = attn_seq_chunks(v, b);
+        size_t n;
+        if (attn_mul_overflow(nqb, hk, &n) || attn_mul_overflow(n, nc, &n) || __builtin_add_overflow(items, n, &items))
+            return ATTN_ERANGE;
+        if (v->nchunks > 1) {
+            any_split = 1;
+            parts += hk * nc; /* at most items */
+            j.part_rows = v->group * v->nq > j.part_rows ? v->group * v->nq : j.part_rows;
+            max_chunks = nc > max_chunks ? nc : max_chunks;
+        }
+    }
+    if (attn_mul_overflow(j.batch + 1, sizeof(attn_work), &work_bytes) || work_bytes > SIZE_MAX - 63)
+        return ATTN_ERANGE;
+    work_bytes = (work_bytes + 63) / 64 * 64;
+    const int nt = attn_call_threads(ctx, items > per_qb ? items : per_qb);
+    /* One workspace holds every thread's scratch, the split-KV partials and, when several query blocks read the
+     * same KV head, its K/V tiles packed once for all of them (transposing K per block cost about a quarter of
+     * the block's FMAs). Without memory for the packing, each block packs its own tiles. A batched call packs per
+     * block: its sequences' tiles differ. */
+    size_t scratch_bytes, part_bytes = 0, pack_bytes = 0, npack = 0;
+    if (attn_mul_overflow(j.scratch_floats, (size_t)nt * sizeof(float), &scratch_bytes))
+        return ATTN_ERANGE;
+    if (parts) {
+        j.part_floats = attn_round16(j.part_rows * (j.dvp + 3));
+        if (attn_mul_overflow(parts, j.part_floats * sizeof(float), &part_bytes))
+            return ATTN_ERANGE;
+    }
+    const size_t nqb = (j.q_len + j.nq - 1) / j.nq;
+    j.ntiles = (j.kv_len + j.bkv - 1) / j.bkv;
+    j.v_in_place = j.src.fmt == ATTN_F32 && !j.round_kv && !j.bf16p && j.dv == j.dvp && j.src.vs.s == j.dv;
+    j.tile_floats = attn_round16(j.bkvp * (j.d + (j.v_in_place ? 0 : j.dvp)));
+    if (nqb > 1 && !j.bseq &&
+        (j.tile_floats >= SIZE_MAX / 8 || attn_mul_overflow(per_qb, j.ntiles, &npack) ||
+         attn_mul_overflow(npack, j.tile_floats * sizeof(float), &pack_bytes)))
+        pack_bytes = 0;
+    if (j.bseq)
+        pack_bytes = 0;
+    size_t bytes;
+    if (__builtin_add_overflow(scratch_bytes, part_bytes, &bytes) || __builtin_add_overflow(bytes, work_bytes, &bytes))
+        return ATTN_ERANGE;
+    int cached;
+    float *ws = NULL;
+    if (pack_bytes && !__builtin_add_overflow(bytes, pack_bytes, &bytes))
+        ws = attn_ws_acquire(ctx, bytes, &cached);
+    if (!ws) {
+        bytes = scratch_bytes + part_bytes + work_bytes;
+        pack_bytes = npack = 0;
+        if (!(ws = attn_ws_acquire(ctx, bytes, &cached)))
+            return ATTN_ENOMEM;
+    }
+    float *scratch = ws; /* all three sizes are multiples of 64 bytes */
+    j.part = part_bytes ? ws + scratch_bytes / sizeof(float) : NULL;
+    attn_work *work = (attn_work *)(void *)(ws + (scratch_bytes + part_bytes) / sizeof(float));
+    j.packed = pack_bytes ? ws + (scratch_bytes + part_bytes + work_bytes) / sizeof(float) : NULL;
+    for (size_t b = 0, first = 0, pfirst = 0; b <= j.batch; b++) {
+        if (b == j.batch) {
+            work[b] = (attn_work){.first = first};
+            break;
+        }
+        const attn_job *v = attn_view(&j, b, &tmp);
+        const size_t nqbs = (v->q_len + v->nq - 1) / v->nq, nc = attn_seq_chunks(v, b);
+        work[b] = (attn_work){.first = first, .nqb = nqbs, .nchunks = nc, .split = v->nchunks > 1, .pfirst = pfirst};
+        first += hk * nqbs * nc;
+        pfirst += work[b].split ? hk * nc : 0;
+    }
+    j.work = work;
+    /* Runs of consecutive chunks go to one thread, so that each chunk's last tile can prefetch the next chunk's
+     * first (D2 f16 2-3% faster); a few runs per thread still balance the load. Without split-KV, one item at a
+     * time: latest query block first, which with causal masks cost most, so dynamic scheduling balances. */
+    const size_t run = any_split ? attn_chunk_run(items, max_chunks, nt) : 1;
+
+#ifdef ATTN_HAVE_OPENMP
+#pragma omp parallel num_threads(nt) if (nt > 1)
+#endif
+    {
+        int tid = 0;
+#ifdef ATTN_HAVE_OPENMP
+        tid = omp_get_thread_num();
+#endif
+        const attn_scratch sc = attn_scratch_carve(&j, scratch + (size_t)tid * j.scratch_floats);
+        attn_job vt;
+        if (j.packed) {
+#ifdef ATTN_HAVE_OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (size_t it = 0; it < npack; it++) {
+                const size_t t0 = it % j.ntiles * j.bkv, nk = j.kv_len - t0 < j.bkv ? j.kv_len - t0 : j.bkv;
+                float *kt = j.packed + it * j.tile_floats;
+                if (j.bf16p)
+                    attn_pack_tile_bf16p(&j, kt, kt + j.d * j.bkvp, sc.kr, it / j.ntiles / hk, it / j.ntiles % hk,
+                                         t0, nk, attn_round16(nk));
+                else
+                    attn_pack_tile(&j, kt, j.v_in_place ? NULL : kt + j.d * j.bkvp, sc.kr, it / j.ntiles / hk,
+                                   it / j.ntiles % hk, t0, nk, attn_round16(nk));
+            }
+        }
+#ifdef ATTN_HAVE_OPENMP
+#pragma omp for schedule(dynamic, run)
+#endif
+        for (size_t it = 0; it < items; it++) {
+            const attn_item x = attn_item_at(&j, it);
+            const attn_work *w = &j.work[x.b];
+            const attn_job *v = attn_view(&j, x.b, &vt);
+            if (!w->split) {
+                const attn_rows rw = attn_rows_setup(v, &sc, x.b, x.kvh, x.qb, 0, (int64_t)v->kv_len);
+                attn_rows_run(v, &sc, &rw);
+                attn_rows_write(v, &sc, &rw);
+                if (v->probs)
+                    attn_rows_probs(v, &sc, &rw);
+                continue;
+            }
+            const int64_t from = (int64_t)(x.c * v->chunk), to = (int64_t)(x.c * v->chunk + v->chunk);
+            attn_rows rw = attn_rows_setup(v, &sc, x.b, x.kvh, 0, from, to);
+            if ((it + 1) % run != 0 && x.c + 1 < w->nchunks && rw.uhi == to)
+                rw.pf_end = to + (int64_t)v->bkv < (int64_t)v->kv_len ? to + (int64_t)v->bkv : (int64_t)v->kv_len;
+            attn_rows_run(v, &sc, &rw);
+            attn_part_store(v, &sc, &rw, attn_part(&j, w->pfirst + (it - w->first)));
+        }
+        if (any_split) {
+#ifdef ATTN_HAVE_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+            for (size_t bh = 0; bh < per_qb; bh++) {
+                if (!j.work[bh / hk].split)
+                    continue;
+                const attn_job *v = attn_view(&j, bh / hk, &vt);
+                attn_rows rw = attn_rows_setup(v, &sc, bh / hk, bh % hk, 0, 0, (int64_t)v->kv_len);
+                attn_part_merge(v, &sc, &rw);
+                attn_rows_write(v, &sc, &rw);
+                if (v->probs)
+                    attn_rows_probs(v, &sc, &rw);
+            }
+        }
+    }
+    attn_ws_release(ctx, ws, cached);
+    return ATTN_OK;
+}
+
 attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const void *q, const void *k, const void *v,
                       void *out, float *probs)
 {
-    if (!d || !k || !v)
+    if (!d || !k || !v || (unsigned)d->kv_dtype > ATTN_BF16) /* int8 is KV storage only */
         return ATTN_EINVAL;
     const attn_kv_src src = {.kind = ATTN_KV_DENSE, .fmt = d->kv_dtype, .k = k, .v = v, .d = d->head_dim};
     return attn_sdpa_src(ctx, d, q, &src, out, probs);
@@ -685,7 +958,7 @@ attn_status attn_sdpa(const attn_ctx *ctx, const attn_sdpa_desc *d, const void *
 attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const void *q, const attn_kv_src *src,
                           void *out, float *probs)
 {
-    if (!ctx || !d || !q || !src || !src->k || !src->v || !out || (unsigned)src->fmt > ATTN_BF16 ||
+    if (!ctx || !d || !q || !src || !src->k || !src->v || !out || (unsigned)src->fmt > ATTN_I8 ||
         (unsigned)d->q_dtype > ATTN_BF16 || (unsigned)d->out_dtype > ATTN_BF16 ||
         (unsigned)d->math > ATTN_MATH_BF16 ||
         (src->kind == ATTN_KV_CACHE && (d->batch != 1 || src->ks.h % (ATTN_PAD * src->d))))
@@ -721,165 +994,101 @@ attn_status attn_sdpa_src(const attn_ctx *ctx, const attn_sdpa_desc *d, const vo
 
     attn_job j = {
         .kern = ctx->kern, .q = q, .src = *src, .out = out, .probs = probs, .kv_valid = d->kv_valid, .lse = d->lse,
+        .lse_st = {d->n_heads * d->q_len, d->q_len, 1},
         .sinks = d->sinks, .softcap = d->softcap, .slopes = d->alibi_slopes, .bias = d->bias,
         .bias_st = {d->bias_stride[0], d->bias_stride[1], d->bias_stride[2]},
         .mods = d->softcap != 0.0f || d->alibi_slopes || d->bias,
         .qpos0 = d->positions ? (int64_t)d->q_pos0 : (int64_t)d->kv_len - (int64_t)d->q_len,
         .kpos0 = d->positions ? (int64_t)d->kv_pos0 : 0,
-        .qdt = d->q_dtype, .odt = d->out_dtype, .round_q = d->math == ATTN_MATH_BF16 && d->q_dtype != ATTN_BF16,
-        .round_kv = d->math == ATTN_MATH_BF16 && src->fmt != ATTN_BF16, .round_p = d->math == ATTN_MATH_BF16,
-        .bf16p = d->math == ATTN_MATH_BF16 && ctx->kern->scores_bf16p && ctx->kern->pv_bf16p,
-        .batch = d->batch, .heads = d->n_heads, .kv_heads = hk, .group = d->n_heads / hk, .q_len = d->q_len,
-        .kv_len = d->kv_len, .d = d->head_dim, .dv = dv, .dvp = attn_round16(dv), .window = d->window,
-        .causal = d->mask == ATTN_MASK_CAUSAL,
-        .scale = d->scale != 0.0f ? d->scale : (float)(1.0 / sqrt((double)d->head_dim)),
+        .qdt = d->q_dtype, .odt = d->out_dtype, .batch = d->batch, .heads = d->n_heads, .kv_heads = hk,
+        .q_len = d->q_len, .kv_len = d->kv_len, .d = d->head_dim, .dv = dv, .window = d->window,
+        .causal = d->mask == ATTN_MASK_CAUSAL, .scale = d->scale, .bkv0 = (size_t)ctx->block_kv,
     };
+    attn_job_math(&j, ctx, d->math);
     j.qs = attn_layout_strides(d->layout, j.heads, j.q_len, j.d);
     if (src->kind == ATTN_KV_DENSE) {
         j.src.ks = attn_layout_strides(d->layout, hk, j.kv_len, j.d);
         j.src.vs = attn_layout_strides(d->layout, hk, j.kv_len, dv);
     }
     j.os = attn_layout_strides(d->layout, j.heads, j.q_len, dv);
-    /* block_q counts rows of a block, the heads of a GQA group included. */
-    j.nq = (size_t)ctx->block_q / j.group;
-    j.nq = j.nq < 1 ? 1 : j.nq > j.q_len ? j.q_len : j.nq;
+    attn_job_shape(&j);
     j.rows_max = j.group * j.nq;
-    j.bkv = (size_t)ctx->block_kv < j.kv_len ? (size_t)ctx->block_kv : j.kv_len;
     j.bkvp = attn_round16(j.bkv);
-    j.scratch_floats = attn_scratch_size(&j);
-    if (!j.scratch_floats)
-        return ATTN_ERANGE;
+    return attn_run(ctx, &j);
+}
 
-    const size_t nqb = (j.q_len + j.nq - 1) / j.nq, per_qb = j.batch * hk;
-    j.k_in_place = nqb == 1 && (attn_src_panels(&j.src) || j.rows_max <= ATTN_KR_ROWS);
-    /* Decode-sized blocks read K and V where they are stored (widened in registers), whatever the math: packing
-     * pairs for the bfloat16 dot products would cost a copy of the cache per call. */
-    j.bf16p = j.bf16p && !j.k_in_place;
-    /* ... except a block whose K and V are bfloat16 rows (attn_tile_at reads them in place): their pairs along d
-     * are adjacent already, and V's along keys are two rows interleaved in registers. */
-    j.bf16r = d->math == ATTN_MATH_BF16 && j.k_in_place && j.src.fmt == ATTN_BF16 && !attn_src_panels(&j.src) &&
-              j.d % 32 == 0 && j.dv % 32 == 0 && ctx->kern->scores_rows_bf16p && ctx->kern->pv_rows_bf16p;
-    j.dot = j.bf16p || j.bf16r;
-    /* Split-KV: when one block holds all the queries of a KV head (decode), its keys are cut into chunks of a
-     * fixed size, so that a few KV heads still feed every thread; the chunks' partial results are merged in chunk
-     * order. The cut depends on the shape and block_kv only, never on the thread count. */
-    j.chunk = (ctx->var->split_keys + j.bkv - 1) / j.bkv * j.bkv;
-    j.nchunks = nqb == 1 && j.kv_len > j.chunk ? (j.kv_len + j.chunk - 1) / j.chunk : 1;
-    size_t items, work_bytes;
-    if (attn_mul_overflow(nqb, per_qb, &items) || attn_mul_overflow(items, j.nchunks, &items) ||
-        attn_mul_overflow(j.batch + 1, sizeof(attn_work), &work_bytes) || work_bytes > SIZE_MAX - 63)
-        return ATTN_ERANGE;
-    work_bytes = (work_bytes + 63) / 64 * 64;
-    /* The list's length, at most the bound just checked. */
-    items = 0;
-    for (size_t b = 0; b < j.batch; b++)
-        items += hk * nqb * attn_seq_chunks(&j, b);
-    const int nt = attn_call_threads(ctx, items > per_qb ? items : per_qb);
-    /* One workspace holds every thread's scratch, the split-KV partials and, when several query blocks read the
-     * same KV head, its K/V tiles packed once for all of them (transposing K per block cost about a quarter of
-     * the block's FMAs). Without memory for the packing, each block packs its own tiles. */
-    size_t scratch_bytes, part_bytes = 0, pack_bytes = 0, npack = 0;
-    if (attn_mul_overflow(j.scratch_floats, (size_t)nt * sizeof(float), &scratch_bytes))
-        return ATTN_ERANGE;
-    if (j.nchunks > 1) {
-        j.part_floats = attn_round16(j.rows_max * (j.dvp + 3));
-        if (attn_mul_overflow(items, j.part_floats * sizeof(float), &part_bytes))
-            return ATTN_ERANGE;
-    }
-    j.ntiles = (j.kv_len + j.bkv - 1) / j.bkv;
-    j.v_in_place = j.src.fmt == ATTN_F32 && !j.round_kv && !j.bf16p && j.dv == j.dvp && j.src.vs.s == j.dv;
-    j.tile_floats = attn_round16(j.bkvp * (j.d + (j.v_in_place ? 0 : j.dvp)));
-    if (nqb > 1 && (j.tile_floats >= SIZE_MAX / 8 || attn_mul_overflow(per_qb, j.ntiles, &npack) ||
-                    attn_mul_overflow(npack, j.tile_floats * sizeof(float), &pack_bytes)))
-        pack_bytes = 0;
-    size_t bytes;
-    if (__builtin_add_overflow(scratch_bytes, part_bytes, &bytes) || __builtin_add_overflow(bytes, work_bytes, &bytes))
-        return ATTN_ERANGE;
-    int cached;
-    float *ws = NULL;
-    if (pack_bytes && !__builtin_add_overflow(bytes, pack_bytes, &bytes))
-        ws = attn_ws_acquire(ctx, bytes, &cached);
-    if (!ws) {
-        bytes = scratch_bytes + part_bytes + work_bytes;
-        pack_bytes = npack = 0;
-        if (!(ws = attn_ws_acquire(ctx, bytes, &cached)))
-            return ATTN_ENOMEM;
-    }
-    float *scratch = ws; /* all three sizes are multiples of 64 bytes */
-    j.part = part_bytes ? ws + scratch_bytes / sizeof(float) : NULL;
-    attn_work *work = (attn_work *)(void *)(ws + (scratch_bytes + part_bytes) / sizeof(float));
-    j.packed = pack_bytes ? ws + (scratch_bytes + part_bytes + work_bytes) / sizeof(float) : NULL;
-    for (size_t b = 0, first = 0; b <= j.batch; b++) {
-        work[b] = (attn_work){.first = first, .nqb = nqb, .nchunks = b < j.batch ? attn_seq_chunks(&j, b) : 0};
-        first += hk * nqb * work[b].nchunks;
-    }
-    j.work = work;
+/* ---- attn_batch_attend: many sequences of a paged pool in one call ------------------------------------------- */
 
-#ifdef ATTN_HAVE_OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
-#endif
-    {
-        int tid = 0;
-#ifdef ATTN_HAVE_OPENMP
-        tid = omp_get_thread_num();
-#endif
-        const attn_scratch sc = attn_scratch_carve(&j, scratch + (size_t)tid * j.scratch_floats);
-        if (j.packed) {
-#ifdef ATTN_HAVE_OPENMP
-#pragma omp for schedule(static)
-#endif
-            for (size_t it = 0; it < npack; it++) {
-                const size_t t0 = it % j.ntiles * j.bkv, nk = j.kv_len - t0 < j.bkv ? j.kv_len - t0 : j.bkv;
-                float *kt = j.packed + it * j.tile_floats;
-                if (j.bf16p)
-                    attn_pack_tile_bf16p(&j, kt, kt + j.d * j.bkvp, sc.kr, it / j.ntiles / hk, it / j.ntiles % hk,
-                                         t0, nk, attn_round16(nk));
-                else
-                    attn_pack_tile(&j, kt, j.v_in_place ? NULL : kt + j.d * j.bkvp, sc.kr, it / j.ntiles / hk,
-                                   it / j.ntiles % hk, t0, nk, attn_round16(nk));
-            }
+/* Keys per tile for a pool: the context's, cut to the largest multiple of ATTN_PAD that divides the page, so that
+ * every tile lies in one page and is read in place. */
+static size_t attn_pool_bkv(size_t bkv, size_t page)
+{
+    if (bkv < ATTN_PAD)
+        return bkv;
+    for (size_t t = bkv / ATTN_PAD * ATTN_PAD; t > ATTN_PAD; t -= ATTN_PAD)
+        if (page % t == 0)
+            return t;
+    return ATTN_PAD;
+}
+
+attn_status attn_batch_attend(const attn_ctx *ctx, const attn_kv_pool *p, const attn_batch_desc *d, const float *q,
+                              float *out, float *lse)
+{
+    if (!ctx || !p || !d || !d->seqs || !q || !out || !d->n_seqs || !d->n_heads ||
+        (unsigned)d->mask > ATTN_MASK_CAUSAL || (d->window && d->mask != ATTN_MASK_CAUSAL) || !isfinite(d->scale) ||
+        (unsigned)d->math > ATTN_MATH_BF16 || !(d->softcap >= 0.0f && d->softcap < INFINITY))
+        return ATTN_EINVAL;
+    size_t hk, hd, dv;
+    attn_kv_pool_dims_(p, &hk, &hd, &dv);
+    if (d->n_heads % hk)
+        return ATTN_EINVAL;
+    const size_t n = d->n_seqs, max_seqs = attn_pool_max_seqs(p);
+    attn_bseq *bs = malloc(n * sizeof *bs);
+    unsigned char *seen = calloc(max_seqs, 1);
+    attn_status st = bs && seen ? ATTN_OK : ATTN_ENOMEM;
+    size_t rows = 0, qmax = 0, kmax = 0;
+    for (size_t s = 0; st == ATTN_OK && s < n; s++) {
+        const uint32_t id = d->seqs[s];
+        size_t len = 0;
+        const uint32_t *pt = attn_pool_pages(p, id, &len);
+        const size_t ql = d->q_lens ? d->q_lens[s] : 1;
+        if (!pt || seen[id] || !ql || ql > len) {
+            st = ATTN_EINVAL;
+            break;
         }
-        if (j.nchunks == 1) {
-            /* Latest query block first: with causal masks those cost most, so dynamic scheduling balances. */
-#ifdef ATTN_HAVE_OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-            for (size_t it = 0; it < items; it++) {
-                const attn_item x = attn_item_at(&j, it);
-                const attn_rows rw = attn_rows_setup(&j, &sc, x.b, x.kvh, x.qb, 0, (int64_t)j.kv_len);
-                attn_rows_run(&j, &sc, &rw);
-                attn_rows_write(&j, &sc, &rw);
-                if (j.probs)
-                    attn_rows_probs(&j, &sc, &rw);
-            }
-        } else {
-            /* Runs of consecutive chunks go to one thread, so that each chunk's last tile can prefetch the next
-             * chunk's first (D2 f16 2-3% faster); a few runs per thread still balance the load. */
-            const size_t run = attn_chunk_run(items, j.nchunks, nt);
-#ifdef ATTN_HAVE_OPENMP
-#pragma omp for schedule(dynamic, run)
-#endif
-            for (size_t it = 0; it < items; it++) {
-                const attn_item x = attn_item_at(&j, it);
-                const int64_t from = (int64_t)(x.c * j.chunk), to = (int64_t)(x.c * j.chunk + j.chunk);
-                attn_rows rw = attn_rows_setup(&j, &sc, x.b, x.kvh, 0, from, to);
-                if ((it + 1) % run != 0 && x.c + 1 < j.work[x.b].nchunks && rw.uhi == to)
-                    rw.pf_end = to + (int64_t)j.bkv < (int64_t)j.kv_len ? to + (int64_t)j.bkv : (int64_t)j.kv_len;
-                attn_rows_run(&j, &sc, &rw);
-                attn_part_store(&j, &sc, &rw, attn_part(&j, it));
-            }
-#ifdef ATTN_HAVE_OPENMP
-#pragma omp for schedule(dynamic, 1)
-#endif
-            for (size_t bh = 0; bh < per_qb; bh++) {
-                attn_rows rw = attn_rows_setup(&j, &sc, bh / hk, bh % hk, 0, 0, (int64_t)j.kv_len);
-                attn_part_merge(&j, &sc, &rw);
-                attn_rows_write(&j, &sc, &rw);
-                if (j.probs)
-                    attn_rows_probs(&j, &sc, &rw);
-            }
-        }
+        seen[id] = 1;
+        bs[s] = (attn_bseq){.q_len = ql, .kv_len = len, .row0 = rows, .pt = pt};
+        if (__builtin_add_overflow(rows, ql, &rows))
+            st = ATTN_ERANGE;
+        qmax = ql > qmax ? ql : qmax;
+        kmax = len > kmax ? len : kmax;
     }
-    attn_ws_release(ctx, ws, cached);
-    return ATTN_OK;
+    free(seen);
+    if (st == ATTN_OK && (attn_count_overflows(rows, d->n_heads, hd > dv ? hd : dv, 1) ||
+                          kmax > ((size_t)1 << 62)))
+        st = ATTN_ERANGE;
+    if (st != ATTN_OK) {
+        free(bs);
+        return st;
+    }
+    attn_job j = {
+        .kern = ctx->kern, .q = q, .out = out, .lse = lse, .lse_st = {0, 1, d->n_heads}, .sinks = d->sinks,
+        .softcap = d->softcap, .slopes = d->alibi_slopes, .mods = d->softcap != 0.0f || d->alibi_slopes,
+        .qdt = ATTN_F32, .odt = ATTN_F32, .batch = n, .heads = d->n_heads, .kv_heads = hk, .q_len = qmax,
+        .kv_len = kmax, .d = hd, .dv = dv, .window = d->window, .causal = d->mask == ATTN_MASK_CAUSAL,
+        .scale = d->scale, .bseq = bs,
+    };
+    attn_pool_src(p, &j.src);
+    j.bkv0 = attn_pool_bkv((size_t)ctx->block_kv, j.src.ptok);
+    attn_job_math(&j, ctx, d->math);
+    /* [rows][heads][dim], each sequence's rows from its row0 on (attn_view moves q, out and lse there). */
+    j.qs = (attn_strides){0, hd, d->n_heads * hd};
+    j.os = (attn_strides){0, dv, d->n_heads * dv};
+    /* Scratch for the largest block and tile of any sequence. */
+    attn_job_shape(&j);
+    j.rows_max = j.group * j.nq;
+    j.bkvp = attn_round16(j.bkv);
+    st = attn_run(ctx, &j);
+    free(bs);
+    return st;
 }

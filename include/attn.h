@@ -12,7 +12,7 @@ extern "C" {
 #endif
 
 #define ATTN_VERSION_MAJOR 0
-#define ATTN_VERSION_MINOR 1
+#define ATTN_VERSION_MINOR 2
 #define ATTN_VERSION_PATCH 0
 
 /* Every public function that can fail returns one of these. Errors are returned before anything is written to
@@ -108,8 +108,11 @@ typedef enum attn_layout { ATTN_LAYOUT_BHSD = 0, ATTN_LAYOUT_BSHD = 1 } attn_lay
  * positions; by default bottom-right aligned: query i at position i + kv_len - q_len, key j at j). */
 typedef enum attn_mask { ATTN_MASK_NONE = 0, ATTN_MASK_CAUSAL = 1 } attn_mask;
 
-/* Element types of tensors. Half and bfloat16 are stored rounded to nearest even; F16 is IEEE binary16. */
-typedef enum attn_dtype { ATTN_F32 = 0, ATTN_F16 = 1, ATTN_BF16 = 2 } attn_dtype;
+/* Element types of tensors. Half and bfloat16 are stored rounded to nearest even; F16 is IEEE binary16.
+ * ATTN_I8 is KV storage only (attn_kv_pool, attn_kv_cache; ATTN_EINVAL elsewhere): each (token, KV head) row x of
+ * K and of V is stored as int8 x_q = nearbyintf(x / s) with s = max|x| / 127 (an fp32 division, ties to even;
+ * s = 0 for an all-zero row) and read as x_q * s. */
+typedef enum attn_dtype { ATTN_F32 = 0, ATTN_F16 = 1, ATTN_BF16 = 2, ATTN_I8 = 3 } attn_dtype;
 
 /* How attention multiplies. */
 typedef enum attn_math {
@@ -222,6 +225,21 @@ attn_status attn_linear_typed(const attn_ctx *ctx, const float *x, size_t n_toke
                               const void *w, attn_dtype w_dtype, const float *b, size_t out_features, float *y,
                               attn_math math);
 
+/* Rotary position embeddings. The angle of pair i at position p is p * theta^(-2i / rope_dims), computed in double;
+ * its cos and sin are rounded to fp32, and the pair (a, b) becomes (a cos - b sin, b cos + a sin) (Hugging Face). */
+typedef enum attn_rope {
+    ATTN_ROPE_NONE = 0,
+    ATTN_ROPE_NEOX = 1, /* pairs (x[i], x[i + rope_dims/2]): Llama in Hugging Face transformers, GPT-NeoX */
+    ATTN_ROPE_GPTJ = 2, /* pairs (x[2i], x[2i + 1]): GPT-J, Meta's original Llama */
+} attn_rope;
+
+/* Rotates x: [n_tokens][n_heads][head_dim] in place, token t at position pos0 + t; dimensions from rope_dims on
+ * are left as they are. rope_dims 0: head_dim; theta 0: 10000. ATTN_EINVAL: NULL x, a zero size, style not NEOX or
+ * GPTJ, rope_dims odd or above head_dim, theta negative or not finite; ATTN_ERANGE: the element count overflows or
+ * pos0 + n_tokens passes 2^53 (positions exact in double). */
+attn_status attn_rope_apply(attn_rope style, size_t rope_dims, float theta, size_t n_tokens, size_t n_heads,
+                            size_t head_dim, size_t pos0, float *x);
+
 /* One self-attention layer's weights, in PyTorch nn.Linear layout [out_features][in_features]. A zeroed struct
  * with only the v0 fields set is an fp32 layer in fp32 math. */
 typedef struct attn_layer {
@@ -236,6 +254,11 @@ typedef struct attn_layer {
     attn_dtype w_dtype;      /* element type of wq, wk, wv and wo: ATTN_F32 (0), ATTN_F16 or ATTN_BF16 */
     attn_math math;          /* 0: ATTN_MATH_F32. The projections' math (attn_linear_typed) and the attention's
                                 (attn_sdpa_desc.math) */
+    attn_rope rope;          /* 0 (ATTN_ROPE_NONE) or the rotary embedding applied to q and k after their
+                                projections (attn_rope_apply), at positions 0..n_tokens-1 in attn_self_attention and
+                                at each sequence's positions in attn_layer_forward */
+    size_t rope_dims;        /* dimensions of each head that rotate (even, at most head_dim); 0: head_dim */
+    float rope_theta;        /* base of the angles; 0: 10000 */
 } attn_layer;
 
 /* y = MultiheadAttention(x) for x: [n_tokens][d_model]; y: [n_tokens][d_model] (or [n_tokens][n_heads*head_dim]
@@ -359,7 +382,7 @@ void attn_layer_weights_free(attn_layer_weights *w);
  * attn_decode calls on one cache may run concurrently. Caches of 2 MiB and more ask the OS for huge pages. */
 typedef struct attn_kv_cache attn_kv_cache;
 
-/* Creates an empty cache. ATTN_EINVAL: out NULL, a zero size, bad dtype; ATTN_ERANGE: the byte size overflows;
+/* Creates an empty cache (dtype F32, F16, BF16 or I8). ATTN_EINVAL: out NULL, a zero size, bad dtype; ATTN_ERANGE: the byte size overflows;
  * ATTN_ENOMEM. *out is set only on ATTN_OK; free it with attn_kv_cache_destroy. */
 attn_status attn_kv_cache_create(attn_kv_cache **out, size_t n_kv_heads, size_t head_dim, size_t capacity,
                                  attn_dtype dtype);
@@ -380,6 +403,97 @@ attn_status attn_kv_cache_append(attn_kv_cache *c, const float *k, const float *
  * are bitwise the same for any thread count. */
 attn_status attn_decode(const attn_ctx *ctx, const attn_kv_cache *c, const float *q, size_t q_len, size_t n_heads,
                         attn_mask mask, float *out);
+
+/* ---- Paged KV pool: many sequences, one batched call (serving) -------------------------------------------------
+ * A pool holds the keys and values of many sequences in fixed-size pages allocated up front; a sequence is a list
+ * of pages. Forked sequences share their pages (reference-counted); whichever holder first appends into a shared,
+ * partly filled page copies it. Calls that change a pool (attn_seq_new, fork, free, append, truncate) must not
+ * overlap each other or an attn_batch_attend reading the sequences they change; attn_batch_attend calls may run
+ * concurrently with each other. */
+typedef struct attn_kv_pool attn_kv_pool;
+
+typedef struct attn_kv_pool_desc {
+    size_t n_kv_heads, head_dim; /* both >= 1 */
+    size_t v_dim;                /* width of value rows; 0: head_dim */
+    size_t page_tokens;          /* tokens per page: a multiple of 16, at most 4096; 0: 128 */
+    size_t n_pages;              /* >= 1, allocated when the pool is created; the pool never grows */
+    size_t max_seqs;             /* live sequences at most, <= 2^31; 0: 1024 */
+    attn_dtype dtype;            /* F32, F16, BF16 or I8 */
+} attn_kv_pool_desc;
+
+/* Creates a pool. ATTN_EINVAL: NULL, a zero size, page_tokens not a multiple of 16 or above 4096, a bad dtype or
+ * max_seqs; ATTN_ERANGE: the byte size overflows; ATTN_ENOMEM. *out is set only on ATTN_OK. Pools of 2 MiB and
+ * more ask the OS for huge pages. */
+attn_status attn_kv_pool_create(attn_kv_pool **out, const attn_kv_pool_desc *d);
+/* Frees a pool and all its sequences; NULL is fine. */
+void attn_kv_pool_destroy(attn_kv_pool *p);
+/* Pages no sequence holds (n_pages for a new pool); 0 for NULL. */
+size_t attn_kv_pool_free_pages(const attn_kv_pool *p);
+/* The pool's tokens per page (the default resolved); 0 for NULL. */
+size_t attn_kv_pool_page_tokens(const attn_kv_pool *p);
+
+/* A new empty sequence (holding no page) in *seq. Ids are the smallest free ones, reused after attn_seq_free.
+ * ATTN_EINVAL: NULL; ATTN_ERANGE: max_seqs sequences are live. *seq is untouched on failure. */
+attn_status attn_seq_new(attn_kv_pool *p, uint32_t *seq);
+/* A new sequence with src's tokens, sharing its pages (no page of its own). ATTN_EINVAL: NULL, src not live;
+ * ATTN_ERANGE: no free id; ATTN_ENOMEM. *seq is untouched on failure. */
+attn_status attn_seq_fork(attn_kv_pool *p, uint32_t src, uint32_t *seq);
+/* Ends a sequence: its pages return to the pool when no other sequence holds them, and the id is free for reuse.
+ * ATTN_EINVAL: NULL, an id that is not live (a double free included). */
+attn_status attn_seq_free(attn_kv_pool *p, uint32_t seq);
+/* Tokens in the sequence; 0 for an unknown id or NULL. */
+size_t attn_seq_len(const attn_kv_pool *p, uint32_t seq);
+/* Appends n_tokens tokens. k: [n_tokens][n_kv_heads][head_dim], v: [n_tokens][n_kv_heads][v_dim], fp32, stored in
+ * the pool's dtype (half and bfloat16 rounded to nearest even, I8 as attn_dtype says). All or nothing: ATTN_ERANGE
+ * when the free pages (a copy of a shared, partly filled last page included) do not suffice, ATTN_EINVAL for a NaN
+ * or infinity in an I8 pool, ATTN_ENOMEM; nothing changes then (a server preempts a sequence and retries).
+ * n_tokens 0 is ATTN_OK and reads nothing (k, v may be NULL). ATTN_EINVAL: NULL p, an id that is not live, NULL k
+ * or v with n_tokens > 0. */
+attn_status attn_seq_append(attn_kv_pool *p, uint32_t seq, const float *k, const float *v, size_t n_tokens);
+/* Keeps the first len tokens; pages past them return at once (when no other sequence holds them). len equal to the
+ * length is a no-op; truncating to 0 keeps the id. ATTN_EINVAL: NULL, an id that is not live, len > length. */
+attn_status attn_seq_truncate(attn_kv_pool *p, uint32_t seq, size_t len);
+
+/* One attn_batch_attend call: the last q_lens[s] positions of each sequence attend to its keys. */
+typedef struct attn_batch_desc {
+    size_t n_seqs;          /* >= 1 */
+    const uint32_t *seqs;   /* [n_seqs] distinct live ids */
+    const size_t *q_lens;   /* NULL: 1 each (decode; every sequence must hold a token); else [n_seqs] with
+                               1 <= q_lens[s] <= the sequence's length: its queries are its last q_lens[s] positions
+                               (append their keys and values first) */
+    size_t n_heads;         /* query heads, a multiple of the pool's n_kv_heads (GQA as attn_sdpa) */
+    float scale;            /* 0: 1/sqrt(head_dim); must be finite */
+    attn_mask mask;         /* CAUSAL: the query at position p sees keys j <= p (positions are token indices) */
+    size_t window;          /* 0: none; else (CAUSAL) keys p - window < j <= p */
+    float softcap;          /* as attn_sdpa_desc */
+    const float *alibi_slopes; /* NULL or [n_heads], as attn_sdpa_desc */
+    const float *sinks;     /* NULL or [n_heads], as attn_sdpa_desc */
+    attn_math math;         /* as attn_sdpa_desc */
+} attn_batch_desc;
+
+/* Attention for many sequences of a pool in one call (continuous batching: decodes and prefill chunks mixed).
+ * q: [sum q_lens][n_heads][head_dim] fp32, sequence 0's rows first; out: [sum q_lens][n_heads][v_dim] fp32;
+ * lse: NULL or [sum q_lens][n_heads] (as attn_sdpa_desc.lse). One parallel region over (sequence, KV head, query
+ * block, key chunk) with a fixed split of long keys, so results are bitwise the same for any thread count and
+ * whatever other sequences share the call; they equal attn_sdpa over the same (dequantised) keys and values within
+ * its accuracy. An I8 pool's rows are dequantised in registers (scores scaled per key, P per value row).
+ * ATTN_EINVAL: NULL ctx, p, d, seqs, q or out, n_seqs 0, an id not live or given twice, a q_len of 0 or past its
+ * sequence (or an empty sequence with q_lens NULL), n_heads not a multiple of n_kv_heads, a bad mask, math, scale
+ * or softcap, window without CAUSAL; ATTN_ERANGE: sizes overflow; ATTN_ENOMEM. Nothing is written on error. */
+attn_status attn_batch_attend(const attn_ctx *ctx, const attn_kv_pool *p, const attn_batch_desc *d, const float *q,
+                              float *out, float *lse);
+
+/* One causal layer step for many sequences of a pool (continuous batching). x: [sum n_new][d_model], sequence 0's
+ * rows first; for sequence s its n_new[s] (>= 1) new tokens are projected (one GEMM for all tokens of all
+ * sequences), q and k rotated (w->rope) at positions len(s) + i, k and v appended to the pool (k stored rotated),
+ * the new positions attend causally to the whole sequence (attn_batch_attend, scale 1/sqrt(head_dim), w->math),
+ * and the heads are projected out by wo into y: [sum n_new][d_model] (or n_heads*head_dim columns without wo).
+ * All or nothing: on any error nothing is appended and y is untouched. ATTN_EINVAL: NULL arguments, n_seqs 0, an
+ * id not live or twice, an n_new of 0, a pool whose n_kv_heads, head_dim or v_dim differ from the layer's, bad
+ * layer fields (as attn_self_attention, and rope); ATTN_ERANGE: sizes overflow or the pool runs out of pages;
+ * ATTN_ENOMEM. One call for many sequences equals per-sequence calls within the projections' rounding. */
+attn_status attn_layer_forward(const attn_ctx *ctx, const attn_layer *w, attn_kv_pool *p, size_t n_seqs,
+                               const uint32_t *seqs, const size_t *n_new, const float *x, float *y);
 
 #ifdef __cplusplus
 }

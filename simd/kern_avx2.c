@@ -58,6 +58,7 @@ static inline __m256 attn_hsums_avx2(const __m256 *a)
 #define V_SEL(m, a, b) _mm256_blendv_ps((b), (a), (m))
 
 #define V_CVT_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define V_CVT_I8(p) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p))))
 #define V_CVT_BF16(p) \
     _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))), 16))
 

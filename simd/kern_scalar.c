@@ -12,6 +12,8 @@ static inline float attn_ld(const void *p, size_t i, attn_dtype t)
         return attn_f16_to_f32(((const uint16_t *)p)[i]);
     if (t == ATTN_BF16)
         return attn_bf16_to_f32(((const uint16_t *)p)[i]);
+    if (t == ATTN_I8)
+        return (float)((const int8_t *)p)[i];
     return ((const float *)p)[i];
 }
 
@@ -34,6 +36,7 @@ static inline __attribute__((always_inline)) void attn_scores_t(const attn_tile_
 static ATTN_DECL_SCORES(attn_scores_f32_scalar) { attn_scores_t(a, ATTN_F32); }
 static ATTN_DECL_SCORES(attn_scores_f16_scalar) { attn_scores_t(a, ATTN_F16); }
 static ATTN_DECL_SCORES(attn_scores_bf16_scalar) { attn_scores_t(a, ATTN_BF16); }
+static ATTN_DECL_SCORES(attn_scores_i8_scalar) { attn_scores_t(a, ATTN_I8); }
 
 static inline __attribute__((always_inline)) void attn_scores_rows_t(const attn_tile_args *a, attn_dtype t)
 {
@@ -53,6 +56,7 @@ static inline __attribute__((always_inline)) void attn_scores_rows_t(const attn_
 static ATTN_DECL_SCORES(attn_scores_rows_f32_scalar) { attn_scores_rows_t(a, ATTN_F32); }
 static ATTN_DECL_SCORES(attn_scores_rows_f16_scalar) { attn_scores_rows_t(a, ATTN_F16); }
 static ATTN_DECL_SCORES(attn_scores_rows_bf16_scalar) { attn_scores_rows_t(a, ATTN_BF16); }
+static ATTN_DECL_SCORES(attn_scores_rows_i8_scalar) { attn_scores_rows_t(a, ATTN_I8); }
 
 static ATTN_DECL_SOFTMAX(attn_softmax_f32_scalar)
 {
@@ -126,6 +130,7 @@ static inline __attribute__((always_inline)) void attn_pv_t(const attn_tile_args
 static ATTN_DECL_PV(attn_pv_f32_scalar) { attn_pv_t(a, ATTN_F32); }
 static ATTN_DECL_PV(attn_pv_f16_scalar) { attn_pv_t(a, ATTN_F16); }
 static ATTN_DECL_PV(attn_pv_bf16_scalar) { attn_pv_t(a, ATTN_BF16); }
+static ATTN_DECL_PV(attn_pv_i8_scalar) { attn_pv_t(a, ATTN_I8); }
 
 static ATTN_DECL_PROBS(attn_probs_f32_scalar)
 {
@@ -191,11 +196,12 @@ const attn_kernels attn_kernels_scalar = {
     .isa = ATTN_ISA_SCALAR,
     .table = "attn_kernels_scalar",
     .sc_rb = 1, .sc_nv = 1, .pv_rb = 1, .pv_nv = 1, .pvd_rb = 1, .pvd_nv = 1,
-    .scores = {attn_scores_f32_scalar, attn_scores_f16_scalar, attn_scores_bf16_scalar},
-    .scores_rows = {attn_scores_rows_f32_scalar, attn_scores_rows_f16_scalar, attn_scores_rows_bf16_scalar},
+    .scores = {attn_scores_f32_scalar, attn_scores_f16_scalar, attn_scores_bf16_scalar, attn_scores_i8_scalar},
+    .scores_rows = {attn_scores_rows_f32_scalar, attn_scores_rows_f16_scalar, attn_scores_rows_bf16_scalar,
+                    attn_scores_rows_i8_scalar},
     .softmax = attn_softmax_f32_scalar,
     .modify = attn_modify_f32_scalar,
-    .pv = {attn_pv_f32_scalar, attn_pv_f16_scalar, attn_pv_bf16_scalar},
+    .pv = {attn_pv_f32_scalar, attn_pv_f16_scalar, attn_pv_bf16_scalar, attn_pv_i8_scalar},
     .probs = attn_probs_f32_scalar,
     .scale = attn_scale_f32_scalar,
     .cvt = {NULL, attn_cvt_f16_scalar, attn_cvt_bf16_scalar},

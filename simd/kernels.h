@@ -9,9 +9,10 @@
 
 #include "attn.h"
 
-/* Storage formats with kernel slots of their own: ATTN_F32, ATTN_F16, ATTN_BF16 index the slot arrays (room for
- * I8 and pair-interleaved bfloat16 panels). */
-#define ATTN_NFMT 3
+/* Storage formats with kernel slots of their own: ATTN_F32, ATTN_F16, ATTN_BF16, ATTN_I8 index the slot arrays.
+ * The I8 slots take the stored integers as they are (widened exactly): the engine multiplies each score by its
+ * key's scale and each weight by its value row's. */
+#define ATTN_NFMT 4
 
 /* Packed widths are multiples of this (the widest vector, 16 floats), so every ISA runs whole vectors only. */
 #define ATTN_PAD 16
@@ -124,13 +125,13 @@ typedef struct attn_kernels {
      * queries, normalised outputs), vectorised here since the engine is built for the baseline ISA. */
     ATTN_DECL_SCALE((*scale));
     /* dst[i] = src[i] widened to fp32 (exact) for i < n: a KV cache's stored rows. [ATTN_F16] IEEE half,
-     * [ATTN_BF16] bfloat16; [ATTN_F32] is NULL (a copy). */
+     * [ATTN_BF16] bfloat16; [ATTN_F32] and [ATTN_I8] are NULL (a copy; the engine widens int8 itself). */
     ATTN_DECL_CVT((*cvt[ATTN_NFMT]));
     /* x[i] = x[i] rounded to bfloat16 (nearest even; a NaN stays a quiet NaN), kept as fp32, for i < n (no
      * alignment needed): ATTN_MATH_BF16's rounding of Q, K, V and P on every level. */
     ATTN_DECL_ROUND((*round_bf16));
     /* dst[i] = src[i] * f rounded to nearest even, for i < n (no alignment needed): outputs stored as [ATTN_F16]
-     * IEEE half or [ATTN_BF16] bfloat16 (a NaN stays a quiet NaN); [ATTN_F32] is NULL (scale). */
+     * IEEE half or [ATTN_BF16] bfloat16 (a NaN stays a quiet NaN); [ATTN_F32] is NULL (scale), [ATTN_I8] NULL. */
     ATTN_DECL_NARROW((*narrow[ATTN_NFMT]));
     /* ATTN_MATH_BF16 on bfloat16 dot-product instructions (NULL where the level has none: the engine then rounds
      * to bfloat16 and runs the fp32 slots). Operands are bfloat16 pairs along the reduction, 32-bit words whose

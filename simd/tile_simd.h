@@ -7,7 +7,7 @@
  * V_FMA(a, b, c) = a*b+c, V_MUL, V_SUB, V_MAX, V_ADD, V_DIV, V_EXP(x), V_HMAX(x), V_HSUM(x), V_HSUMS(p) (lane
  * i = the sum of vector p[i], for VW vectors), V_IOTA(),
  * V_INRANGE(idx, lo, hi) -> M, V_SEL(m, a, b) (a where m), V_CVT_F16(p) and V_CVT_BF16(p) (VW stored halves at p,
- * widened); the blockings SC_RB x SC_NV (scores and the GEMM), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of
+ * widened), V_CVT_I8(p) (VW int8 at p, widened exactly); the blockings SC_RB x SC_NV (scores and the GEMM), PV_RB x PV_NV (P.V), PVD_RB x PVD_NV (P.V of
  * decode-sized blocks; optionally PVH_RB x PVH_NV for half/bfloat16 V), SR_RB x SR_JB (scores_rows); ATTN_SFX
  * (the ISA suffix of every name) and ATTN_KERNELS_ISA.
  *
@@ -133,6 +133,17 @@ ATTN_INLINE void attn_sr_store(const attn_tile_args *a, size_t r0, size_t j0, co
 #define FMT bf16
 #define FMT_ESZ sizeof(uint16_t)
 #define FMT_LD(base, i) V_CVT_BF16((const uint16_t *)(base) + (i))
+#define FMT_LDP(base, i) FMT_LD(base, i)
+#define FMT_PF_PANELS 1
+#define FMT_PF_COPIES 1
+#define FMT_PVD_RB PVH_RB
+#define FMT_PVD_NV PVH_NV
+#include "tile_fmt.h"
+
+/* int8 rows (ATTN_I8) as their integers: a quarter of fp32's bytes, prefetched like half. */
+#define FMT i8
+#define FMT_ESZ sizeof(int8_t)
+#define FMT_LD(base, i) V_CVT_I8((const int8_t *)(base) + (i))
 #define FMT_LDP(base, i) FMT_LD(base, i)
 #define FMT_PF_PANELS 1
 #define FMT_PF_COPIES 1
@@ -433,9 +444,11 @@ ATTN_SLOT_LINK ATTN_DECL_GEMM(ATTN_FN(gemm_f32))
 /* The slots of the table whose functions carry suffix sfx, and their declarations. */
 #define ATTN_SIMD_SLOTS(sfx) ATTN_SIMD_SLOTS_(sfx)
 #define ATTN_SIMD_SLOTS_(sfx)                                                                                      \
-    .scores = {attn_scores_f32_##sfx, attn_scores_f16_##sfx, attn_scores_bf16_##sfx},                              \
-    .scores_rows = {attn_scores_rows_f32_##sfx, attn_scores_rows_f16_##sfx, attn_scores_rows_bf16_##sfx},          \
-    .softmax = attn_softmax_f32_##sfx, .pv = {attn_pv_f32_##sfx, attn_pv_f16_##sfx, attn_pv_bf16_##sfx},           \
+    .scores = {attn_scores_f32_##sfx, attn_scores_f16_##sfx, attn_scores_bf16_##sfx, attn_scores_i8_##sfx},        \
+    .scores_rows = {attn_scores_rows_f32_##sfx, attn_scores_rows_f16_##sfx, attn_scores_rows_bf16_##sfx,           \
+                    attn_scores_rows_i8_##sfx},                                                                    \
+    .softmax = attn_softmax_f32_##sfx,                                                                             \
+    .pv = {attn_pv_f32_##sfx, attn_pv_f16_##sfx, attn_pv_bf16_##sfx, attn_pv_i8_##sfx},                            \
     .modify = attn_modify_f32_##sfx,                                                                               \
     .probs = attn_probs_f32_##sfx, .scale = attn_scale_f32_##sfx,                                                  \
     .cvt = {NULL, attn_cvt_f16_##sfx, attn_cvt_bf16_##sfx}, .round_bf16 = attn_round_bf16_##sfx,                   \
@@ -445,6 +458,8 @@ ATTN_SLOT_LINK ATTN_DECL_GEMM(ATTN_FN(gemm_f32))
     ATTN_DECL_SCORES(attn_scores_f32_##sfx); ATTN_DECL_SCORES(attn_scores_f16_##sfx);                              \
     ATTN_DECL_SCORES(attn_scores_bf16_##sfx); ATTN_DECL_SCORES(attn_scores_rows_f32_##sfx);                        \
     ATTN_DECL_SCORES(attn_scores_rows_f16_##sfx); ATTN_DECL_SCORES(attn_scores_rows_bf16_##sfx);                   \
+    ATTN_DECL_SCORES(attn_scores_i8_##sfx); ATTN_DECL_SCORES(attn_scores_rows_i8_##sfx);                           \
+    ATTN_DECL_PV(attn_pv_i8_##sfx);                                                                                \
     ATTN_DECL_SOFTMAX(attn_softmax_f32_##sfx); ATTN_DECL_PV(attn_pv_f32_##sfx); ATTN_DECL_PV(attn_pv_f16_##sfx);   \
     ATTN_DECL_MODIFY(attn_modify_f32_##sfx);                                                                       \
     ATTN_DECL_PV(attn_pv_bf16_##sfx); ATTN_DECL_PROBS(attn_probs_f32_##sfx); ATTN_DECL_SCALE(attn_scale_f32_##sfx); \

@@ -36,6 +36,9 @@ static inline float32x4_t attn_iota_neon(void)
 
 #define V_CVT_F16(p) vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)))
 #define V_CVT_BF16(p) vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16))
+/* Four int8 through one 32-bit lane load (vld1_s8 would read 8 bytes, past the end of a row). */
+#define V_CVT_I8(p) \
+    vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(vreinterpret_s8_s32(vld1_dup_s32((const int32_t *)(const void *)(p)))))))
 
 /* Round to bfloat16, kept as fp32: add 0x7fff plus the lowest kept bit, clear the low half; a NaN is quieted
  * instead. */

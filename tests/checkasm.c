@@ -92,6 +92,7 @@ static float ca_ld(const void *p, size_t i, attn_dtype t)
 {
     return t == ATTN_F16    ? attn_f16_to_f32(((const uint16_t *)p)[i])
            : t == ATTN_BF16 ? attn_bf16_to_f32(((const uint16_t *)p)[i])
+           : t == ATTN_I8   ? (float)((const int8_t *)p)[i]
                             : ((const float *)p)[i];
 }
 
@@ -101,11 +102,13 @@ static void ca_st(void *p, size_t i, attn_dtype t, float x)
         ((uint16_t *)p)[i] = attn_f32_to_f16(x);
     else if (t == ATTN_BF16)
         ((uint16_t *)p)[i] = attn_f32_to_bf16(x);
+    else if (t == ATTN_I8) /* the integers of an int8 row: x in [-1, 1] spread over [-127, 127] */
+        ((int8_t *)p)[i] = (int8_t)lrintf(fmaxf(-1.0f, fminf(1.0f, x)) * 127.0f);
     else
         ((float *)p)[i] = x;
 }
 
-static size_t ca_esz(attn_dtype t) { return t == ATTN_F32 ? sizeof(float) : sizeof(uint16_t); }
+static size_t ca_esz(attn_dtype t) { return t == ATTN_F32 ? sizeof(float) : t == ATTN_I8 ? 1 : sizeof(uint16_t); }
 
 /* Random visible ranges: all keys, none, a prefix (causal), a suffix (window) or a middle piece. */
 static void ca_ranges(tc_rng *r, int *lo, int *hi, size_t rows, size_t nk, int all)
@@ -887,13 +890,13 @@ static int ca_check_modify(const attn_kernels *k, tc_rng *r)
 /* Every slot of attn_kernels, the per-format ones once per format. */
 enum {
     CA_SCORES_ROWS = 2 * ATTN_NFMT, CA_SOFTMAX = CA_SCORES_ROWS + ATTN_NFMT, CA_PROBS, CA_SCALE, CA_CVT,
-    CA_ROUND = CA_CVT + ATTN_NFMT - 1, CA_GEMM, CA_NARROW, CA_BF16P = CA_NARROW + ATTN_NFMT - 1, CA_BF16R, CA_MODIFY, CA_NSLOT
+    CA_ROUND = CA_CVT + 2, CA_GEMM, CA_NARROW, CA_BF16P = CA_NARROW + 2, CA_BF16R, CA_MODIFY, CA_NSLOT
 };
 static const char *const ca_slots[CA_NSLOT] = {
-    "scores_f32", "scores_f16", "scores_bf16", "pv_f32", "pv_f16", "pv_bf16", "scores_rows_f32", "scores_rows_f16",
-    "scores_rows_bf16", "softmax", "probs", "scale", "cvt_f16", "cvt_bf16", "round_bf16", "gemm", "narrow_f16",
-    "narrow_bf16", "bf16p", "bf16 rows", "modify"};
-_Static_assert(ATTN_NFMT == 3, "name the slots of a new storage format in ca_slots");
+    "scores_f32", "scores_f16", "scores_bf16", "scores_i8", "pv_f32", "pv_f16", "pv_bf16", "pv_i8",
+    "scores_rows_f32", "scores_rows_f16", "scores_rows_bf16", "scores_rows_i8", "softmax", "probs", "scale",
+    "cvt_f16", "cvt_bf16", "round_bf16", "gemm", "narrow_f16", "narrow_bf16", "bf16p", "bf16 rows", "modify"};
+_Static_assert(ATTN_NFMT == 4, "name the slots of a new storage format in ca_slots");
 
 static int ca_run_slot(const attn_kernels *k, int slot, tc_rng *r)
 {

@@ -641,6 +641,21 @@ float tc_stored(attn_dtype t, float x)
     return x;
 }
 
+void tc_stored_row(attn_dtype t, float *x, size_t n)
+{
+    if (t != ATTN_I8) {
+        for (size_t i = 0; i < n; i++)
+            x[i] = tc_stored(t, x[i]);
+        return;
+    }
+    float mx = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        mx = fabsf(x[i]) > mx ? fabsf(x[i]) : mx;
+    const float s = mx / 127.0f; /* as the library: an fp32 division, then x / s rounded to the nearest even */
+    for (size_t i = 0; i < n; i++)
+        x[i] = s == 0.0f ? 0.0f : (float)((double)nearbyint((double)(x[i] / s)) * (double)s);
+}
+
 int tc_check_decode(const attn_ctx *ctx, attn_dtype t, const tc_kv_case *kc, uint64_t seed, double *worst,
                     char *msg, size_t len)
 {
@@ -676,9 +691,9 @@ int tc_check_decode(const attn_ctx *ctx, attn_dtype t, const tc_kv_case *kc, uin
             goto done;
         }
     }
-    for (size_t i = 0; i < p.nk; i++) { /* the reference sees what the cache stores */
-        p.k[i] = tc_stored(t, p.k[i]);
-        p.v[i] = tc_stored(t, p.v[i]);
+    for (size_t i = 0; i < p.nk; i += kc->d) { /* the reference sees what the cache stores */
+        tc_stored_row(t, p.k + i, kc->d);
+        tc_stored_row(t, p.v + i, kc->d);
     }
     ref = malloc(kc->d * sizeof *ref);
     scratch = malloc(2 * kc->len * sizeof *scratch);

@@ -140,6 +140,9 @@ int tc_check_desc(const attn_sdpa_desc *d, uint64_t case_id, tc_fill kind, int w
 /* x as a cache of type t stores it, by a conversion independent of the library's (the compiler's _Float16 for
  * half, frexp/nearbyint for bfloat16). */
 float tc_stored(attn_dtype t, float x);
+/* A row x[0..n) as a cache or pool of type t stores and reads it, in place: tc_stored per element, or for ATTN_I8
+ * the row's int8 quantisation (attn_dtype) times its scale. */
+void tc_stored_row(attn_dtype t, float *x, size_t n);
 
 typedef struct tc_kv_case {
     size_t hk, group, d, len, q_len;

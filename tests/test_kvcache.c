@@ -1,6 +1,6 @@
 /* The KV cache and attn_decode, on every ISA and storage type: decode against the float64 reference computed on K/V
  * rounded to the storage type by an independent conversion (the compiler's _Float16 for half, frexp/nearbyint for
- * bfloat16), chunked appends, all-or-nothing capacity errors, reset, argument errors, and bitwise thread-count
+ * bfloat16, a double-precision row quantisation for int8), chunked appends, all-or-nothing capacity errors, reset, argument errors, and bitwise thread-count
  * independence, and 8 threads sharing one context giving the serial results bit for bit. */
 #define _POSIX_C_SOURCE 200809L
 
@@ -13,8 +13,9 @@
 
 #include "common.h"
 
-static const attn_dtype dtypes[] = { ATTN_F32, ATTN_F16, ATTN_BF16 };
-static const char *const dtype_names[] = { "f32", "f16", "bf16" };
+static const attn_dtype dtypes[] = { ATTN_F32, ATTN_F16, ATTN_BF16, ATTN_I8 };
+static const char *const dtype_names[] = { "f32", "f16", "bf16", "i8" };
+#define N_DTYPES (sizeof dtypes / sizeof dtypes[0])
 
 
 Test(kvcache, decode_vs_reference, .timeout = 240)
@@ -35,7 +36,7 @@ Test(kvcache, decode_vs_reference, .timeout = 240)
     const int n = tc_isas(isas);
     char msg[512];
     for (int i = 0; i < n; i++)
-        for (size_t t = 0; t < 3; t++) {
+        for (size_t t = 0; t < N_DTYPES; t++) {
             double worst = 0.0;
             for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
                 const tc_kv_case *kc = &cases[k];
@@ -71,7 +72,7 @@ Test(kvcache, decode_odd_block_kv, .timeout = 240)
     const int n = tc_isas(isas);
     char msg[512];
     for (int i = 0; i < n; i++)
-        for (size_t t = 0; t < 3; t++)
+        for (size_t t = 0; t < N_DTYPES; t++)
             for (size_t b = 0; b < sizeof blocks / sizeof blocks[0]; b++) {
                 double worst = 0.0;
                 for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
@@ -114,7 +115,7 @@ Test(kvcache, capacity_append_and_reset)
         q[i] = tc_rng_float(&r, -1, 1);
     attn_ctx *ctx = NULL;
     cr_assert_eq(attn_ctx_create(&ctx, NULL), ATTN_OK);
-    for (size_t t = 0; t < 3; t++) {
+    for (size_t t = 0; t < N_DTYPES; t++) {
         attn_kv_cache *c = NULL;
         cr_assert_eq(attn_kv_cache_create(&c, hk, d, cap, dtypes[t]), ATTN_OK);
         cr_assert_eq(attn_kv_cache_append(c, k, v, 0), ATTN_OK, "appending 0 tokens is a no-op");
@@ -199,7 +200,7 @@ Test(kvcache, decode_thread_independent, .timeout = 240)
         q[i] = tc_rng_float(&r, -1, 1);
     attn_isa isas[TC_MAX_ISAS];
     const int n = tc_isas(isas);
-    for (size_t t = 0; t < 3; t++) {
+    for (size_t t = 0; t < N_DTYPES; t++) {
         attn_kv_cache *c = NULL;
         cr_assert_eq(attn_kv_cache_create(&c, hk, d, len, dtypes[t]), ATTN_OK);
         cr_assert_eq(attn_kv_cache_append(c, k, v, len), ATTN_OK);
@@ -259,7 +260,7 @@ static void *srv_run(void *arg)
     for (size_t i = 0; !job->status && i < SRV_PROMPT * SRV_H * SRV_D; i++)
         q[i] = tc_rng_float(&r, -1, 1);
     if (!job->status)
-        job->status = attn_kv_cache_create(&c, SRV_HK, SRV_D, len, dtypes[job->id % 3]);
+        job->status = attn_kv_cache_create(&c, SRV_HK, SRV_D, len, dtypes[job->id % N_DTYPES]);
     if (!job->status)
         job->status = attn_kv_cache_append(c, k, v, SRV_PROMPT);
     if (!job->status)

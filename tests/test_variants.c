@@ -71,7 +71,7 @@ Test(variants, registry_matches_names)
             first &= attn_variant_at(i)->level != v->level;
         cr_assert_eq(first, v->prefer == NULL, "%s: the generic variant must come first in its level", v->name);
         for (int f = 0; f < ATTN_NFMT; f++)
-            cr_assert(v->kern->scores[f] && v->kern->pv[f] && (f == ATTN_F32 || v->kern->cvt[f]), "%s", v->name);
+            cr_assert(v->kern->scores[f] && v->kern->pv[f] && (f == ATTN_F32 || f == ATTN_I8 || v->kern->cvt[f]), "%s", v->name);
     }
     cr_assert_null(attn_kernels_name(n));
     cr_assert_eq(n, attn_variant_count());
