@@ -269,12 +269,12 @@ int main(void)
         passed += n_cases - isa_failed;
         failed += isa_failed;
     }
-    /* Decode through a KV cache in each storage type: the widening kernels (vcvt_f32_f16 / shifts on NEON), the
+    /* Decode through a KV cache in each storage type: the widening kernels (vcvt_f32_f16 / shifts / vmovl on NEON), the
      * cache's key panels read in place (default block_kv) and packed across panels (block_kv 100). */
     static const tc_kv_case kv_cases[] = {
         { 2, 4, 64, 150, 1, ATTN_MASK_CAUSAL }, { 1, 2, 17, 40, 3, ATTN_MASK_CAUSAL }, { 2, 1, 32, 1100, 2, 0 },
     };
-    static const attn_dtype kv_types[] = { ATTN_F32, ATTN_F16, ATTN_BF16 };
+    static const attn_dtype kv_types[] = { ATTN_F32, ATTN_F16, ATTN_BF16, ATTN_I8 };
     for (int iib = 0; iib < 2 * n_isa; iib++) {
         const int ii = iib / 2, bkv = iib % 2 ? 100 : 0;
         attn_ctx *ctx = NULL;
@@ -283,7 +283,7 @@ int main(void)
             continue;
         }
         double worst = 0.0;
-        for (size_t t = 0; t < 3; t++)
+        for (size_t t = 0; t < sizeof kv_types / sizeof kv_types[0]; t++)
             for (size_t k = 0; k < sizeof kv_cases / sizeof kv_cases[0]; k++) {
                 char msg[512];
                 if (tc_check_decode(ctx, kv_types[t], &kv_cases[k], tc_mix(seed ^ 0xcac4e, t * 8 + k), &worst, msg,
@@ -295,7 +295,7 @@ int main(void)
                     passed++;
                 }
             }
-        printf("%-6s: decode through f32/f16/bf16 caches (block_kv %s), max err out %.2e\n", attn_isa_name(isas[ii]),
+        printf("%-6s: decode through f32/f16/bf16/i8 caches (block_kv %s), max err out %.2e\n", attn_isa_name(isas[ii]),
                bkv ? "100" : "default", worst);
         attn_ctx_destroy(ctx);
     }
