@@ -17,7 +17,7 @@
  *     equal the clean call's bit for bit;
  *   - on ATTN_ENOMEM the outputs are untouched (still the poison pattern, guards intact), *out pointers are
  *     untouched (attn_layer_load_safetensors: zeroed, as documented), a KV cache's length and contents are
- *     unchanged, and the context still works (the same call, not armed, gives the clean result);
+ *     unchanged, a pool's lengths and free pages are, and the context still works (the same call, not armed, gives the clean result);
  *   - after the scenario frees what it made, no block allocated while armed is still live.
  * A failure injected inside the JSON parser is the parser's to report: jansson 2.14 turns most of them into syntax
  * errors (so the loader says ATTN_EINVAL) and loses a character of a long token when its token buffer cannot grow
@@ -743,6 +743,101 @@ static void kvc_teardown(scenario *s)
     q->c = NULL;
 }
 
+/* ---- the paged KV pool ----------------------------------------------------------------------------------------- */
+
+/* The armed call of a pool scenario. */
+enum { PL_CREATE, PL_FORK, PL_APPEND, PL_BATCH };
+
+typedef struct pool_state {
+    int op;
+    attn_dtype t;
+    size_t n_pages;
+    float *k, *v, *qv; /* 400 tokens of [2][32]; 6 query rows of [6][32] */
+    attn_ctx *ctx;
+    attn_kv_pool *p, *made; /* made: PL_CREATE's result */
+    uint32_t a, b, got;     /* a: 300 tokens, b: a's fork; got: PL_FORK's result */
+    size_t free_before;
+    tc_buf out;
+    float *keep_out;
+} pool_state;
+
+static int pool_setup(scenario *s)
+{
+    pool_state *q = s->st;
+    q->made = SENTINEL;
+    q->got = 0x5e97u;
+    const attn_kv_pool_desc d = { .n_kv_heads = 2, .head_dim = 32, .page_tokens = 16, .n_pages = q->n_pages,
+                                  .max_seqs = 8, .dtype = q->t };
+    if (tc_ctx_create(&q->ctx, ATTN_ISA_AUTO, 1, 0, 0) != ATTN_OK || attn_kv_pool_create(&q->p, &d) != ATTN_OK ||
+        attn_seq_new(q->p, &q->a) != ATTN_OK || attn_seq_append(q->p, q->a, q->k, q->v, 300) != ATTN_OK ||
+        attn_seq_fork(q->p, q->a, &q->b) != ATTN_OK || attn_seq_append(q->p, q->b, q->k, q->v, 5) != ATTN_OK)
+        return -1;
+    q->free_before = attn_kv_pool_free_pages(q->p);
+    return out_alloc(&q->out, 6 * 6 * 32);
+}
+
+static attn_status pool_call(scenario *s)
+{
+    pool_state *q = s->st;
+    if (q->op == PL_CREATE) {
+        const attn_kv_pool_desc d = { .n_kv_heads = 2, .head_dim = 32, .n_pages = q->n_pages, .dtype = q->t };
+        return attn_kv_pool_create(&q->made, &d);
+    }
+    if (q->op == PL_FORK)
+        return attn_seq_fork(q->p, q->b, &q->got);
+    if (q->op == PL_APPEND) /* b's page table grows past what the fork gave it */
+        return attn_seq_append(q->p, q->b, q->k, q->v, 400);
+    const uint32_t ids[2] = { q->a, q->b };
+    const size_t ql[2] = { 1, 5 };
+    const attn_batch_desc bd = { .n_seqs = 2, .seqs = ids, .q_lens = ql, .n_heads = 6, .mask = ATTN_MASK_CAUSAL };
+    return attn_batch_attend(q->ctx, q->p, &bd, q->qv, q->out.p, NULL);
+}
+
+static int pool_after_ok(scenario *s, int clean, char *msg, size_t len)
+{
+    pool_state *q = s->st;
+    if (q->op == PL_CREATE)
+        return q->made == SENTINEL || !q->made || attn_kv_pool_free_pages(q->made) != q->n_pages
+                   ? fail_msg(msg, len, "ATTN_OK without a fresh pool in *out")
+                   : 0;
+    if (q->op == PL_FORK)
+        return attn_seq_len(q->p, q->got) != 305 || attn_kv_pool_free_pages(q->p) != q->free_before
+                   ? fail_msg(msg, len, "the fork holds %zu tokens", attn_seq_len(q->p, q->got))
+                   : 0;
+    if (q->op == PL_APPEND)
+        return attn_seq_len(q->p, q->b) != 705 ? fail_msg(msg, len, "length %zu after the append",
+                                                         attn_seq_len(q->p, q->b))
+                                               : 0;
+    return out_same(&q->out, &q->keep_out, clean, "out", msg, len);
+}
+
+static int pool_after_fail(scenario *s, char *msg, size_t len)
+{
+    pool_state *q = s->st;
+    if (q->op == PL_CREATE)
+        return q->made != SENTINEL ? fail_msg(msg, len, "*out was written (%p)", (void *)q->made) : 0;
+    if (attn_seq_len(q->p, q->a) != 300 || attn_seq_len(q->p, q->b) != 305 ||
+        attn_kv_pool_free_pages(q->p) != q->free_before)
+        return fail_msg(msg, len, "the pool changed: lengths %zu, %zu, free pages %zu (was %zu)",
+                        attn_seq_len(q->p, q->a), attn_seq_len(q->p, q->b), attn_kv_pool_free_pages(q->p),
+                        q->free_before);
+    if (q->op == PL_FORK && q->got != 0x5e97u)
+        return fail_msg(msg, len, "*seq was written");
+    return q->op == PL_BATCH && !out_untouched(&q->out) ? fail_msg(msg, len, "out was written") : 0;
+}
+
+static void pool_teardown(scenario *s)
+{
+    pool_state *q = s->st;
+    if (q->made != SENTINEL)
+        attn_kv_pool_destroy(q->made);
+    attn_kv_pool_destroy(q->p);
+    attn_ctx_destroy(q->ctx);
+    q->p = q->made = NULL;
+    q->ctx = NULL;
+    out_free(&q->out);
+}
+
 /* ---- attn_linear and attn_self_attention ----------------------------------------------------------------------- */
 
 typedef struct lin_state {
@@ -1189,12 +1284,13 @@ int main(void)
 
     /* attn_kv_cache_create: small (aligned allocation) and 2 MiB or more (huge-page path), each dtype. */
     {
-        static const char *const names[3][2] = {
+        static const char *const names[4][2] = {
             { "attn_kv_cache_create F32, small", "attn_kv_cache_create F32, 4 MiB (huge pages)" },
             { "attn_kv_cache_create F16, small", "attn_kv_cache_create F16, 2 MiB (huge pages)" },
             { "attn_kv_cache_create BF16, small", "attn_kv_cache_create BF16, 2 MiB (huge pages)" },
+            { "attn_kv_cache_create I8, small", "attn_kv_cache_create I8, 1 MiB" },
         };
-        for (int t = 0; t < 3; t++)
+        for (int t = 0; t < 4; t++)
             for (int big = 0; big < 2; big++) {
                 kvc_state q = { .hk = 2, .d = 64, .cap = big ? 8192 : 100, .t = (attn_dtype)t };
                 scenario s = SCN(names[t][big], FALLBACK_NONE, 0, kvc, &q);
@@ -1204,12 +1300,13 @@ int main(void)
 
     /* attn_kv_cache_append, then attn_decode (split KV), each dtype. */
     {
-        static const char *const names[3][2] = {
+        static const char *const names[4][2] = {
             { "attn_kv_cache_append F32", "attn_decode F32 (GQA, split KV)" },
             { "attn_kv_cache_append F16", "attn_decode F16 (GQA, split KV)" },
             { "attn_kv_cache_append BF16", "attn_decode BF16 (GQA, split KV)" },
+            { "attn_kv_cache_append I8", "attn_decode I8 (GQA, split KV)" },
         };
-        for (int t = 0; t < 3; t++)
+        for (int t = 0; t < 4; t++)
             for (int dec = 0; dec < 2; dec++) {
                 kv_state q = { .hk = 2, .group = 3, .d = 32, .len = 1500, .cap = 1600, .q_len = 2,
                                .t = (attn_dtype)t, .n_append = 37, .decode = dec };
@@ -1221,6 +1318,27 @@ int main(void)
                 run_scenario(&s);
                 free(q.k), free(q.v), free(q.qv), free(q.keep_out), free(q.keep_after);
             }
+    }
+
+    /* The paged pool: create (small, and 2 MiB or more), fork, an append that grows a page table, a batch. */
+    {
+        static const char *const names[] = { "attn_kv_pool_create F16, small", "attn_kv_pool_create I8, 3 MiB",
+                                             "attn_seq_fork", "attn_seq_append (page table grows)",
+                                             "attn_batch_attend (decode and prefill rows)" };
+        float *k = new_uniform(400 * 64, tc_mix(seed, 250)), *v = new_uniform(400 * 64, tc_mix(seed, 251));
+        float *qv = new_uniform(6 * 6 * 32, tc_mix(seed, 252));
+        if (!k || !v || !qv) {
+            printf("fault-check: test out of memory\n");
+            return 1;
+        }
+        for (int i = 0; i < 5; i++) {
+            pool_state q = { .op = i < 2 ? PL_CREATE : i - 1, .t = i == 1 ? ATTN_I8 : ATTN_F16,
+                             .n_pages = i == 1 ? 96 : 80, .k = k, .v = v, .qv = qv };
+            scenario s = SCN(names[i], FALLBACK_NONE, 0, pool, &q);
+            run_scenario(&s);
+            free(q.keep_out);
+        }
+        free(k), free(v), free(qv);
     }
 
     /* attn_linear */
