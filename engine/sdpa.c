@@ -394,6 +394,9 @@ typedef struct attn_rows {
     int64_t ulo, uhi;         /* union of the rows' visible keys; ulo >= uhi: none */
     int64_t pf_end;           /* key rows before this may be prefetched (the last tile prefetches the first tile of
                                  the next chunk when this thread takes it next); at least uhi */
+    const void *xkn, *xvn;    /* NULL, or the first keys and values of the thread's next item (another KV head or
+                                 sequence), xknn of them, which the last tile prefetches */
+    size_t xknn;
 } attn_rows;
 
 /* dst[0..d) = scale * query row at element e of q, widened to fp32 (rounded to bfloat16 first for
@@ -436,7 +439,7 @@ static void attn_q_row(const attn_job *j, float *dst, size_t e, float *row)
 static attn_rows attn_rows_setup(const attn_job *j, const attn_scratch *sc, size_t b, size_t kvh, size_t qb,
                                  int64_t kfrom, int64_t kto)
 {
-    attn_rows rw = {.b = b, .kvh = kvh, .q0 = qb * j->nq, .ulo = INT64_MAX, .uhi = 0};
+    attn_rows rw = {.b = b, .kvh = kvh, .q0 = qb * j->nq, .ulo = INT64_MAX, .uhi = 0, .xkn = NULL};
     rw.nq = j->q_len - rw.q0 < j->nq ? j->q_len - rw.q0 : j->nq;
     rw.n = j->group * rw.nq;
     if (kto > (int64_t)j->kv_len)
@@ -492,16 +495,26 @@ static attn_tile_args attn_rows_args(const attn_job *j, const attn_scratch *sc, 
 static void attn_i8_scale(const attn_job *j, const attn_scratch *sc, const attn_tile_args *a, size_t kvh,
                           size_t t0, int v)
 {
+    /* A whole number of vectors: the scales of a tile starting on a panel in one page (or a cache) run on to the
+     * panel's end; gathered ones are padded with zeros (weights past nk are 0, scores there are never read). */
     const float *f = sc->fs;
-    if (attn_src_contig(&j->src, t0, a->nk))
+    if (t0 % ATTN_PAD == 0 && attn_src_contig(&j->src, t0, a->nkp))
         f = attn_src_scale(&j->src, v, kvh, t0);
-    else
+    else {
         for (size_t t = 0; t < a->nk; t++)
             sc->fs[t] = *attn_src_scale(&j->src, v, kvh, t0 + t);
+        memset(sc->fs + a->nk, 0, (a->nkp - a->nk) * sizeof(float));
+    }
+    typedef float v4 __attribute__((vector_size(16))); /* the baseline build's vectors (SSE2, NEON) */
     for (size_t r = 0; r < a->rows; r++) {
         float *s = a->s + r * a->nkp;
-        for (size_t t = 0; t < a->nk; t++)
-            s[t] *= f[t];
+        for (size_t t = 0; t < a->nkp; t += 4) {
+            v4 x, y;
+            memcpy(&x, s + t, sizeof x);
+            memcpy(&y, f + t, sizeof y);
+            x *= y;
+            memcpy(s + t, &x, sizeof x);
+        }
     }
 }
 
@@ -531,6 +544,17 @@ static int64_t attn_rows_tfirst(const attn_job *j, const attn_rows *rw)
     return rw->ulo < rw->uhi ? rw->ulo / (int64_t)j->bkv * (int64_t)j->bkv : rw->uhi;
 }
 
+/* The first lines of the next tile in another page (fp32, whose kernels leave streams to the hardware prefetchers:
+ * those stop at a page's end and take several misses to start again). */
+static void attn_page_prefetch(const attn_job *j, const attn_rows *rw, size_t tn)
+{
+    const char *k = attn_src_kpanel(&j->src, rw->b, rw->kvh, tn), *v = attn_src_vrow(&j->src, rw->b, rw->kvh, tn);
+    for (size_t l = 0; l < 64; l++) {
+        __builtin_prefetch(k + l * 64, 0, 2);
+        __builtin_prefetch(v + l * 64, 0, 2);
+    }
+}
+
 /* The online softmax over every tile the rows can see: leaves m, l and the unnormalised o in sc. */
 static void attn_rows_run(const attn_job *j, const attn_scratch *sc, const attn_rows *rw)
 {
@@ -548,7 +572,14 @@ static void attn_rows_run(const attn_job *j, const attn_scratch *sc, const attn_
                                             : attn_src_krow(&j->src, rw->b, rw->kvh, (size_t)tn);
             a.vn = a.vp != sc->vp ? attn_src_vrow(&j->src, rw->b, rw->kvh, (size_t)tn) : NULL;
             a.knn = (size_t)(rw->pf_end - tn) < j->bkv ? (size_t)(rw->pf_end - tn) : j->bkv;
+        } else if (tn >= rw->pf_end && rw->xkn && a.kt != sc->kt && a.kt) {
+            a.kn = rw->xkn;
+            a.vn = a.vp != sc->vp ? rw->xvn : NULL;
+            a.knn = rw->xknn;
         }
+        if (j->src.kind == ATTN_KV_PAGED && j->src.fmt == ATTN_F32 && tn < rw->uhi && (size_t)tn % j->src.ptok == 0 &&
+            a.kt != sc->kt)
+            attn_page_prefetch(j, rw, (size_t)tn);
         attn_tile_scores(j, sc, &a, rw->kvh, (size_t)t0);
         j->kern->softmax(&a);
         if (j->i8f)
@@ -794,6 +825,27 @@ static const attn_job *attn_view(const attn_job *j, size_t b, attn_job *v)
     return v;
 }
 
+/* For item it, whose thread takes item it + 1 next (runs of run items), where that item starts reading when it
+ * reads keys in place from panels (a KV cache or pool): so that this item's last tile prefetches them, and memory
+ * keeps streaming from one short sequence to the next. */
+static void attn_next_prefetch(const attn_job *j, size_t it, size_t run, size_t items, attn_rows *rw)
+{
+    if ((it + 1) % run == 0 || it + 1 >= items)
+        return;
+    const attn_item x = attn_item_at(j, it + 1);
+    attn_job tmp;
+    const attn_job *v = attn_view(j, x.b, &tmp);
+    const size_t t0 = j->work[x.b].split ? x.c * v->chunk : 0;
+    if (!v->k_in_place || v->packed || !attn_src_panels(&v->src) || v->round_kv || v->dot || t0 >= v->kv_len)
+        return;
+    const size_t n = v->kv_len - t0 < v->bkv ? v->kv_len - t0 : v->bkv;
+    if (!attn_src_contig(&v->src, t0, n))
+        return;
+    rw->xkn = attn_src_kpanel(&v->src, x.b, x.kvh, t0);
+    rw->xvn = attn_src_vrow(&v->src, x.b, x.kvh, t0);
+    rw->xknn = n;
+}
+
 /* The driver: the work list of every sequence, the workspace, then one parallel region. j's call-wide fields
  * (shape of the largest block and tile, rows_max, bkvp) are set. */
 static attn_status attn_run(const attn_ctx *ctx, attn_job *jin)
@@ -804,7 +856,7 @@ static attn_status attn_run(const attn_ctx *ctx, attn_job *jin)
         return ATTN_ERANGE;
     const size_t hk = j.kv_heads, per_qb = j.batch * hk;
     size_t items = 0, parts = 0, max_chunks = 1, work_bytes;
-    int any_split = 0; /* a sequence of split-KV items (perhaps none: kv_valid may leave it no key) */
+    int any_split = 0, all_decode = 1; /* a sequence of split-KV items (perhaps none: kv_valid may leave it no key) */
     j.part_rows = 0;
     for (size_t b = 0; b < j.batch; b++) {
         const attn_job *v = attn_view(&j, b, &tmp);
@@ -812,6 +864,7 @@ static attn_status attn_run(const attn_ctx *ctx, attn_job *jin)
         size_t n;
         if (attn_mul_overflow(nqb, hk, &n) || attn_mul_overflow(n, nc, &n) || __builtin_add_overflow(items, n, &items))
             return ATTN_ERANGE;
+        all_decode &= nqb == 1 && v->k_in_place;
         if (v->nchunks > 1) {
             any_split = 1;
             parts += hk * nc; /* at most items */
@@ -875,9 +928,12 @@ static attn_status attn_run(const attn_ctx *ctx, attn_job *jin)
     }
     j.work = work;
     /* Runs of consecutive chunks go to one thread, so that each chunk's last tile can prefetch the next chunk's
-     * first (D2 f16 2-3% faster); a few runs per thread still balance the load. Without split-KV, one item at a
-     * time: latest query block first, which with causal masks cost most, so dynamic scheduling balances. */
-    const size_t run = any_split ? attn_chunk_run(items, max_chunks, nt) : 1;
+     * first (D2 f16 2-3% faster); a few runs per thread still balance the load; a batch of short decodes likewise
+     * runs items of consecutive sequences. Else one item at a time: latest query block first, which with causal
+     * masks cost most, so dynamic scheduling balances. */
+    const size_t run = any_split                ? attn_chunk_run(items, max_chunks, nt)
+                       : j.bseq && all_decode ? attn_chunk_run(items, 16, nt)
+                                              : 1;
 
 #ifdef ATTN_HAVE_OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -912,7 +968,9 @@ static attn_status attn_run(const attn_ctx *ctx, attn_job *jin)
             const attn_work *w = &j.work[x.b];
             const attn_job *v = attn_view(&j, x.b, &vt);
             if (!w->split) {
-                const attn_rows rw = attn_rows_setup(v, &sc, x.b, x.kvh, x.qb, 0, (int64_t)v->kv_len);
+                attn_rows rw = attn_rows_setup(v, &sc, x.b, x.kvh, x.qb, 0, (int64_t)v->kv_len);
+                if (run > 1)
+                    attn_next_prefetch(&j, it, run, items, &rw);
                 attn_rows_run(v, &sc, &rw);
                 attn_rows_write(v, &sc, &rw);
                 if (v->probs)
@@ -923,6 +981,8 @@ static attn_status attn_run(const attn_ctx *ctx, attn_job *jin)
             attn_rows rw = attn_rows_setup(v, &sc, x.b, x.kvh, 0, from, to);
             if ((it + 1) % run != 0 && x.c + 1 < w->nchunks && rw.uhi == to)
                 rw.pf_end = to + (int64_t)v->bkv < (int64_t)v->kv_len ? to + (int64_t)v->bkv : (int64_t)v->kv_len;
+            else
+                attn_next_prefetch(&j, it, run, items, &rw);
             attn_rows_run(v, &sc, &rw);
             attn_part_store(v, &sc, &rw, attn_part(&j, w->pfirst + (it - w->first)));
         }
