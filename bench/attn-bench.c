@@ -89,7 +89,7 @@ int main(int argc, char **argv)
 
     for (int s = 0; s < bench_opt.n_shapes; s++) {
         const bench_shape *sh = &bench_opt.shapes[s];
-        p->n_rows += (sh->dm ? 2 : bench_uses_cache(sh) ? bench_opt.n_dtypes : 1) * p->n_sets * p->n_thr;
+        p->n_rows += bench_shape_rows(sh) * p->n_sets * p->n_thr;
     }
     bench_print_table_header(p);
     fflush(bench_hout);

@@ -38,7 +38,13 @@ typedef struct bench_shape {
     char base[80];    /* the fp32 shape this one is compared with (vs_f32), "" for none: P2 for P2-bf16 */
     int custom;       /* a --shape row: --dtype and --math expand it */
     int mods;         /* BENCH_MOD_*: score modifiers of attn_sdpa_desc (the P2-softcap ... rows) */
+    attn_dtype cache_dtype; /* a cache shape's KV dtype when it has one of its own (D2-i8: ATTN_I8); 0: each
+                               --kv-dtype */
+    int pool;         /* BENCH_POOL_*: a serving shape over an attn_kv_pool (S1, S2, S3); 0: none */
 } bench_shape;
+
+/* The serving shapes of DESIGN.md §5: many sequences in one F16 pool, one attn_batch_attend per call. */
+enum { BENCH_POOL_S1 = 1, BENCH_POOL_S2 = 2, BENCH_POOL_S3 = 3 };
 
 /* Score modifiers a row sets: softcap 30, ALiBi slopes 2^-(h+1), a broadcast [q_len][kv_len] bias, sinks 0.5. */
 enum { BENCH_MOD_SOFTCAP = 1, BENCH_MOD_ALIBI = 2, BENCH_MOD_BIAS = 4, BENCH_MOD_SINKS = 8 };
@@ -85,6 +91,8 @@ extern bench_options bench_opt;
 void bench_parse_args(int argc, char **argv);
 void bench_usage_error(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 const char *bench_dtype_name(attn_dtype t);
+/* Rows one shape gives per kernel set and thread count. */
+int bench_shape_rows(const bench_shape *s);
 const char *bench_math_name(attn_math m);
 /* Every ISA level the library has a name for (attn_isa_name), AUTO excluded, in enum order; returns the count. */
 int bench_isa_levels(const attn_isa **levels);
@@ -122,6 +130,10 @@ typedef struct bench_job {
     const attn_layer *layer;
     const float *x;
     float *pq, *pk, *pv, *y;     /* mode 1: projection outputs */
+    const attn_kv_pool *pool;    /* pool shapes: one attn_batch_attend over batch (q, out fp32) */
+    const attn_batch_desc *batch;
+    attn_kv_cache *const *caches;/* pool shapes' baseline: attn_decode (q_len 1) over each of n_caches caches */
+    size_t n_caches;
 } bench_job;
 
 attn_status bench_call_once(const bench_job *j);
@@ -222,8 +234,12 @@ typedef struct bench_row {
     int has_peak;
     double peak, peak_pct;
     const char *peak_kind;     /* "fma" (the machine's), "fma-level" (the level's), "bf16dot"; NULL: none */
-    int is_decode, has_bw;
+    int is_decode, has_bw;     /* is_decode: the row has a GB/s (decode and pool rows) */
     double gbps, bw_pct;
+    int has_roof;              /* both ceilings were measured at the row's T */
+    double roof_pct;           /* 100 * max(flops / peak, bytes / bandwidth) / median */
+    int has_tps;               /* pool rows: query rows (tokens) per second */
+    double tps, tok_per_gb;    /* tok_per_gb: tokens / s over GB / s, the query rows served per GB read */
     int probed, timeshared;
     double desched, corun;     /* worse of the probes before and after the row; corun only for T > 1 */
 } bench_row;

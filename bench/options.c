@@ -16,26 +16,33 @@ bench_options bench_opt;
 
 #define F32 ATTN_F32, ATTN_MATH_F32
 #define BF16 ATTN_BF16, ATTN_MATH_BF16
-/* The default set (DESIGN.md §5): the fp32 shapes, then the v1 bf16 rows, each after the shape it is compared with. */
+/* The default set (DESIGN.md §5): the fp32 shapes, the v1 bf16 and i8 rows, each after the shape it is compared with,
+ * then the serving shapes. */
 static const bench_shape named_shapes[] = {
-    /* name, heads, kv heads, q_len, kv_len, head_dim, causal, d_model, dtype, math, sdpa, base, custom, mods */
-    {"seed", 1, 1, 3, 3, 4, 0, 0, F32, 0, "", 0, 0},
-    {"P1", 8, 8, 512, 512, 64, 0, 0, F32, 0, "", 0, 0},
-    {"P2", 8, 8, 2048, 2048, 128, 0, 0, F32, 0, "", 0, 0},
-    {"P3", 8, 8, 2048, 2048, 128, 1, 0, F32, 0, "", 0, 0},
-    {"D1", 32, 8, 1, 4096, 128, 1, 0, F32, 0, "", 0, 0},
-    {"D2", 32, 8, 1, 32768, 128, 1, 0, F32, 0, "", 0, 0},
-    {"P2-bf16", 8, 8, 2048, 2048, 128, 0, 0, BF16, 0, "P2", 0, 0},     /* q, k, v, out BF16, ATTN_MATH_BF16 */
-    {"P3-bf16", 8, 8, 2048, 2048, 128, 1, 0, BF16, 0, "P3", 0, 0},
-    {"D2-bf16", 32, 8, 1, 32768, 128, 1, 0, BF16, 1, "D2", 0, 0},     /* attn_sdpa on dense BF16 tensors */
+    /* name, heads, kv heads, q_len, kv_len, head_dim, causal, d_model, dtype, math, sdpa, base, custom, mods,
+     * cache_dtype, pool */
+    {"seed", 1, 1, 3, 3, 4, 0, 0, F32, 0, "", 0, 0, 0, 0},
+    {"P1", 8, 8, 512, 512, 64, 0, 0, F32, 0, "", 0, 0, 0, 0},
+    {"P2", 8, 8, 2048, 2048, 128, 0, 0, F32, 0, "", 0, 0, 0, 0},
+    {"P3", 8, 8, 2048, 2048, 128, 1, 0, F32, 0, "", 0, 0, 0, 0},
+    {"D1", 32, 8, 1, 4096, 128, 1, 0, F32, 0, "", 0, 0, 0, 0},
+    {"D2", 32, 8, 1, 32768, 128, 1, 0, F32, 0, "", 0, 0, 0, 0},
+    {"P2-bf16", 8, 8, 2048, 2048, 128, 0, 0, BF16, 0, "P2", 0, 0, 0, 0},     /* q, k, v, out BF16, ATTN_MATH_BF16 */
+    {"P3-bf16", 8, 8, 2048, 2048, 128, 1, 0, BF16, 0, "P3", 0, 0, 0, 0},
+    {"D2-bf16", 32, 8, 1, 32768, 128, 1, 0, BF16, 1, "D2", 0, 0, 0, 0},     /* attn_sdpa on dense BF16 tensors */
+    {"D2-i8", 32, 8, 1, 32768, 128, 1, 0, F32, 0, "D2", 0, 0, ATTN_I8, 0}, /* attn_decode from an I8 cache */
+    /* Serving (DESIGN.md §5): one F16 pool, 32/8 heads, d 128; kv is the longest sequence (for the --help line). */
+    {"S1", 32, 8, 1, 16384, 128, 1, 0, ATTN_F16, ATTN_MATH_F32, 0, "S1/loop", 0, 0, 0, BENCH_POOL_S1},
+    {"S2", 32, 8, 512, 16384, 128, 1, 0, ATTN_F16, ATTN_MATH_F32, 0, "", 0, 0, 0, BENCH_POOL_S2},
+    {"S3", 32, 8, 1, 128, 128, 1, 0, ATTN_F16, ATTN_MATH_F32, 0, "S3/loop", 0, 0, 0, BENCH_POOL_S3},
 };
 #define N_NAMED (sizeof named_shapes / sizeof named_shapes[0])
 
 /* Layer shapes: not in the default set, asked for by name or with --layer. Each fp32 layer shape brings its bf16
  * twin (add_layer_twins): weights BF16, ATTN_MATH_BF16, compared with it in vs_f32. */
 static const bench_shape layer_shapes[] = {
-    {"L1", 16, 16, 2048, 2048, 64, 0, 1024, F32, 0, "", 0, 0},
-    {"L1-bf16", 16, 16, 2048, 2048, 64, 0, 1024, BF16, 0, "L1", 0, 0}, /* wq, wk, wv, wo BF16, ATTN_MATH_BF16 */
+    {"L1", 16, 16, 2048, 2048, 64, 0, 1024, F32, 0, "", 0, 0, 0, 0},
+    {"L1-bf16", 16, 16, 2048, 2048, 64, 0, 1024, BF16, 0, "L1", 0, 0, 0, 0}, /* wq, wk, wv, wo BF16, ATTN_MATH_BF16 */
 };
 #undef F32
 #undef BF16
@@ -44,19 +51,19 @@ static const bench_shape layer_shapes[] = {
 /* Score-modifier shapes: not in the default set, asked for by name; each is P2 with one modifier (or all four),
  * compared with P2 in vs_f32 (below 1: the modifier's cost). */
 static const bench_shape mod_shapes[] = {
-    {"P2-softcap", 8, 8, 2048, 2048, 128, 0, 0, ATTN_F32, ATTN_MATH_F32, 0, "P2", 0, BENCH_MOD_SOFTCAP},
-    {"P2-alibi", 8, 8, 2048, 2048, 128, 0, 0, ATTN_F32, ATTN_MATH_F32, 0, "P2", 0, BENCH_MOD_ALIBI},
-    {"P2-bias", 8, 8, 2048, 2048, 128, 0, 0, ATTN_F32, ATTN_MATH_F32, 0, "P2", 0, BENCH_MOD_BIAS},
-    {"P2-sinks", 8, 8, 2048, 2048, 128, 0, 0, ATTN_F32, ATTN_MATH_F32, 0, "P2", 0, BENCH_MOD_SINKS},
+    {"P2-softcap", 8, 8, 2048, 2048, 128, 0, 0, ATTN_F32, ATTN_MATH_F32, 0, "P2", 0, BENCH_MOD_SOFTCAP, 0, 0},
+    {"P2-alibi", 8, 8, 2048, 2048, 128, 0, 0, ATTN_F32, ATTN_MATH_F32, 0, "P2", 0, BENCH_MOD_ALIBI, 0, 0},
+    {"P2-bias", 8, 8, 2048, 2048, 128, 0, 0, ATTN_F32, ATTN_MATH_F32, 0, "P2", 0, BENCH_MOD_BIAS, 0, 0},
+    {"P2-sinks", 8, 8, 2048, 2048, 128, 0, 0, ATTN_F32, ATTN_MATH_F32, 0, "P2", 0, BENCH_MOD_SINKS, 0, 0},
     {"P2-mods", 8, 8, 2048, 2048, 128, 0, 0, ATTN_F32, ATTN_MATH_F32, 0, "P2", 0,
-     BENCH_MOD_SOFTCAP | BENCH_MOD_ALIBI | BENCH_MOD_BIAS | BENCH_MOD_SINKS},
+     BENCH_MOD_SOFTCAP | BENCH_MOD_ALIBI | BENCH_MOD_BIAS | BENCH_MOD_SINKS, 0, 0},
 };
 #define N_MOD (sizeof mod_shapes / sizeof mod_shapes[0])
 static void short_usage(FILE *f)
 {
     fprintf(f,
             "usage: %s [--shapes LIST] [--shape H,HKV,Q,KV,D[,causal]]... [--isa auto|all|variants|LIST]\n"
-            "       [--threads LIST|max] [--reps N] [--warmup N] [--max-seconds S] [--kv-dtype f32|f16|bf16]\n"
+            "       [--threads LIST|max] [--reps N] [--warmup N] [--max-seconds S] [--kv-dtype f32|f16|bf16|i8]\n"
             "       [--dtype f32|f16|bf16] [--math f32|bf16] [--layer N,DM,H[,HKV][,causal]]... [--block-q N]\n"
             "       [--block-kv N] [--csv FILE|-] [--json FILE|-] [--peak-ms MS] [--bw-mib N] [--bw-passes N]\n"
             "       [--probe-ms MS] [--seed N] [--quiet] [--help] [--version]\n"
@@ -88,9 +95,22 @@ static void help(void)
         "                                  softcap 30, ALiBi slopes 2^-(h%8+1), a [q][kv] bias broadcast to every",
         "                                  head, sinks 0.5, or all four; vs_f32 is then the ratio to plain P2",
         "                         D2-bf16  D2 through attn_sdpa on dense BF16 q, k, v, out, ATTN_MATH_BF16",
-        "                       The -bf16 rows are compared with the fp32 row of the same shape (P2, P3, D2 with",
-        "                       an f32 KV cache), kernel set and thread count in column vs_f32; each runs right",
-        "                       after that row when both are in the run.",
+        "                         D2-i8    D2 through attn_decode from an ATTN_I8 KV cache (int8 rows, one fp32",
+        "                                  scale per (token, KV head) row of K and of V; GB/s counts both)",
+        "                       The -bf16 and -i8 rows are compared with the fp32 row of the same shape (P2,",
+        "                       P3, D2 with an f32 KV cache), kernel set and thread count in column vs_f32;",
+        "                       each runs right after that row when both are in the run.",
+        "                         S1  64 sequences in one F16 attn_kv_pool (8 KV heads, d 128, default page",
+        "                             size), lengths 256*2^(s mod 7) (256..16384), 32 query heads, one decode",
+        "                             token each through one attn_batch_attend. Row S1/loop: attn_decode over",
+        "                             64 F16 attn_kv_caches with the same contents, timed interleaved with S1;",
+        "                             S1's vs_f32 is S1/loop's median / S1's",
+        "                         S2  S1's sequences plus 4 new ones prefilled in the same call: each gets",
+        "                             512 tokens appended (untimed, truncated back to 0 after each rep), then",
+        "                             q_lens 512 for those and 1 for the 64 decodes, causal",
+        "                         S3  1024 sequences of 32*2^(s mod 3) tokens (32..128), F16, one decode token",
+        "                             each; row S3/loop and vs_f32 as for S1",
+        "                       Pool rows report tok/s: query rows (tokens) per second; GB/s: K+V bytes read.",
         "                       L1 (not in the default set): a self-attention layer, 2048 tokens, d_model",
         "                         1024, 16 heads of 64 (the projection target); see --layer.",
         "                       L1-bf16  L1 with BF16 weights (attn_layer.w_dtype) and ATTN_MATH_BF16; every fp32",
@@ -134,7 +154,7 @@ static void help(void)
         "                       AVX-512 kernels and math bf16 on its own (vdpbf16ps).",
         "  --threads LIST|max   thread counts, e.g. 1,2,4 or max (= omp_get_max_threads()); default 1,max,",
         "                       duplicates dropped. Each context is created with attn_config{num_threads=T}.",
-        "  --kv-dtype f32|f16|bf16",
+        "  --kv-dtype f32|f16|bf16|i8",
         "                       KV storage for decode shapes (q_len <= 16); a comma list runs each. Each fills",
         "                       an attn_kv_cache of that dtype (create + append, untimed) and times",
         "                       attn_decode, as a server would. When the build lacks that dtype (ATTN_ENOTSUP)",
@@ -198,8 +218,9 @@ static void help(void)
         "                       gbps,bw_pct (isa = the level, kernels = the variant, as in attn_ctx_kernels);",
         "                       gbps and bw_pct empty for non-decode shapes; peak/bw columns empty when",
         "                       their measurement was skipped; then math, vs_f32 (empty when the row has no fp32",
-        "                       row to compare with) and peak_kind (fma, fma-level or bf16dot: which peak",
-        "                       peak_gflops is; empty when none).",
+        "                       row to compare with), peak_kind (fma, fma-level or bf16dot: which peak",
+        "                       peak_gflops is; empty when none), roofline_pct, tokens_per_s and tokens_per_gb",
+        "                       (pool rows: tokens/s over GB/s, the query rows served per GB of K+V read).",
         "  --json FILE|-        also write a JSON array of objects with those fields (empty = null) plus",
         "                       \"timeshared\" (true/false). With '-' the CSV/JSON owns stdout and the readable",
         "                       report goes to stderr; only one of them may be '-'.",
@@ -228,10 +249,16 @@ static void help(void)
         "                       the 1-thread vdpbf16ps rate, 64 flops per instruction. MATH_BF16 rows on",
         "                       other levels round to bf16 and use fp32 FMAs: the fp32 FMA peak as above.",
         "  %peak (peak_pct)     100 * GFLOP/s / peak",
-        "  GB/s (gbps)          decode shapes only: K+V bytes (kv_heads * kv_len * 2 * head_dim * 4, or 2 for",
-        "                       f16/bf16) / median time",
+        "  GB/s (gbps)          decode and pool shapes: K+V bytes (kv_heads * kv_len * 2 * head_dim * 4, or 2",
+        "                       for f16/bf16, 1 for i8 plus a 4-byte scale per (token, KV head) row) / median",
         "  %bw (bw_pct)         100 * GB/s / best measured read bandwidth at T threads (D1's K+V fits in L3,",
         "                       so it may exceed 100)",
+        "  roof% (roofline_pct) every row: 100 * max(flops / peak, bytes / read bandwidth) / median, with the",
+        "                       row's peak column and the read bandwidth measured at T threads; bytes = the",
+        "                       least the call must move (K and V once, q in, out back; a bias; a layer's x,",
+        "                       weights and y). '-' when the peak or the bandwidth was not measured (--peak-ms 0,",
+        "                       --bw-mib 0). Data in cache (D1) can pass 100",
+        "  tok/s (tokens_per_s) pool shapes: query rows (tokens) of one call / median time",
         "  desch                the largest share of the probe time a thread was descheduled",
         "                       (probes before and after the row)",
         "  corun                rows with T > 1: the slowest thread's FMA rate with T threads at once, as a share",
@@ -362,8 +389,8 @@ static void parse_shapes(const char *flag, const char *arg, bench_shape *list, i
 {
     char buf[LIST_BUF], *tok[MAX_LIST];
     int n = split_arg(flag, arg, buf, tok,
-                      "a comma list of seed,P1,P2,P3,D1,D2,P2-bf16,P3-bf16,D2-bf16,P2-softcap,P2-alibi,P2-bias,"
-                      "P2-sinks,P2-mods,L1,L1-bf16 or all");
+                      "a comma list of seed,P1,P2,P3,D1,D2,P2-bf16,P3-bf16,D2-bf16,D2-i8,S1,S2,S3,P2-softcap,"
+                      "P2-alibi,P2-bias,P2-sinks,P2-mods,L1,L1-bf16 or all");
     for (int i = 0; i < n; i++) {
         if (!strcasecmp(tok[i], "all")) {
             for (size_t j = 0; j < N_NAMED; j++)
@@ -387,7 +414,8 @@ static void parse_shapes(const char *flag, const char *arg, bench_shape *list, i
             ;
         if (j == N_LAYER)
             bench_usage_error("%s: unknown shape '%s' (known: seed, P1, P2, P3, D1, D2, P2-bf16, P3-bf16, D2-bf16, "
-                              "P2-softcap, P2-alibi, P2-bias, P2-sinks, P2-mods, L1, L1-bf16, all)", flag, tok[i]);
+                              "D2-i8, S1, S2, S3, P2-softcap, P2-alibi, P2-bias, P2-sinks, P2-mods, L1, L1-bf16, all)",
+                              flag, tok[i]);
         add_shape_to(list, n_list, &layer_shapes[j], flag);
     }
 }
@@ -609,11 +637,12 @@ static void parse_threads(const char *flag, const char *arg)
     }
 }
 
-/* --kv-dtype into bench_opt.dtypes, --dtype into bench_opt.shape_dtypes. */
-static void parse_dtypes(const char *flag, const char *arg, attn_dtype *list, int *n_list)
+/* --kv-dtype into bench_opt.dtypes (i8 allowed: KV storage only), --dtype into bench_opt.shape_dtypes. */
+static void parse_dtypes(const char *flag, const char *arg, attn_dtype *list, int *n_list, int i8)
 {
     char buf[LIST_BUF], *tok[MAX_LIST];
-    int n = split_arg(flag, arg, buf, tok, "f32, f16 or bf16 (or a comma list)");
+    int n = split_arg(flag, arg, buf, tok, i8 ? "f32, f16, bf16 or i8 (or a comma list)"
+                                              : "f32, f16 or bf16 (or a comma list)");
     *n_list = 0;
     for (int i = 0; i < n; i++) {
         attn_dtype t;
@@ -623,8 +652,10 @@ static void parse_dtypes(const char *flag, const char *arg, attn_dtype *list, in
             t = ATTN_F16;
         else if (!strcasecmp(tok[i], "bf16"))
             t = ATTN_BF16;
+        else if (i8 && !strcasecmp(tok[i], "i8"))
+            t = ATTN_I8;
         else
-            bench_usage_error("%s: unknown dtype '%s' (accepted: f32, f16, bf16)", flag, tok[i]);
+            bench_usage_error("%s: unknown dtype '%s' (accepted: f32, f16, bf16%s)", flag, tok[i], i8 ? ", i8" : "");
         int dup = 0;
         for (int j = 0; j < *n_list; j++)
             dup |= list[j] == t;
@@ -656,7 +687,16 @@ static void parse_maths(const char *flag, const char *arg)
 
 const char *bench_dtype_name(attn_dtype t)
 {
-    return t == ATTN_F16 ? "f16" : t == ATTN_BF16 ? "bf16" : "f32";
+    return t == ATTN_F16 ? "f16" : t == ATTN_BF16 ? "bf16" : t == ATTN_I8 ? "i8" : "f32";
+}
+
+int bench_shape_rows(const bench_shape *s)
+{
+    if (s->dm)
+        return 2; /* NAME/proj, NAME/layer */
+    if (s->pool)
+        return s->pool == BENCH_POOL_S2 ? 1 : 2; /* S1, S3: the batch and its attn_decode loop */
+    return bench_uses_cache(s) && !s->cache_dtype ? bench_opt.n_dtypes : 1;
 }
 
 const char *bench_math_name(attn_math m)
@@ -839,9 +879,9 @@ void bench_parse_args(int argc, char **argv)
         else if (!strcmp(name, "--threads"))
             parse_threads(name, val);
         else if (!strcmp(name, "--kv-dtype"))
-            parse_dtypes(name, val, bench_opt.dtypes, &bench_opt.n_dtypes);
+            parse_dtypes(name, val, bench_opt.dtypes, &bench_opt.n_dtypes, 1);
         else if (!strcmp(name, "--dtype")) {
-            parse_dtypes(name, val, bench_opt.shape_dtypes, &bench_opt.n_shape_dtypes);
+            parse_dtypes(name, val, bench_opt.shape_dtypes, &bench_opt.n_shape_dtypes, 0);
             dtype_given = 1;
         } else if (!strcmp(name, "--math"))
             parse_maths(name, val);
@@ -906,9 +946,9 @@ void bench_parse_args(int argc, char **argv)
     if (bench_opt.n_tune_shapes && bench_opt.mode != BENCH_TUNE)
         bench_usage_error("--tune-shapes goes with --tune");
     for (int i = 0; i < bench_opt.n_tune_shapes; i++)
-        if (bench_opt.tune_shapes[i].dm)
-            bench_usage_error("--tune-shapes: %s is a layer shape; --tune times attention shapes",
-                              bench_opt.tune_shapes[i].name);
+        if (bench_opt.tune_shapes[i].dm || bench_opt.tune_shapes[i].pool || bench_opt.tune_shapes[i].cache_dtype)
+            bench_usage_error("--tune-shapes: %s is not an attn_sdpa shape (a layer, pool or KV cache one); --tune "
+                              "times attn_sdpa", bench_opt.tune_shapes[i].name);
     if (bench_opt.mode == BENCH_TUNE) {
         if (bench_opt.n_isa_req != 1 || bench_opt.isa_req[0].kernels)
             bench_usage_error("--tune --isa: one level (auto or a level such as avx512), not a list or variant");

@@ -74,16 +74,17 @@ static FILE *open_out(const char *path, const char *flag)
 void bench_print_table_header(const bench_plan *p)
 {
     for (int s = 0; s < bench_opt.n_shapes; s++) {
-        int l = (int)strlen(bench_opt.shapes[s].name) + (bench_opt.shapes[s].dm ? 6 : 0); /* "/layer" */
+        int l = (int)strlen(bench_opt.shapes[s].name) + (bench_opt.shapes[s].dm || bench_opt.shapes[s].pool ? 6 : 0);
+        /* "/layer", "/loop" */
         name_w = l > name_w ? l : name_w;
     }
     for (int i = 0; i < p->n_sets; i++) {
         int l = (int)strlen(p->kernels[i]);
         isa_w = l > isa_w ? l : isa_w;
     }
-    fprintf(bench_hout, "\n%-*s %-*s %4s %-4s %-4s %4s %11s %11s %9s %7s %9s %6s %8s %6s %6s %5s %s\n", name_w, "shape",
-            isa_w, "isa", "thr", "kv", "math", "reps", "median_ms", "best_ms", "GFLOP/s", "vs_f32", "peak", "%peak",
-            "GB/s", "%bw", "desch", "corun", "ts");
+    fprintf(bench_hout, "\n%-*s %-*s %4s %-4s %-4s %4s %11s %11s %9s %7s %9s %6s %8s %6s %6s %9s %6s %5s %s\n",
+            name_w, "shape", isa_w, "isa", "thr", "kv", "math", "reps", "median_ms", "best_ms", "GFLOP/s", "vs_f32",
+            "peak", "%peak", "GB/s", "%bw", "roof%", "tok/s", "desch", "corun", "ts");
 }
 
 static void csv_num(FILE *f, int has, double v, int last)
@@ -115,7 +116,12 @@ static void json_str(FILE *f, const char *s)
 
 void bench_emit_row(const bench_row *r)
 {
-    char peak[24] = "-", pct[16] = "-", gbps[16] = "-", bwp[16] = "-", des[16] = "-", cor[16] = "-", vs[16] = "";
+    char peak[24] = "-", pct[16] = "-", gbps[16] = "-", bwp[16] = "-", des[16] = "-", cor[16] = "-", vs[16] = "",
+         roof[16] = "-", tps[16] = "-";
+    if (r->has_roof)
+        snprintf(roof, sizeof roof, "%.1f", r->roof_pct);
+    if (r->has_tps)
+        snprintf(tps, sizeof tps, "%.4g", r->tps);
     if (r->has_peak) {
         /* b: the bf16 dot peak (the footer says which peak each kind of row is rated against) */
         snprintf(peak, sizeof peak, "%.1f%s", r->peak, r->peak_kind && !strcmp(r->peak_kind, "bf16dot") ? "b" : " ");
@@ -136,9 +142,9 @@ void bench_emit_row(const bench_row *r)
             snprintf(cor, sizeof cor, "%.0f%%", 100 * r->corun);
     }
     bench_progress_clear();
-    fprintf(bench_hout, "%-*s %-*s %4d %-4s %-4s %4d %11.5g %11.5g %9.4g %7s %9s %6s %8s %6s %6s %5s %s\n", name_w,
-            r->shape, isa_w, r->kernels, r->threads, r->dtype, r->math, r->reps, r->median_ms, r->best_ms, r->gflops,
-            vs, peak, pct, gbps, bwp, des, cor, r->timeshared ? "*" : "");
+    fprintf(bench_hout, "%-*s %-*s %4d %-4s %-4s %4d %11.5g %11.5g %9.4g %7s %9s %6s %8s %6s %6s %9s %6s %5s %s\n",
+            name_w, r->shape, isa_w, r->kernels, r->threads, r->dtype, r->math, r->reps, r->median_ms, r->best_ms,
+            r->gflops, vs, peak, pct, gbps, bwp, roof, tps, des, cor, r->timeshared ? "*" : "");
     fflush(bench_hout);
     if (csv_f) {
         fprintf(csv_f, "%s,%s,%s,%d,%s,", r->shape, r->isa, r->kernels, r->threads, r->dtype);
@@ -151,7 +157,10 @@ void bench_emit_row(const bench_row *r)
         csv_num(csv_f, r->is_decode && r->has_bw, r->bw_pct, 0);
         fprintf(csv_f, "%s,", r->math);
         csv_num(csv_f, r->has_ratio, r->ratio, 0);
-        fprintf(csv_f, "%s\n", r->has_peak && r->peak_kind ? r->peak_kind : "");
+        fprintf(csv_f, "%s,", r->has_peak && r->peak_kind ? r->peak_kind : "");
+        csv_num(csv_f, r->has_roof, r->roof_pct, 0);
+        csv_num(csv_f, r->has_tps, r->tps, 0);
+        csv_num(csv_f, r->has_tps, r->tok_per_gb, 1);
         fflush(csv_f);
     }
     if (json_f) {
@@ -178,6 +187,9 @@ void bench_emit_row(const bench_row *r)
             json_str(json_f, r->peak_kind);
         else
             fputs("null", json_f);
+        json_num(json_f, "roofline_pct", r->has_roof, r->roof_pct);
+        json_num(json_f, "tokens_per_s", r->has_tps, r->tps);
+        json_num(json_f, "tokens_per_gb", r->has_tps, r->tok_per_gb);
         fprintf(json_f, ", \"timeshared\": %s}", r->timeshared ? "true" : "false");
         fflush(json_f);
     }
@@ -217,7 +229,7 @@ void bench_open_outputs(void)
     if (bench_opt.csv_path) {
         csv_f = open_out(bench_opt.csv_path, "--csv");
         fputs("shape,isa,kernels,threads,kv_dtype,median_ms,best_ms,gflops,peak_gflops,peak_pct,gbps,bw_pct,math,vs_f32,"
-              "peak_kind\n",
+              "peak_kind,roofline_pct,tokens_per_s,tokens_per_gb\n",
               csv_f);
         fflush(csv_f);
     }
@@ -277,8 +289,11 @@ void bench_print_footer(const bench_plan *p)
         any_variant |= p->by_variant[i];
     bench_progress_clear();
     fprintf(bench_hout, "\nGFLOP/s = 4*heads*head_dim*unmasked pairs / median; peak = T x the best ISA's 1-thread fp32 "
-                        "FMA rate;\nGB/s = K+V bytes / median (decode shapes; 2 bytes per bf16/f16 element); %%bw = of "
-                        "the best measured read bandwidth\nat T threads.\n");
+                        "FMA rate;\nGB/s = K+V bytes / median (decode and pool shapes; 2 bytes per bf16/f16 element, "
+                        "i8: 1 + a 4-byte scale\nper row); %%bw = of the best measured read bandwidth at T threads.\n"
+                        "roof%% = 100 * max(flops / peak, least bytes / read bandwidth) / median, both ceilings those "
+                        "measured at T\n(least bytes: K, V, Q and out once); '-' when either was not measured. tok/s "
+                        "= query rows per second\n(pool shapes).\n");
     if (any_variant)
         fprintf(bench_hout, "Variants asked for by name (--isa LEVEL/VARIANT or variants): peak = T x their level's "
                             "1-thread fp32 FMA rate\n(avx512's for avx512bf16, which runs fp32 math on the AVX-512 "
@@ -293,8 +308,8 @@ void bench_print_footer(const bench_plan *p)
     if (p->any_nopeak)
         fprintf(bench_hout, "Math bf16 rows above avx512bf16 (amx) have no peak: no loop measures their bf16 rate "
                             "yet.\n");
-    fprintf(bench_hout, "vs_f32 = median of the fp32 row of the same shape, kernel set and T (D2-bf16: D2 from an "
-                        "f32 KV cache) / this\nrow's median: above 1 is faster than fp32.%s\n",
+    fprintf(bench_hout, "vs_f32 = median of the fp32 row of the same shape, kernel set and T (D2-bf16, D2-i8: D2 "
+                        "from an f32 KV\ncache; S1, S3: their /loop row) / this row's median: above 1 is faster.%s\n",
             p->any_ratio_missing ? " '-': that fp32 row was not in this run (add P2, P3, D2 or the\nplain --shape "
                                    "row, --dtype f32,...)." : "");
     if (p->any_base_shared)

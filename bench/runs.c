@@ -160,6 +160,18 @@ attn_status bench_call_once(const bench_job *j)
             return st;
         return attn_linear_typed(j->ctx, j->pq, n, qw, w->wo, t, w->bo, w->d_model, j->y, m);
     }
+    if (j->pool)
+        return attn_batch_attend(j->ctx, j->pool, j->batch, (const float *)j->q, (float *)j->out, NULL);
+    if (j->caches) { /* the pool shapes' baseline: one attn_decode per sequence, as a server without a pool */
+        const size_t row = j->s->h * j->s->d;
+        for (size_t i = 0; i < j->n_caches; i++) {
+            attn_status st = attn_decode(j->ctx, j->caches[i], (const float *)j->q + i * row, 1, j->s->h,
+                                         ATTN_MASK_CAUSAL, (float *)j->out + i * row);
+            if (st != ATTN_OK)
+                return st;
+        }
+        return ATTN_OK;
+    }
     if (j->cache)
         return attn_decode(j->ctx, j->cache, (const float *)j->q, j->s->q, j->s->h,
                            j->s->causal ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE, (float *)j->out);
@@ -195,12 +207,18 @@ attn_status bench_call_once(const bench_job *j)
 
 int bench_uses_cache(const bench_shape *s)
 {
-    return !s->dm && s->q <= DECODE_MAX_Q && !s->sdpa;
+    return !s->dm && !s->pool && s->q <= DECODE_MAX_Q && !s->sdpa;
 }
 
 static size_t dtype_size(attn_dtype t)
 {
-    return t == ATTN_F32 ? 4 : 2;
+    return t == ATTN_F32 ? 4 : t == ATTN_I8 ? 1 : 2;
+}
+
+/* Bytes of keys and values stored for `tokens` tokens; I8 adds one fp32 scale per (token, KV head) row of K and V. */
+static double kv_bytes_of(double tokens, size_t hkv, size_t d, attn_dtype t)
+{
+    return tokens * (double)hkv * 2.0 * ((double)d * (double)dtype_size(t) + (t == ATTN_I8 ? 4.0 : 0.0));
 }
 
 void bench_inputs_free(bench_inputs *in)
@@ -271,52 +289,84 @@ typedef struct timing {
     int reps;
 } timing;
 
-static attn_status time_job(const bench_job *j, const char *label, timing *t)
+/* Untimed work before each warm-up call and each rep (S2: put the prefill sequences back to their start). */
+typedef struct bench_prep {
+    attn_status (*fn)(void *arg);
+    void *arg;
+} bench_prep;
+
+#define MAX_JOBS 2 /* jobs timed together: a pool row and its attn_decode loop */
+
+/* Times n jobs, interleaved rep by rep (job 0's calls, then job 1's), so that drift or a noisy neighbour hits them
+ * alike. The last warm-up calibrates each job: calls under MIN_REP_S repeat inside a rep; --max-seconds caps the
+ * reps at n x that budget. prep (NULL: none) runs untimed before every warm-up and every rep. */
+static attn_status time_jobs(const bench_job *jobs, int n, const bench_prep *prep, const char *label, timing *t)
 {
     attn_status st;
-    double call_s = 0;
+    double call_s[MAX_JOBS] = {0}, rep_s = 0;
     for (int w = 0; w < bench_opt.warmup; w++) {
         bench_progress_minor("%s: warm-up %d/%d", label, w + 1, bench_opt.warmup);
-        double t0 = bench_now_s();
-        if ((st = bench_call_once(j)) != ATTN_OK)
+        if (prep && (st = prep->fn(prep->arg)) != ATTN_OK)
             return st;
-        call_s = bench_now_s() - t0;
-        if (bench_opt.max_seconds > 0 && call_s > bench_opt.max_seconds)
+        int slow = 0;
+        for (int k = 0; k < n; k++) {
+            double t0 = bench_now_s();
+            if ((st = bench_call_once(&jobs[k])) != ATTN_OK)
+                return st;
+            call_s[k] = bench_now_s() - t0;
+            slow |= bench_opt.max_seconds > 0 && call_s[k] > bench_opt.max_seconds;
+        }
+        if (slow)
             break;
     }
-    long inner = 1;
+    long inner[MAX_JOBS];
     int reps = bench_opt.reps;
-    if (call_s > 0) {
-        if (call_s < MIN_REP_S) {
-            double n = ceil(MIN_REP_S / call_s);
-            inner = n > 1e7 ? 10000000L : (long)n;
+    for (int k = 0; k < n; k++) {
+        inner[k] = 1;
+        if (call_s[k] > 0 && call_s[k] < MIN_REP_S) {
+            double c = ceil(MIN_REP_S / call_s[k]);
+            inner[k] = c > 1e7 ? 10000000L : (long)c;
         }
-        if (bench_opt.max_seconds > 0 && call_s * (double)inner * reps > bench_opt.max_seconds) {
-            double r = floor(bench_opt.max_seconds / (call_s * (double)inner));
-            reps = r < 1 ? 1 : (int)r;
-        }
+        rep_s += call_s[k] * (double)inner[k];
     }
-    double *ts = malloc(sizeof(double) * (size_t)reps);
+    if (rep_s > 0 && bench_opt.max_seconds > 0 && rep_s * reps > bench_opt.max_seconds * n) {
+        double r = floor(bench_opt.max_seconds * n / rep_s);
+        reps = r < 1 ? 1 : (int)r;
+    }
+    double *ts = malloc(sizeof(double) * (size_t)reps * (size_t)n);
     if (!ts)
         return ATTN_ENOMEM;
     for (int r = 0; r < reps; r++) {
         bench_progress_minor("%s: rep %d/%d", label, r + 1, reps);
-        double t0 = bench_now_s();
-        for (long i = 0; i < inner; i++)
-            if ((st = bench_call_once(j)) != ATTN_OK) {
-                free(ts);
-                return st;
-            }
-        ts[r] = (bench_now_s() - t0) / (double)inner;
+        if (prep && (st = prep->fn(prep->arg)) != ATTN_OK) {
+            free(ts);
+            return st;
+        }
+        for (int k = 0; k < n; k++) {
+            double t0 = bench_now_s();
+            for (long i = 0; i < inner[k]; i++)
+                if ((st = bench_call_once(&jobs[k])) != ATTN_OK) {
+                    free(ts);
+                    return st;
+                }
+            ts[k * reps + r] = (bench_now_s() - t0) / (double)inner[k];
+        }
     }
-    double best = ts[0];
-    for (int r = 1; r < reps; r++)
-        best = ts[r] < best ? ts[r] : best;
-    t->best_s = best;
-    t->median_s = bench_median(ts, reps);
-    t->reps = reps;
+    for (int k = 0; k < n; k++) {
+        double *v = ts + k * reps, best = v[0];
+        for (int r = 1; r < reps; r++)
+            best = v[r] < best ? v[r] : best;
+        t[k].best_s = best;
+        t[k].median_s = bench_median(v, reps);
+        t[k].reps = reps;
+    }
     free(ts);
     return ATTN_OK;
+}
+
+static attn_status time_job(const bench_job *j, const char *label, timing *t)
+{
+    return time_jobs(j, 1, NULL, label, t);
 }
 
 /* Unmasked (query, key) pairs of one head; causal is bottom-right aligned. */
@@ -384,6 +434,18 @@ static void fill_row(bench_row *r, bench_plan *p, int si, int ti, const char *sh
     }
     r->has_peak = r->peak > 0;
     r->peak_pct = r->has_peak ? 100 * r->gflops / r->peak : 0;
+}
+
+/* roofline_pct: the time the row would take at the ceilings measured for its thread count, max(flops / peak,
+ * bytes / read bandwidth), as a share of its median. bytes: what the call must read and write at least (K and V,
+ * Q and out, ...). Left empty unless both ceilings were measured: no made-up ceiling. */
+static void fill_roof(bench_row *r, const bench_plan *p, int ti, double flops, double bytes)
+{
+    if (!r->has_peak || !p->have_bw || !(p->bw_best[ti] > 0))
+        return;
+    const double t_flops = flops / (r->peak * 1e9), t_bytes = bytes / (p->bw_best[ti] * 1e9);
+    r->has_roof = 1;
+    r->roof_pct = 100 * (t_flops > t_bytes ? t_flops : t_bytes) / (r->median_ms * 1e-3);
 }
 
 /* vs_f32: an fp32 row is kept; a row with a base looks up the base's row of the same set and thread count. name and
@@ -474,6 +536,11 @@ static int run_layer_shape(const bench_shape *s, bench_plan *p)
     bench_shape attn_part = *s; /* the attention inside the layer, for its FLOPs */
     const double proj_flops = 2.0 * (double)n * (double)dm * (double)(2 * qw + 2 * kw);
     const double layer_flops = proj_flops + 4.0 * (double)s->h * (double)s->d * bench_unmasked_pairs(&attn_part);
+    /* Least traffic: x, the weights and biases in, y out; the projections also write q, k, v and read q back. */
+    const double w_bytes = (double)(2 * qw + 2 * kw) * (double)dm * (double)dtype_size(s->dtype) +
+                           (double)(qw + 2 * kw + dm) * 4, io_bytes = 2.0 * (double)n * (double)dm * 4;
+    const double proj_bytes = w_bytes + io_bytes + (double)n * (double)(2 * qw + 2 * kw) * 4,
+                 layer_bytes = w_bytes + io_bytes;
     for (int mode = 1; mode <= 2; mode++) {
         char name[96], base[96] = "";
         snprintf(name, sizeof name, "%s/%s", s->name, mode == 1 ? "proj" : "layer");
@@ -508,6 +575,7 @@ static int run_layer_shape(const bench_shape *s, bench_plan *p)
                 p->any_shared |= r.timeshared;
                 fill_row(&r, p, si, ti, name, bench_dtype_name(s->dtype), s->math, &tm,
                          mode == 1 ? proj_flops : layer_flops);
+                fill_roof(&r, p, ti, mode == 1 ? proj_flops : layer_flops, mode == 1 ? proj_bytes : layer_bytes);
                 record_or_compare(p, &r, name, base, si, ti, s->dtype == ATTN_F32 && s->math == ATTN_MATH_F32,
                                   tm.median_s);
                 bench_emit_row(&r);
@@ -531,7 +599,7 @@ done:
  * with a note when this build lacks the dtype). Returns 1 if anything failed. */
 static int run_attn_shape(const bench_shape *s, bench_plan *p)
 {
-    static int dtype_skipped[3]; /* per attn_dtype: said once, then skipped quietly */
+    static int dtype_skipped[4]; /* per attn_dtype: said once, then skipped quietly */
     const int decode = s->q <= DECODE_MAX_Q, cached = bench_uses_cache(s), sets = p->n_sets * p->n_thr;
     const size_t qn = s->h * s->q * s->d, kn = s->hkv * s->kv * s->d;
     bench_inputs in;
@@ -541,15 +609,15 @@ static int run_attn_shape(const bench_shape *s, bench_plan *p)
         bench_progress_clear();
         fprintf(stderr, "%s: shape %s: out of memory (%.0f MiB); skipped\n", BENCH_PROG, s->name,
                 (double)(2 * qn + 2 * kn) * 4 / (1 << 20));
-        p->row_no += (cached ? bench_opt.n_dtypes : 1) * sets;
+        p->row_no += bench_shape_rows(s) * sets;
         return 1;
     }
     double flops = 4.0 * (double)s->h * (double)s->d * bench_unmasked_pairs(s);
 
-    int n_dt = cached ? bench_opt.n_dtypes : 1;
+    int n_dt = bench_shape_rows(s);
     for (int di = 0; di < n_dt; di++) {
-        /* A cache shape's rows: one per --kv-dtype; an attn_sdpa shape's: its own dtype. */
-        attn_dtype dt = cached ? bench_opt.dtypes[di] : s->dtype;
+        /* A cache shape's rows: one per --kv-dtype (or its own, D2-i8); an attn_sdpa shape's: its own dtype. */
+        attn_dtype dt = cached ? (s->cache_dtype ? s->cache_dtype : bench_opt.dtypes[di]) : s->dtype;
         attn_kv_cache *cache = NULL;
         if (cached) {
             attn_status st = dtype_skipped[dt] ? ATTN_ENOTSUP
@@ -580,7 +648,10 @@ static int run_attn_shape(const bench_shape *s, bench_plan *p)
                 continue;
             }
         }
-        double kv_bytes = (double)s->hkv * (double)s->kv * 2.0 * (double)s->d * (double)dtype_size(dt);
+        double kv_bytes = kv_bytes_of((double)s->kv, s->hkv, s->d, dt);
+        /* Least traffic: K and V once, q in and out back (in their dtype; cache rows: fp32), and the bias. */
+        double min_bytes = kv_bytes + 2.0 * (double)qn * (double)dtype_size(cached ? ATTN_F32 : dt) +
+                           (s->mods & BENCH_MOD_BIAS ? (double)s->q * (double)s->kv * 4 : 0);
 
         for (int si = 0; si < p->n_sets; si++)
             for (int ti = 0; ti < p->n_thr; ti++) {
@@ -614,6 +685,7 @@ static int run_attn_shape(const bench_shape *s, bench_plan *p)
                 r.gbps = kv_bytes / tm.median_s / 1e9;
                 r.has_bw = p->have_bw && p->bw_best[ti] > 0;
                 r.bw_pct = r.has_bw ? 100 * r.gbps / p->bw_best[ti] : 0;
+                fill_roof(&r, p, ti, flops, min_bytes);
                 bench_emit_row(&r);
             }
         attn_kv_cache_destroy(cache);
@@ -622,7 +694,228 @@ static int run_attn_shape(const bench_shape *s, bench_plan *p)
     return failed;
 }
 
+/* A serving shape's sequences (DESIGN.md §5), set up once per shape and shared by every kernel set and thread count:
+ * S1 and S3 in a pool and, with the same contents, one attn_kv_cache each (the baseline loop); S2 the same pool as S1
+ * plus n_pre sequences that prep refills with PREFILL_TOKENS each before every rep. */
+#define S2_PREFILL_SEQS 4
+#define PREFILL_TOKENS 512
+
+typedef struct pool_bench {
+    attn_kv_pool *pool;
+    size_t n_dec, n_pre;       /* decode sequences (ids[0..n_dec)), then the prefill ones */
+    uint32_t *ids;
+    size_t *q_lens;            /* S2: 1 per decode, PREFILL_TOKENS per prefill sequence; else NULL */
+    attn_kv_cache **caches;    /* S1, S3: [n_dec] */
+    float *q, *out;            /* [query rows][heads][d] */
+    float *pre_k, *pre_v;      /* S2: [n_pre][PREFILL_TOKENS][hkv][d] */
+    size_t hkv_d;              /* floats per token of K (and of V) */
+    double tokens;             /* keys and values held by the sequences a call reads */
+    double q_rows, flops;
+} pool_bench;
+
+/* The length of decode sequence i: 256 * 2^(i mod 7) for S1 and S2, 32 * 2^(i mod 3) for S3. */
+static size_t pool_seq_len(int kind, size_t i)
+{
+    return kind == BENCH_POOL_S3 ? (size_t)32 << (i % 3) : (size_t)256 << (i % 7);
+}
+
+/* S2's prep: the prefill sequences back to empty, then their chunk appended, so that every rep is the same call. */
+static attn_status pool_refill(void *arg)
+{
+    pool_bench *b = arg;
+    attn_status st = ATTN_OK;
+    for (size_t i = 0; i < b->n_pre && st == ATTN_OK; i++) {
+        const uint32_t id = b->ids[b->n_dec + i];
+        const size_t off = i * PREFILL_TOKENS * b->hkv_d;
+        st = attn_seq_truncate(b->pool, id, 0);
+        if (st == ATTN_OK)
+            st = attn_seq_append(b->pool, id, b->pre_k + off, b->pre_v + off, PREFILL_TOKENS);
+    }
+    return st;
+}
+
+static void pool_bench_free(pool_bench *b)
+{
+    for (size_t i = 0; b->caches && i < b->n_dec; i++)
+        attn_kv_cache_destroy(b->caches[i]);
+    attn_kv_pool_destroy(b->pool);
+    free(b->ids), free(b->q_lens), free(b->caches), free(b->q), free(b->out), free(b->pre_k), free(b->pre_v);
+    memset(b, 0, sizeof *b);
+}
+
+/* Fills the pool (and the caches) once: random K and V from the --seed PRNG, a stream per sequence. On failure says
+ * which call failed in *what and frees everything. */
+static attn_status pool_bench_make(const bench_shape *s, pool_bench *b, const char **what)
+{
+    const int kind = s->pool;
+    memset(b, 0, sizeof *b);
+    b->n_dec = kind == BENCH_POOL_S3 ? 1024 : 64;
+    b->n_pre = kind == BENCH_POOL_S2 ? S2_PREFILL_SEQS : 0;
+    b->hkv_d = s->hkv * s->d;
+    const size_t n_all = b->n_dec + b->n_pre;
+    attn_status st;
+
+    /* The library's default page size, from a one-page pool: the pool below gets exactly the pages it needs. */
+    attn_kv_pool_desc pd = {.n_kv_heads = s->hkv, .head_dim = s->d, .n_pages = 1, .dtype = s->dtype};
+    *what = "attn_kv_pool_create";
+    if ((st = attn_kv_pool_create(&b->pool, &pd)) != ATTN_OK)
+        return st;
+    const size_t pt = attn_kv_pool_page_tokens(b->pool);
+    attn_kv_pool_destroy(b->pool);
+    b->pool = NULL;
+    size_t max_len = PREFILL_TOKENS;
+    pd.n_pages = b->n_pre * ((PREFILL_TOKENS + pt - 1) / pt);
+    for (size_t i = 0; i < b->n_dec; i++) {
+        const size_t len = pool_seq_len(kind, i);
+        pd.n_pages += (len + pt - 1) / pt;
+        max_len = len > max_len ? len : max_len;
+        b->tokens += (double)len;
+        b->flops += 4.0 * (double)s->h * (double)s->d * (double)len; /* one query sees the whole sequence */
+    }
+    pd.max_seqs = n_all;
+    b->tokens += (double)(b->n_pre * PREFILL_TOKENS);
+    b->flops += (double)b->n_pre * 4.0 * (double)s->h * (double)s->d * (PREFILL_TOKENS * (PREFILL_TOKENS + 1.0) / 2);
+    b->q_rows = (double)(b->n_dec + b->n_pre * PREFILL_TOKENS);
+
+    const size_t q_n = (size_t)b->q_rows * s->h * s->d;
+    float *k = bench_alloc64(max_len * b->hkv_d * 4), *v = bench_alloc64(max_len * b->hkv_d * 4);
+    b->ids = calloc(n_all, sizeof *b->ids);
+    b->q = bench_alloc64(q_n * 4);
+    b->out = bench_alloc64(q_n * 4);
+    int ok = k && v && b->ids && b->q && b->out;
+    if (b->n_pre) {
+        b->q_lens = malloc(n_all * sizeof *b->q_lens);
+        b->pre_k = bench_alloc64(b->n_pre * PREFILL_TOKENS * b->hkv_d * 4);
+        b->pre_v = bench_alloc64(b->n_pre * PREFILL_TOKENS * b->hkv_d * 4);
+        ok = ok && b->q_lens && b->pre_k && b->pre_v;
+    } else {
+        b->caches = calloc(b->n_dec, sizeof *b->caches);
+        ok = ok && b->caches;
+    }
+    *what = ok ? "attn_kv_pool_create" : "malloc";
+    st = ok ? attn_kv_pool_create(&b->pool, &pd) : ATTN_ENOMEM;
+    for (size_t i = 0; i < n_all && st == ATTN_OK; i++) {
+        const size_t len = i < b->n_dec ? pool_seq_len(kind, i) : 0;
+        const uint64_t seed = bench_opt.seed * 0x10000 + 16 + 2 * i;
+        bench_progress_minor("%s: filling sequence %zu/%zu (%zu tokens)", s->name, i + 1, n_all, len);
+        *what = "attn_seq_new";
+        if ((st = attn_seq_new(b->pool, &b->ids[i])) != ATTN_OK)
+            break;
+        if (i >= b->n_dec) { /* a prefill sequence: its chunk is appended by pool_refill before each call */
+            const size_t off = (i - b->n_dec) * PREFILL_TOKENS * b->hkv_d;
+            bench_fill_uniform(b->pre_k + off, PREFILL_TOKENS * b->hkv_d, seed);
+            bench_fill_uniform(b->pre_v + off, PREFILL_TOKENS * b->hkv_d, seed + 1);
+            continue;
+        }
+        bench_fill_uniform(k, len * b->hkv_d, seed);
+        bench_fill_uniform(v, len * b->hkv_d, seed + 1);
+        *what = "attn_seq_append";
+        if ((st = attn_seq_append(b->pool, b->ids[i], k, v, len)) != ATTN_OK)
+            break;
+        if (b->caches) {
+            *what = "attn_kv_cache_create";
+            if ((st = attn_kv_cache_create(&b->caches[i], s->hkv, s->d, len, s->dtype)) != ATTN_OK)
+                break;
+            *what = "attn_kv_cache_append";
+            st = attn_kv_cache_append(b->caches[i], k, v, len);
+        }
+    }
+    free(k), free(v);
+    if (st != ATTN_OK) {
+        pool_bench_free(b);
+        return st;
+    }
+    for (size_t i = 0; b->q_lens && i < n_all; i++)
+        b->q_lens[i] = i < b->n_dec ? 1 : PREFILL_TOKENS;
+    bench_fill_uniform(b->q, q_n, bench_opt.seed * 0x10000 + 15);
+    memset(b->out, 0, q_n * 4);
+    return ATTN_OK;
+}
+
+/* A serving shape's rows per kernel set and thread count: NAME, one attn_batch_attend over the pool (32 query heads,
+ * causal; S2 mixes prefill chunks and decodes), and for S1 and S3 NAME/loop, attn_decode over the same sequences in
+ * caches, timed interleaved with it; NAME's vs_f32 is NAME/loop's median over its own. tok/s counts query rows.
+ * Returns 1 if anything failed. */
+static int run_pool_shape(const bench_shape *s, bench_plan *p)
+{
+    const int sets = p->n_sets * p->n_thr, rows = bench_shape_rows(s);
+    pool_bench b;
+    const char *what = "";
+    bench_progress_minor("%s: filling the pool", s->name);
+    attn_status st = pool_bench_make(s, &b, &what);
+    if (st != ATTN_OK) {
+        bench_progress_clear();
+        fprintf(stderr, "%s: shape %s: %s: %s; skipped\n", BENCH_PROG, s->name, what, attn_strerror(st));
+        p->row_no += rows * sets;
+        return 1;
+    }
+    const double kv_bytes = kv_bytes_of(b.tokens, s->hkv, s->d, s->dtype),
+                 min_bytes = kv_bytes + 2.0 * b.q_rows * (double)(s->h * s->d) * 4; /* + q in, out back */
+    attn_batch_desc bd = {.n_seqs = b.n_dec + b.n_pre, .seqs = b.ids, .q_lens = b.q_lens, .n_heads = s->h,
+                          .mask = ATTN_MASK_CAUSAL, .math = s->math};
+    const bench_prep refill = {pool_refill, &b};
+    char loop_name[96];
+    snprintf(loop_name, sizeof loop_name, "%s/loop", s->name);
+    int failed = 0;
+    for (int si = 0; si < p->n_sets; si++)
+        for (int ti = 0; ti < p->n_thr; ti++) {
+            const int T = p->threads[ti];
+            char label[160];
+            snprintf(label, sizeof label, "[%d/%d] %s %s T=%d", p->row_no + 1, p->n_rows, s->name, p->kernels[si], T);
+            p->row_no += rows;
+            bench_progress("%s", label);
+            bench_job jobs[MAX_JOBS] = {
+                {.s = s, .ctx = p->ctxs[si][ti], .dtype = s->dtype, .q = b.q, .out = b.out, .pool = b.pool,
+                 .batch = &bd},
+                {.s = s, .ctx = p->ctxs[si][ti], .dtype = s->dtype, .q = b.q, .out = b.out, .caches = b.caches,
+                 .n_caches = b.n_dec},
+            };
+            bench_row r[MAX_JOBS];
+            memset(r, 0, sizeof r);
+            bench_probe_result pb;
+            probe_row(T, &pb, &r[0], 1, label);
+            timing tm[MAX_JOBS];
+            st = time_jobs(jobs, rows, b.n_pre ? &refill : NULL, label, tm);
+            if (st != ATTN_OK) {
+                bench_progress_clear();
+                fprintf(stderr, "%s: shape %s, --isa %s, --threads %d: attn_batch_attend%s: %s\n", BENCH_PROG,
+                        s->name, p->kernels[si], T, b.n_pre ? " (or its refill: attn_seq_truncate, attn_seq_append)"
+                        : " or attn_decode", attn_strerror(st));
+                failed = 1;
+                continue;
+            }
+            probe_row(T, &pb, &r[0], 0, label);
+            p->any_shared |= r[0].timeshared;
+            for (int k = 0; k < rows; k++) {
+                if (k) { /* one probe around both: the loop row shares it */
+                    r[k].probed = r[0].probed, r[k].desched = r[0].desched, r[k].corun = r[0].corun;
+                    r[k].timeshared = r[0].timeshared;
+                }
+                fill_row(&r[k], p, si, ti, k ? loop_name : s->name, bench_dtype_name(s->dtype), s->math, &tm[k],
+                         b.flops);
+                r[k].is_decode = 1;
+                r[k].gbps = kv_bytes / tm[k].median_s / 1e9;
+                r[k].has_bw = p->have_bw && p->bw_best[ti] > 0;
+                r[k].bw_pct = r[k].has_bw ? 100 * r[k].gbps / p->bw_best[ti] : 0;
+                r[k].has_tps = 1;
+                r[k].tps = b.q_rows / tm[k].median_s;
+                r[k].tok_per_gb = b.q_rows / (kv_bytes / 1e9);
+                fill_roof(&r[k], p, ti, b.flops, min_bytes);
+            }
+            if (rows > 1) { /* NAME against its loop, timed in the same reps */
+                r[0].has_base = r[0].has_ratio = 1;
+                r[0].ratio = tm[1].median_s / tm[0].median_s;
+                r[0].base_shared = r[0].timeshared;
+                p->any_base_shared |= r[0].base_shared;
+            }
+            for (int k = 0; k < rows; k++)
+                bench_emit_row(&r[k]);
+        }
+    pool_bench_free(&b);
+    return failed;
+}
+
 int bench_run_shape(const bench_shape *s, bench_plan *p)
 {
-    return s->dm ? run_layer_shape(s, p) : run_attn_shape(s, p);
+    return s->dm ? run_layer_shape(s, p) : s->pool ? run_pool_shape(s, p) : run_attn_shape(s, p);
 }
