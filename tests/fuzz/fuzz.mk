@@ -2,8 +2,9 @@
 # clang (-fsanitize=fuzzer plus ASan and UBSan) from the library's sources, into tests/fuzz/ of the build directory,
 # apart from the gcc objects of libattn.a. Nothing here runs unless one of these targets is asked for.
 #
-#   make fuzz-build     tests/fuzz/fuzz_api, tests/fuzz/fuzz_safetensors, tests/fuzz/fuzz_env (fuzz_safetensors only
-#                       when configure found jansson: without it the loader is stubs returning ATTN_ENOTSUP)
+#   make fuzz-build     tests/fuzz/fuzz_api, tests/fuzz/fuzz_safetensors, tests/fuzz/fuzz_env, tests/fuzz/fuzz_pool
+#                       (fuzz_safetensors only when configure found jansson: without it the loader is stubs returning
+#                       ATTN_ENOTSUP)
 #   make fuzz           each for FUZZ_SECONDS seconds (default 60), one after another, on a working copy of its
 #                       seed corpus (and regression inputs) in tests/fuzz/work/; prints the executions of each and
 #                       fails if any crashed (the input is saved in tests/fuzz/crashes/, the log in tests/fuzz/*.log)
@@ -22,7 +23,7 @@
 FUZZ_CC      = clang
 FUZZ_SECONDS = 60
 FUZZ_ARGS    =
-FUZZ_TARGETS = fuzz_api $(if $(filter yes,$(HAVE_JANSSON)),fuzz_safetensors) fuzz_env
+FUZZ_TARGETS = fuzz_api $(if $(filter yes,$(HAVE_JANSSON)),fuzz_safetensors) fuzz_env fuzz_pool
 FUZZ_SRC     = $(srcdir)/tests/fuzz
 FUZZ_OUT     = tests/fuzz
 FUZZ_OBJDIR  = $(FUZZ_OUT)/obj
@@ -37,6 +38,7 @@ FUZZ_WARN    = -Wall -Wextra
 FUZZ_MAX_LEN_fuzz_api          = 512
 FUZZ_MAX_LEN_fuzz_safetensors  = 4096
 FUZZ_MAX_LEN_fuzz_env          = 256
+FUZZ_MAX_LEN_fuzz_pool         = 256
 
 # -fopenmp when the library uses OpenMP and clang links it; probed once, only when a fuzz object is compiled.
 fuzz_hash := \#
@@ -100,6 +102,7 @@ fuzz: fuzz-build
 	        fuzz_api) ml=$(FUZZ_MAX_LEN_fuzz_api) ;; \
 	        fuzz_safetensors) ml=$(FUZZ_MAX_LEN_fuzz_safetensors) ;; \
 	        fuzz_env) ml=$(FUZZ_MAX_LEN_fuzz_env) ;; \
+	        fuzz_pool) ml=$(FUZZ_MAX_LEN_fuzz_pool) ;; \
 	        *) ml=4096 ;; \
 	    esac; \
 	    dict=; \

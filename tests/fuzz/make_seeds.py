@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Writes the seed corpora of the libFuzzer targets in tests/fuzz (standard library only):
 
-    python3 tests/fuzz/make_seeds.py        # rewrites tests/fuzz/corpus/{fuzz_api,fuzz_safetensors,fuzz_env}/
+    python3 tests/fuzz/make_seeds.py        # rewrites tests/fuzz/corpus/{fuzz_api,fuzz_safetensors,fuzz_env,fuzz_pool}/
 
 fuzz_api seeds follow the byte layout LLVMFuzzerTestOneInput in fuzz_api.c decodes (entry point, context, then the
 fields in call order); fuzz_env seeds are a flag byte then NUL-separated values; fuzz_safetensors seeds are small
@@ -267,7 +267,35 @@ def st_seeds():
     ]
 
 
+def pool(dtype, page, hk, group, d, dv_code, n_pages, seqs_code, ops):
+    """fuzz_pool: shape bytes, then (op, a, b) triples: op 0 new, 1 fork, 2 free, 3 append b % 80, 4 truncate,
+    5 attend (a: the sequences, b: flags)."""
+    shape = dtype | page << 2 | (hk - 1) << 4 | (group - 1) << 5
+    widths = (d - 1) | dv_code
+    more = (n_pages - 1) | seqs_code << 6
+    return bytes([shape, widths, more]) + b"".join(bytes(op) for op in ops)
+
+
+def pool_seeds():
+    seeds = {}
+    base = [(0, 0, 0), (3, 0, 37), (0, 0, 0), (1, 0, 0), (3, 1, 5), (3, 2, 20), (5, 0xFF, 0x3B), (4, 0, 30),
+            (5, 0xFF, 0x12), (2, 0, 0), (3, 1, 79), (5, 0xFF, 0x61)]
+    for dt, name in enumerate(("f32", "f16", "bf16", "i8")):
+        seeds["basic_" + name] = pool(dt, dt % 4, 2, 2, 16, 0, 20, 3, base)
+    seeds["full_pool"] = pool(1, 0, 1, 3, 8, 0, 3, 3, [(0, 0, 0), (3, 0, 79), (3, 0, 79), (1, 0, 0), (3, 1, 9),
+                                                       (5, 0xFF, 0x03), (2, 0, 0), (3, 1, 60)])
+    seeds["ids_out"] = pool(2, 1, 1, 1, 4, 0, 5, 0, [(0, 0, 0), (0, 0, 0), (1, 0, 0), (2, 0, 0), (2, 0, 0),
+                                                     (0, 0, 0), (5, 1, 1)])
+    seeds["i8_nan"] = pool(3, 2, 2, 1, 40, 0x80 | 7 << 3, 30, 1, [(0, 0, 0), (3, 0, 250), (3, 0, 251), (3, 0, 33),
+                                                                  (5, 1, 0x7F)])
+    seeds["mods_window"] = pool(0, 3, 1, 3, 24, 0x80 | 3 << 3, 47, 2,
+                                [(0, 0, 0), (3, 0, 70), (3, 0, 70), (1, 0, 0), (3, 1, 12), (5, 3, 0x3F),
+                                 (5, 3, 0x7E), (4, 0, 41), (5, 3, 0x2B)])
+    return list(seeds.items())
+
+
 def main():
+    write_corpus("fuzz_pool", pool_seeds())
     write_corpus("fuzz_api", api_seeds())
     write_corpus("fuzz_env", env_seeds())
     write_corpus("fuzz_safetensors", st_seeds())
