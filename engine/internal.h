@@ -132,6 +132,15 @@ void attn_pool_src(const attn_kv_pool *p, attn_kv_src *src);
 size_t attn_kv_pool_dims_(const attn_kv_pool *p, size_t *n_kv_heads, size_t *head_dim, size_t *v_dim);
 size_t attn_pool_max_seqs(const attn_kv_pool *p);
 int attn_seq_live_(const attn_kv_pool *p, uint32_t seq);
+attn_dtype attn_pool_dtype(const attn_kv_pool *p);
+/* For attn_layer_forward: ATTN_OK when appending n_new[i] tokens to each of the n distinct live sequences seqs[i],
+ * in this order, cannot run out: the free pages cover the new pages and the copies of shared, partly filled pages
+ * (each copy counted by the rules, in order), else ATTN_ERANGE; the page tables are grown now (ATTN_ENOMEM). Nothing
+ * else changes. */
+attn_status attn_pool_prepare(attn_kv_pool *p, size_t n, const uint32_t *seqs, const size_t *n_new);
+
+/* engine/rope.c: ATTN_OK if style, rope_dims and theta suit heads of head_dim (attn_rope_apply's rules). */
+attn_status attn_rope_check(attn_rope style, size_t rope_dims, float theta, size_t head_dim);
 
 /* ATTN_I8 quantisation of one row (attn_dtype): q[i] = nearbyintf(x[i] / s), s = max|x| / 127 (0 for an all-zero
  * row); returns s. x must be finite. */

@@ -1,6 +1,6 @@
-/* The self-attention layer (DESIGN.md §3, §3b): Q/K/V projections, attn_sdpa over the projected heads, the output
- * projection. The projections are attn_linear_typed: the weight matrix (fp32, half or bfloat16) is packed once per
- * call into the same 16-column fp32 panels the score kernels read keys from, widened exactly as it is packed (and
+/* The self-attention layer (DESIGN.md §3, §3b): Q/K/V projections, RoPE, attn_sdpa over the projected heads, the
+ * output projection. The projections are attn_linear_typed: the weight matrix (fp32, half or bfloat16) is packed once
+ * per call into the same 16-column fp32 panels the score kernels read keys from, widened exactly as it is packed (and
  * rounded to bfloat16 there in ATTN_MATH_BF16), then every (column block, row chunk) tile runs the ISA's
  * register-blocked GEMM micro-kernel. Each element of a result is computed by one kernel call in a fixed order, so
  * results do not depend on the thread count. */
@@ -220,6 +220,9 @@ attn_status attn_self_attention(const attn_ctx *ctx, const attn_layer *w, const 
     if (!ctx || !w || !x || !y || !n_tokens || !w->d_model || !w->n_heads || !w->head_dim || !w->wq || !w->wk ||
         !w->wv || (unsigned)mask > ATTN_MASK_CAUSAL || !attn_w_dtype_ok(w->w_dtype) || !attn_math_ok(w->math))
         return ATTN_EINVAL;
+    /* The RoPE fields mean nothing without a style, so only a RoPE'd layer has them checked. */
+    if (w->rope != ATTN_ROPE_NONE && attn_rope_check(w->rope, w->rope_dims, w->rope_theta, w->head_dim) != ATTN_OK)
+        return ATTN_EINVAL;
     const size_t dm = w->d_model, h = w->n_heads, hk = w->n_kv_heads ? w->n_kv_heads : h, hd = w->head_dim;
     if (h % hk)
         return ATTN_EINVAL;
@@ -227,7 +230,8 @@ attn_status attn_self_attention(const attn_ctx *ctx, const attn_layer *w, const 
     if (attn_mul_overflow(h, hd, &qw) || attn_mul_overflow(hk, hd, &kw) || attn_mul_overflow(n_tokens, dm, &nx) ||
         attn_mul_overflow(n_tokens, qw, &nq) || attn_mul_overflow(n_tokens, kw, &nk) ||
         attn_mul_overflow(qw, dm, &nwq) || attn_mul_overflow(kw, dm, &nwk) || attn_mul_overflow(dm, qw, &nwo) ||
-        (probs && (attn_mul_overflow(n_tokens, n_tokens, &np) || attn_mul_overflow(np, h, &np))))
+        (probs && (attn_mul_overflow(n_tokens, n_tokens, &np) || attn_mul_overflow(np, h, &np))) ||
+        (w->rope != ATTN_ROPE_NONE && n_tokens > (size_t)1 << 53)) /* RoPE positions exact in double */
         return ATTN_ERANGE;
     ny = w->wo ? nx : nq;
     /* Byte counts too: every array below is addressed (and compared for overlap) in bytes. */
@@ -274,6 +278,11 @@ attn_status attn_self_attention(const attn_ctx *ctx, const attn_layer *w, const 
     attn_linear_packed(ctx, x, n_tokens, dm, w->wq, t, w->bq, qw, q, qw, pack, math, xr);
     attn_linear_packed(ctx, x, n_tokens, dm, w->wk, t, w->bk, kw, k, kw, pack, math, xr);
     attn_linear_packed(ctx, x, n_tokens, dm, w->wv, t, w->bv, kw, v, kw, pack, math, xr);
+    if (w->rope != ATTN_ROPE_NONE) {
+        /* Checked above, so these cannot fail. */
+        attn_rope_apply(w->rope, w->rope_dims, w->rope_theta, n_tokens, h, hd, 0, q);
+        attn_rope_apply(w->rope, w->rope_dims, w->rope_theta, n_tokens, hk, hd, 0, k);
+    }
     const attn_sdpa_desc d = {
         .batch = 1, .n_heads = h, .n_kv_heads = hk, .q_len = n_tokens, .kv_len = n_tokens, .head_dim = hd,
         .layout = ATTN_LAYOUT_BSHD, .mask = mask, .math = math,

@@ -151,6 +151,59 @@ static size_t attn_pages_for(const attn_kv_pool *p, size_t len)
     return len / p->d.page_tokens + (len % p->d.page_tokens != 0);
 }
 
+/* Room for want pages in s's page table (a larger table changes nothing else). */
+static attn_status attn_seq_reserve(attn_seq *s, size_t want)
+{
+    if (want <= s->cap)
+        return ATTN_OK;
+    size_t cap = s->cap ? s->cap : 4;
+    while (cap < want)
+        cap = cap > SIZE_MAX / 2 / sizeof(uint32_t) ? want : cap * 2;
+    uint32_t *pt = realloc(s->pt, cap * sizeof *pt);
+    if (!pt)
+        return ATTN_ENOMEM;
+    s->pt = pt;
+    s->cap = cap;
+    return ATTN_OK;
+}
+
+attn_dtype attn_pool_dtype(const attn_kv_pool *p) { return p->d.dtype; }
+
+attn_status attn_pool_prepare(attn_kv_pool *p, size_t n, const uint32_t *seqs, const size_t *n_new)
+{
+    size_t need = 0, ncopied = 0;
+    uint32_t *copied = n ? malloc(n * sizeof *copied) : NULL; /* shared pages an earlier append copies away from */
+    if (n && !copied)
+        return ATTN_ENOMEM;
+    attn_status st = ATTN_OK;
+    for (size_t i = 0; i < n && st == ATTN_OK; i++) {
+        attn_seq *s = attn_seq_at(p, seqs[i]);
+        const size_t have = attn_pages_for(p, s->len);
+        if (n_new[i] > SIZE_MAX - s->len - p->d.page_tokens) {
+            st = ATTN_ERANGE;
+            break;
+        }
+        const size_t want = attn_pages_for(p, s->len + n_new[i]);
+        need += want - have;
+        if (n_new[i] && s->len % p->d.page_tokens) { /* a copy when its last page is still shared by then */
+            const uint32_t pg = s->pt[have - 1];
+            uint32_t holders = p->ref[pg];
+            for (size_t c = 0; c < ncopied; c++)
+                holders -= copied[c] == pg;
+            if (holders > 1) {
+                need++;
+                copied[ncopied++] = pg;
+            }
+        }
+        if (need > p->n_free)
+            st = ATTN_ERANGE;
+        else
+            st = attn_seq_reserve(s, want) != ATTN_OK ? ATTN_ENOMEM : ATTN_OK;
+    }
+    free(copied);
+    return st;
+}
+
 /* The smallest free id, or max_seqs when all are live. */
 static size_t attn_free_id(attn_kv_pool *p)
 {
@@ -267,16 +320,8 @@ attn_status attn_seq_append(attn_kv_pool *p, uint32_t seq, const float *k, const
     const int cow = s->len % P && p->ref[s->pt[have - 1]] > 1;
     if (want - have + (size_t)cow > p->n_free)
         return ATTN_ERANGE;
-    if (want > s->cap) {
-        size_t cap = s->cap ? s->cap : 4;
-        while (cap < want)
-            cap = cap > SIZE_MAX / 2 / sizeof(uint32_t) ? want : cap * 2;
-        uint32_t *pt = realloc(s->pt, cap * sizeof *pt);
-        if (!pt)
-            return ATTN_ENOMEM;
-        s->pt = pt;
-        s->cap = cap;
-    }
+    if (attn_seq_reserve(s, want) != ATTN_OK)
+        return ATTN_ENOMEM;
     if (cow) { /* the first holder to append into a shared, partly filled page takes a copy of it */
         const uint32_t old = s->pt[have - 1], pg = attn_page_take(p);
         memcpy(p->mem + pg * p->src.page_bytes, p->mem + old * p->src.page_bytes, p->src.page_bytes);

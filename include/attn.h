@@ -256,7 +256,8 @@ typedef struct attn_layer {
                                 (attn_sdpa_desc.math) */
     attn_rope rope;          /* 0 (ATTN_ROPE_NONE) or the rotary embedding applied to q and k after their
                                 projections (attn_rope_apply), at positions 0..n_tokens-1 in attn_self_attention and
-                                at each sequence's positions in attn_layer_forward */
+                                at each sequence's positions in attn_layer_forward. With ATTN_ROPE_NONE the two
+                                fields below are ignored (a zeroed v0 layer is never refused for them) */
     size_t rope_dims;        /* dimensions of each head that rotate (even, at most head_dim); 0: head_dim */
     float rope_theta;        /* base of the angles; 0: 10000 */
 } attn_layer;
@@ -488,10 +489,14 @@ attn_status attn_batch_attend(const attn_ctx *ctx, const attn_kv_pool *p, const 
  * sequences), q and k rotated (w->rope) at positions len(s) + i, k and v appended to the pool (k stored rotated),
  * the new positions attend causally to the whole sequence (attn_batch_attend, scale 1/sqrt(head_dim), w->math),
  * and the heads are projected out by wo into y: [sum n_new][d_model] (or n_heads*head_dim columns without wo).
- * All or nothing: on any error nothing is appended and y is untouched. ATTN_EINVAL: NULL arguments, n_seqs 0, an
- * id not live or twice, an n_new of 0, a pool whose n_kv_heads, head_dim or v_dim differ from the layer's, bad
- * layer fields (as attn_self_attention, and rope); ATTN_ERANGE: sizes overflow or the pool runs out of pages;
- * ATTN_ENOMEM. One call for many sequences equals per-sequence calls within the projections' rounding. */
+ * All or nothing: every check, the pool's free pages (copies of shared partial pages included) and an int8 pool's
+ * finiteness check come before the first append, so on an error nothing is appended and y is untouched (should
+ * memory run out in the attention or wo after the appends, they are truncated away again; a shared page one of
+ * them copied then stays copied). ATTN_EINVAL: NULL arguments, n_seqs 0, an id not live or twice, an n_new of 0,
+ * a pool whose n_kv_heads or head_dim differ from the layer's or whose v_dim is not head_dim, bad layer fields (as
+ * attn_self_attention, rope included), y overlapping x or a weight, a non-finite K or V row for an I8 pool;
+ * ATTN_ERANGE: sizes overflow, a new position past 2^53, or the pool runs out of pages; ATTN_ENOMEM. One call for
+ * many sequences equals per-sequence calls within the projections' rounding. */
 attn_status attn_layer_forward(const attn_ctx *ctx, const attn_layer *w, attn_kv_pool *p, size_t n_seqs,
                                const uint32_t *seqs, const size_t *n_new, const float *x, float *y);
 
