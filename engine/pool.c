@@ -290,8 +290,13 @@ static void attn_pool_store(attn_kv_pool *p, const attn_seq *s, size_t pos, cons
     char *page = p->mem + s->pt[pos / P] * src->page_bytes;
     for (size_t h = 0; h < p->d.n_kv_heads; h++) {
         char *panel = page + src->pk0 + h * src->pk_h + pos % P / ATTN_PAD * d * ATTN_PAD * esz;
-        if (pos % ATTN_PAD == 0)
+        if (pos % ATTN_PAD == 0) { /* and the panel's scales: tiles read whole panels of them */
             memset(panel, 0, d * ATTN_PAD * esz);
+            if (p->d.dtype == ATTN_I8) {
+                memset(page + src->psk + (h * P + pos % P) * sizeof(float), 0, ATTN_PAD * sizeof(float));
+                memset(page + src->psv + (h * P + pos % P) * sizeof(float), 0, ATTN_PAD * sizeof(float));
+            }
+        }
         const float ks = attn_store_kv(p->d.dtype, panel + pos % ATTN_PAD * esz, k + h * d, d, ATTN_PAD, p->tmp);
         const float vs = attn_store_kv(p->d.dtype, page + src->pv0 + h * src->pv_h + pos % P * dv * esz, v + h * dv,
                                        dv, 1, p->tmp);

@@ -124,7 +124,7 @@ typedef struct attn_scratch {
     float *slope;       /* score modifiers per row (attn_score_mods) */
     int64_t *rel;
     const float **brow;
-    float *fs; /* ATTN_I8: one tile's row scales gathered across pages */
+    float *fs; /* ATTN_I8: one tile's key or value row scales, gathered across pages */
 } attn_scratch;
 
 /* Sizes of the pieces in floats, in the order attn_scratch_carve lays them out; 0 on overflow. */
@@ -490,43 +490,29 @@ static attn_tile_args attn_rows_args(const attn_job *j, const attn_scratch *sc, 
     return a;
 }
 
-/* ATTN_I8 kept as integers: each row's scores (v 0) times its key's scale, or its weights (v 1) times its value
- * row's, for the tile's keys [t0, t0 + nk) of KV head kvh. */
-static void attn_i8_scale(const attn_job *j, const attn_scratch *sc, const attn_tile_args *a, size_t kvh,
-                          size_t t0, int v)
+/* ATTN_I8 kept as integers: the scales of the tile's keys (v 0) or value rows (v 1), nkp of them, for the kernels
+ * to multiply each score or weight by (attn_tile_args.ksc, vsc): where they are stored when the tile starts on a
+ * panel of one page (or a cache), else gathered, padded with zeros. */
+static const float *attn_i8_scales(const attn_job *j, const attn_scratch *sc, const attn_tile_args *a, size_t kvh,
+                                   size_t t0, int v)
 {
-    /* A whole number of vectors: the scales of a tile starting on a panel in one page (or a cache) run on to the
-     * panel's end; gathered ones are padded with zeros (weights past nk are 0, scores there are never read). */
-    const float *f = sc->fs;
     if (t0 % ATTN_PAD == 0 && attn_src_contig(&j->src, t0, a->nkp))
-        f = attn_src_scale(&j->src, v, kvh, t0);
-    else {
-        for (size_t t = 0; t < a->nk; t++)
-            sc->fs[t] = *attn_src_scale(&j->src, v, kvh, t0 + t);
-        memset(sc->fs + a->nk, 0, (a->nkp - a->nk) * sizeof(float));
-    }
-    typedef float v4 __attribute__((vector_size(16))); /* the baseline build's vectors (SSE2, NEON) */
-    for (size_t r = 0; r < a->rows; r++) {
-        float *s = a->s + r * a->nkp;
-        for (size_t t = 0; t < a->nkp; t += 4) {
-            v4 x, y;
-            memcpy(&x, s + t, sizeof x);
-            memcpy(&y, f + t, sizeof y);
-            x *= y;
-            memcpy(s + t, &x, sizeof x);
-        }
-    }
+        return attn_src_scale(&j->src, v, kvh, t0);
+    for (size_t t = 0; t < a->nk; t++)
+        sc->fs[t] = *attn_src_scale(&j->src, v, kvh, t0 + t);
+    memset(sc->fs + a->nk, 0, (a->nkp - a->nk) * sizeof(float));
+    return sc->fs;
 }
 
 /* The scores of the tile at key t0 in a->s, through the slot for where the tile lives, then the score modifiers. */
 static void attn_tile_scores(const attn_job *j, const attn_scratch *sc, attn_tile_args *a, size_t kvh, size_t t0)
 {
+    a->ksc = j->i8f ? attn_i8_scales(j, sc, a, kvh, t0, 0) : NULL; /* int8 keys live in panels: scores[] */
     (j->bf16p   ? j->kern->scores_bf16p
      : j->bf16r ? j->kern->scores_rows_bf16p
      : a->kt    ? j->kern->scores[a->kdt]
                 : j->kern->scores_rows[a->kdt])(a);
-    if (j->i8f)
-        attn_i8_scale(j, sc, a, kvh, t0, 0);
+    a->ksc = NULL;
     if (!j->mods)
         return;
     const attn_score_mods md = {
@@ -581,9 +567,9 @@ static void attn_rows_run(const attn_job *j, const attn_scratch *sc, const attn_
             a.kt != sc->kt)
             attn_page_prefetch(j, rw, (size_t)tn);
         attn_tile_scores(j, sc, &a, rw->kvh, (size_t)t0);
+        a.vsc = j->i8f ? attn_i8_scales(j, sc, &a, rw->kvh, (size_t)t0, 1) : NULL;
         j->kern->softmax(&a);
-        if (j->i8f)
-            attn_i8_scale(j, sc, &a, rw->kvh, (size_t)t0, 1);
+        a.vsc = NULL;
         (j->bf16p ? j->kern->pv_bf16p : j->bf16r ? j->kern->pv_rows_bf16p : j->kern->pv[a.vdt])(&a);
     }
 }

@@ -29,7 +29,7 @@ static inline __attribute__((always_inline)) void attn_scores_t(const attn_tile_
                 for (size_t l = 0; l < ATTN_PAD; l++)
                     acc[l] += q[c] * attn_ld(a->kt, p * a->d + c * ATTN_PAD + l, t);
             for (size_t l = 0; l < ATTN_PAD; l++)
-                a->s[r * a->nkp + p + l] = acc[l];
+                a->s[r * a->nkp + p + l] = a->ksc ? acc[l] * a->ksc[p + l] : acc[l];
         }
 }
 
@@ -81,7 +81,7 @@ static ATTN_DECL_SOFTMAX(attn_softmax_f32_scalar)
         float sum = 0.0f;
         for (size_t j = 0; j < a->nkp; j++) {
             const float p = (j >= lo && j < hi) ? expf(s[j] - mnew) : 0.0f;
-            s[j] = a->round_p ? attn_bf16_to_f32(attn_f32_to_bf16(p)) : p;
+            s[j] = a->round_p ? attn_bf16_to_f32(attn_f32_to_bf16(p)) : a->vsc ? p * a->vsc[j] : p;
             sum += p;
         }
         a->l[r] = a->l[r] * alpha + sum;

@@ -61,6 +61,9 @@ typedef struct attn_tile_args {
     int round_p;       /* softmax: store the weights rounded to bfloat16 (ATTN_MATH_BF16's P), l still summing the
                           unrounded ones */
     const attn_score_mods *mods; /* modify only */
+    const float *ksc;  /* NULL, or per key j < nkp a factor each score s[r][j] is stored multiplied by (scores) */
+    const float *vsc;  /* NULL, or per key j < nkp a factor each weight is stored multiplied by (softmax: l sums the
+                          weights before it): an int8 tile's key and value row scales */
 } attn_tile_args;
 
 /* One block of a matrix product c = a b + bias, the layer's projections (b is a weight matrix, packed once). */

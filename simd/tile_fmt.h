@@ -31,7 +31,27 @@ ATTN_INLINE void ATTN_F(attn_sc_micro)(const attn_tile_args *a, size_t r0, size_
         kt[v] = j / ATTN_PAD * a->d * ATTN_PAD + j % ATTN_PAD;
     }
     const int pf = PF && FMT_PF_PANELS && a->kn && j0 < a->knn;
-    for (size_t c = 0; c < a->d; c++) {
+    /* A decode block of a few rows against one vector of keys has only RB accumulator chains, too few to cover the
+     * FMA latency: even and odd dimensions then sum into two sets, added at the end. */
+    const int two = NV == 1 && RB <= 4;
+    V acc2[SC_RB > SCD_RB ? SC_RB : SCD_RB];
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; r++)
+        acc2[r] = V_ZERO();
+    size_t c = 0;
+    for (; two && c + 2 <= a->d; c += 2) {
+        if (pf && c % cl == 0)
+            __builtin_prefetch((const char *)a->kn + (kt[0] + c * ATTN_PAD) * esz, 0, 2);
+        if (pf && (c + 1) % cl == 0)
+            __builtin_prefetch((const char *)a->kn + (kt[0] + (c + 1) * ATTN_PAD) * esz, 0, 2);
+        const V b0 = FMT_LDP(a->kt, kt[0] + c * ATTN_PAD), b1 = FMT_LDP(a->kt, kt[0] + (c + 1) * ATTN_PAD);
+#pragma GCC unroll 16
+        for (int r = 0; r < RB; r++) {
+            acc[r][0] = V_FMA(V_BCAST(q[r * a->d + c]), b0, acc[r][0]);
+            acc2[r] = V_FMA(V_BCAST(q[r * a->d + c + 1]), b1, acc2[r]);
+        }
+    }
+    for (; c < a->d; c++) {
         if (pf && c % cl == 0)
 #pragma GCC unroll 16
             for (int v = 0; v < NV; v++)
@@ -50,9 +70,13 @@ ATTN_INLINE void ATTN_F(attn_sc_micro)(const attn_tile_args *a, size_t r0, size_
     }
 #pragma GCC unroll 16
     for (int r = 0; r < RB; r++)
+        if (two)
+            acc[r][0] = V_ADD(acc[r][0], acc2[r]);
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; r++)
 #pragma GCC unroll 16
         for (int v = 0; v < NV; v++)
-            V_STORE(s + r * a->nkp + v * VW, acc[r][v]);
+            V_STORE(s + r * a->nkp + v * VW, a->ksc ? V_MUL(acc[r][v], V_LOADU(a->ksc + j0 + v * VW)) : acc[r][v]);
 }
 
 /* One row group against every slice of keys it sees: its queries stay in L1, each score is stored once, and the

@@ -151,8 +151,9 @@ ATTN_INLINE void attn_sr_store(const attn_tile_args *a, size_t r0, size_t j0, co
 #define FMT_PVD_NV PVH_NV
 #include "tile_fmt.h"
 
-/* RP: store the weights rounded to bfloat16 (ATTN_MATH_BF16's P; l sums the unrounded ones). */
-ATTN_INLINE void attn_softmax_rows(const attn_tile_args *a, const int RP)
+/* RP: store the weights rounded to bfloat16 (ATTN_MATH_BF16's P; l sums the unrounded ones). VS: store them times
+ * a->vsc (int8 value rows' scales; l sums the weights before it). */
+ATTN_INLINE void attn_softmax_rows(const attn_tile_args *a, const int RP, const int VS)
 {
     const V iota = V_IOTA(), ninf = V_BCAST(-INFINITY);
     for (size_t r = 0; r < a->rows; r++) {
@@ -195,14 +196,14 @@ ATTN_INLINE void attn_softmax_rows(const attn_tile_args *a, const int RP)
             size_t j0 = 0;
             for (; j0 + 2 * VW <= a->nkp; j0 += 2 * VW) {
                 const V p = ATTN_EXPM(V_LOAD(s + j0), vmn), p2 = ATTN_EXPM(V_LOAD(s + j0 + VW), vmn);
-                V_STORE(s + j0, RP ? V_RBF16(p) : p);
-                V_STORE(s + j0 + VW, RP ? V_RBF16(p2) : p2);
+                V_STORE(s + j0, RP ? V_RBF16(p) : VS ? V_MUL(p, V_LOADU(a->vsc + j0)) : p);
+                V_STORE(s + j0 + VW, RP ? V_RBF16(p2) : VS ? V_MUL(p2, V_LOADU(a->vsc + j0 + VW)) : p2);
                 sum = V_ADD(sum, p);
                 sum2 = V_ADD(sum2, p2);
             }
             for (; j0 < a->nkp; j0 += VW) {
                 const V p = ATTN_EXPM(V_LOAD(s + j0), vmn);
-                V_STORE(s + j0, RP ? V_RBF16(p) : p);
+                V_STORE(s + j0, RP ? V_RBF16(p) : VS ? V_MUL(p, V_LOADU(a->vsc + j0)) : p);
                 sum = V_ADD(sum, p);
             }
             sum = V_ADD(sum, sum2);
@@ -215,7 +216,7 @@ ATTN_INLINE void attn_softmax_rows(const attn_tile_args *a, const int RP)
                 }
                 const M in = V_INRANGE(V_ADD(iota, V_BCAST((float)j0)), vlo, vhi);
                 const V p = V_SEL(in, ATTN_EXPM(V_LOAD(s + j0), vmn), V_ZERO());
-                V_STORE(s + j0, RP ? V_RBF16(p) : p);
+                V_STORE(s + j0, RP ? V_RBF16(p) : VS ? V_MUL(p, V_LOADU(a->vsc + j0)) : p);
                 sum = V_ADD(sum, p);
             }
         a->l[r] = a->l[r] * alpha + V_HSUM(sum);
@@ -232,9 +233,11 @@ ATTN_INLINE void attn_softmax_rows(const attn_tile_args *a, const int RP)
 ATTN_SLOT_LINK ATTN_DECL_SOFTMAX(ATTN_FN(softmax_f32))
 {
     if (a->round_p)
-        attn_softmax_rows(a, 1);
+        attn_softmax_rows(a, 1, 0);
+    else if (a->vsc)
+        attn_softmax_rows(a, 0, 1);
     else
-        attn_softmax_rows(a, 0);
+        attn_softmax_rows(a, 0, 0);
 }
 
 /* tanh for softcap: (1 - t) / (1 + t) with t = exp(-2|x|), through the softmax's exp and one division, and below

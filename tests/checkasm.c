@@ -275,6 +275,11 @@ static int ca_check_scores(const attn_kernels *k, tc_rng *r, int rows_path, attn
     const size_t d = rows_path ? ATTN_PAD * (1 + tc_rng_below(r, 10)) : 1 + tc_rng_below(r, 160);
     ca_tile t;
     ca_tile_make(&t, r, rows, nk, d, 16, kdt, ATTN_F32, rows_path, tc_rng_below(r, 3) == 0);
+    /* Sometimes per-key factors (an int8 tile's key scales) that the panel kernels store each score times. */
+    float *ksc = !rows_path && tc_rng_below(r, 3) == 0 ? malloc(t.a.nkp * sizeof *ksc) : NULL;
+    for (size_t j = 0; ksc && j < t.a.nkp; j++)
+        ksc[j] = tc_rng_float(r, 0.0f, 0.05f);
+    t.a.ksc = ksc;
     ca_tile ref = ca_tile_twin(&t);
     (rows_path ? attn_kernels_scalar.scores_rows[kdt] : attn_kernels_scalar.scores[kdt])(&ref.a);
     (rows_path ? k->scores_rows[kdt] : k->scores[kdt])(&t.a);
@@ -288,10 +293,12 @@ static int ca_check_scores(const attn_kernels *k, tc_rng *r, int rows_path, attn
                 bad = ca_fail("rows %zu nk %zu: s[%zu][%zu] = %g past nk, want 0", rows, nk, i, j, got);
             else if (must && tc_f2u(got) == TC_POISON_BITS)
                 bad = ca_fail("rows %zu nk %zu d %zu kdt %d: s[%zu][%zu] unwritten", rows, nk, d, kdt, i, j);
-            else if (tc_f2u(got) != TC_POISON_BITS && !ca_close(got, want, ca_absdot(&t, i, j), 2e-6))
-                bad = ca_fail("rows %zu nk %zu d %zu kdt %d: s[%zu][%zu] = %.9g, want %.9g", rows, nk, d, kdt, i, j,
-                              got, want);
+            else if (tc_f2u(got) != TC_POISON_BITS &&
+                     !ca_close(got, want, ca_absdot(&t, i, j) * (ksc ? ksc[j] : 1.0), 2e-6))
+                bad = ca_fail("rows %zu nk %zu d %zu kdt %d ksc %d: s[%zu][%zu] = %.9g, want %.9g", rows, nk, d, kdt,
+                              ksc != NULL, i, j, got, want);
         }
+    free(ksc);
     ca_twin_free(&ref);
     ca_tile_free(&t);
     return bad;
@@ -317,6 +324,11 @@ static int ca_check_softmax(const attn_kernels *k, tc_rng *r)
     /* round_p (ATTN_MATH_BF16): weights stored as bfloat16 values, l unchanged; an exp one ulp apart from the
      * scalar one may round to the neighbouring bfloat16, up to 2^-7 of the value away (at a binade's bottom). */
     t.a.round_p = (int)tc_rng_below(r, 2);
+    /* Without round_p, sometimes per-key factors (an int8 tile's value scales) the weights are stored times. */
+    float *vsc = !t.a.round_p && tc_rng_below(r, 2) ? malloc(a->nkp * sizeof *vsc) : NULL;
+    for (size_t j = 0; vsc && j < a->nkp; j++)
+        vsc[j] = tc_rng_float(r, 0.0f, 0.05f);
+    t.a.vsc = vsc;
     ca_tile ref = ca_tile_twin(&t);
     attn_kernels_scalar.softmax(&ref.a);
     k->softmax(&t.a);
@@ -340,6 +352,7 @@ static int ca_check_softmax(const attn_kernels *k, tc_rng *r)
                 bad = ca_fail("row %zu: o[%zu] = %.9g, want %.9g", i, c, got, want);
         }
     }
+    free(vsc);
     ca_twin_free(&ref);
     ca_tile_free(&t);
     return bad;
