@@ -147,8 +147,12 @@ attn_status attn_rope_check(attn_rope style, size_t rope_dims, float theta, size
 float attn_quant_i8(int8_t *q, const float *x, size_t n);
 
 /* Stores row src[0..n) as type t at dst, element i at i * step (elements of t); returns the row's ATTN_I8 scale
- * (1 for the other types). tmp: n bytes of scratch for I8. */
-float attn_store_kv(attn_dtype t, void *dst, const float *src, size_t n, size_t step, int8_t *tmp);
+ * (1 for the other types). tmp: 2n bytes of scratch. k: NULL, or a kernel table whose narrow slots convert half
+ * and bfloat16 rows (the same bits as the scalar conversion, faster). */
+float attn_store_kv(attn_dtype t, void *dst, const float *src, size_t n, size_t step, void *tmp,
+                    const attn_kernels *k);
+/* The kernel table of the best level this CPU runs (for conversions outside a context's calls). */
+const attn_kernels *attn_best_kernels(void);
 /* 1 if no element of x[0..n) is a NaN or infinity. */
 int attn_all_finite(const float *x, size_t n);
 /* Memory for a whole KV cache or pool, 64-byte aligned: from 2 MiB on, huge-page aligned and advised to use huge

@@ -15,7 +15,7 @@ struct attn_kv_cache {
     size_t rows; /* capacity rounded up to whole panels: positions per KV head in k and v */
     attn_dtype dtype;
     float *ks, *vs; /* ATTN_I8: [n_kv_heads][rows] scales of the key and value rows */
-    int8_t *tmp;    /* ATTN_I8: one row of quantisation scratch */
+    void *tmp;      /* one row of conversion scratch (2 bytes an element) */
     /* Elements of dtype; decode streams one KV head's keys and values in order. v: [n_kv_heads][rows][head_dim].
      * k: [n_kv_heads][rows / ATTN_PAD] panels of [head_dim][ATTN_PAD], key t, dim c of head h at
      * (h * rows + t / ATTN_PAD * ATTN_PAD) * head_dim + c * ATTN_PAD + t % ATTN_PAD: the score kernels take a
@@ -61,9 +61,10 @@ attn_status attn_kv_cache_create(attn_kv_cache **out, size_t n_kv_heads, size_t 
     if (c->v && dtype == ATTN_I8) { /* bytes = rows * n_kv_heads * head_dim >= the scales' count */
         c->ks = calloc(rows * n_kv_heads, sizeof(float));
         c->vs = calloc(rows * n_kv_heads, sizeof(float));
-        c->tmp = malloc(head_dim);
     }
-    if (!c->v || (dtype == ATTN_I8 && (!c->ks || !c->vs || !c->tmp))) {
+    if (c->v)
+        c->tmp = malloc(2 * head_dim);
+    if (!c->v || !c->tmp || (dtype == ATTN_I8 && (!c->ks || !c->vs))) {
         attn_kv_cache_destroy(c);
         return ATTN_ENOMEM;
     }
@@ -111,12 +112,27 @@ float attn_quant_i8(int8_t *q, const float *x, size_t n)
     return s;
 }
 
-float attn_store_kv(attn_dtype t, void *dst, const float *src, size_t n, size_t step, int8_t *tmp)
+const attn_kernels *attn_best_kernels(void)
 {
+    const attn_variant *v = attn_variant_pick(attn_isa_best());
+    return v ? v->kern : &attn_kernels_scalar;
+}
+
+float attn_store_kv(attn_dtype t, void *dst, const float *src, size_t n, size_t step, void *tmp,
+                    const attn_kernels *k)
+{
+    if ((t == ATTN_F16 || t == ATTN_BF16) && k && k->narrow[t]) { /* a row, or a key into a panel column */
+        uint16_t *h = step == 1 ? dst : tmp;
+        k->narrow[t](h, src, n, 1.0f);
+        for (size_t i = 0; step != 1 && i < n; i++)
+            ((uint16_t *)dst)[i * step] = h[i];
+        return 1.0f;
+    }
     if (t == ATTN_I8) {
-        const float s = attn_quant_i8(tmp, src, n);
+        int8_t *q = tmp;
+        const float s = attn_quant_i8(q, src, n);
         for (size_t i = 0; i < n; i++)
-            ((int8_t *)dst)[i * step] = tmp[i];
+            ((int8_t *)dst)[i * step] = q[i];
         return s;
     }
     if (t == ATTN_F32) {
@@ -152,6 +168,7 @@ attn_status attn_kv_cache_append(attn_kv_cache *c, const float *k, const float *
     if (n_tokens > c->capacity - c->len) /* all or nothing */
         return ATTN_ERANGE;
     const size_t d = c->head_dim, esz = attn_dtype_size(c->dtype), hk = c->n_kv_heads;
+    const attn_kernels *kern = attn_best_kernels();
     if (c->dtype == ATTN_I8 && (!attn_all_finite(k, n_tokens * hk * d) || !attn_all_finite(v, n_tokens * hk * d)))
         return ATTN_EINVAL;
     for (size_t t = 0; t < n_tokens; t++)
@@ -160,8 +177,9 @@ attn_status attn_kv_cache_append(attn_kv_cache *c, const float *k, const float *
             char *panel = (char *)c->k + (h * c->rows + p / ATTN_PAD * ATTN_PAD) * d * esz;
             if (p % ATTN_PAD == 0) /* a fresh panel: its keys beyond len read as zero */
                 memset(panel, 0, d * ATTN_PAD * esz);
-            const float ks = attn_store_kv(c->dtype, panel + p % ATTN_PAD * esz, k + in, d, ATTN_PAD, c->tmp);
-            const float vs = attn_store_kv(c->dtype, (char *)c->v + (h * c->rows + p) * d * esz, v + in, d, 1, c->tmp);
+            const float ks = attn_store_kv(c->dtype, panel + p % ATTN_PAD * esz, k + in, d, ATTN_PAD, c->tmp, kern);
+            const float vs =
+                attn_store_kv(c->dtype, (char *)c->v + (h * c->rows + p) * d * esz, v + in, d, 1, c->tmp, kern);
             if (c->dtype == ATTN_I8) {
                 c->ks[h * c->rows + p] = ks;
                 c->vs[h * c->rows + p] = vs;

@@ -813,7 +813,7 @@ static const attn_job *attn_view(const attn_job *j, size_t b, attn_job *v)
 
 /* For item it, whose thread takes item it + 1 next (runs of run items), where that item starts reading when it
  * reads keys in place from panels (a KV cache or pool): so that this item's last tile prefetches them, and memory
- * keeps streaming from one short sequence to the next. */
+ * keeps streaming from one short sequence to the next. A decode item's query and output rows are prefetched now. */
 static void attn_next_prefetch(const attn_job *j, size_t it, size_t run, size_t items, attn_rows *rw)
 {
     if ((it + 1) % run == 0 || it + 1 >= items)
@@ -821,6 +821,18 @@ static void attn_next_prefetch(const attn_job *j, size_t it, size_t run, size_t 
     const attn_item x = attn_item_at(j, it + 1);
     attn_job tmp;
     const attn_job *v = attn_view(j, x.b, &tmp);
+    if (v->q_len == 1 && !j->work[x.b].split) { /* a decode item of another KV head: its query and output rows */
+        const size_t qb = v->d * attn_dtype_size(v->qdt), ob = v->dv * attn_dtype_size(v->odt);
+        for (size_t g = 0; g < v->group; g++) {
+            const size_t h = x.kvh * v->group + g;
+            const char *qr = (const char *)v->q + (x.b * v->qs.b + h * v->qs.h) * attn_dtype_size(v->qdt);
+            const char *orow = (const char *)v->out + (x.b * v->os.b + h * v->os.h) * attn_dtype_size(v->odt);
+            for (size_t l = 0; l < qb; l += 64)
+                __builtin_prefetch(qr + l, 0, 3);
+            for (size_t l = 0; l < ob; l += 64)
+                __builtin_prefetch(orow + l, 1, 3);
+        }
+    }
     const size_t t0 = j->work[x.b].split ? x.c * v->chunk : 0;
     if (!v->k_in_place || v->packed || !attn_src_panels(&v->src) || v->round_kv || v->dot || t0 >= v->kv_len)
         return;

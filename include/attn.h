@@ -416,7 +416,9 @@ typedef struct attn_kv_pool attn_kv_pool;
 typedef struct attn_kv_pool_desc {
     size_t n_kv_heads, head_dim; /* both >= 1 */
     size_t v_dim;                /* width of value rows; 0: head_dim */
-    size_t page_tokens;          /* tokens per page: a multiple of 16, at most 4096; 0: 128 */
+    size_t page_tokens;          /* tokens per page: a multiple of 16, at most 4096; 0: 256. A tile of keys never
+                                    crosses a page, so pages of at least block_kv (256) tokens decode fastest;
+                                    smaller ones waste less memory on short sequences and share finer prefixes */
     size_t n_pages;              /* >= 1, allocated when the pool is created; the pool never grows */
     size_t max_seqs;             /* live sequences at most, <= 2^31; 0: 1024 */
     attn_dtype dtype;            /* F32, F16, BF16 or I8 */

@@ -223,7 +223,7 @@ Test(pool, create_and_argument_errors)
     cr_assert_neq(attn_kv_pool_create(&p, &many), ATTN_OK);
     cr_assert_eq(attn_kv_pool_create(&p, &d), ATTN_OK);
     cr_assert_eq(attn_kv_pool_free_pages(p), 4);
-    cr_assert_eq(attn_kv_pool_page_tokens(p), 128, "the default page");
+    cr_assert_eq(attn_kv_pool_page_tokens(p), 256, "the default page");
     uint32_t s = 77;
     cr_assert_eq(attn_seq_new(NULL, &s), ATTN_EINVAL);
     cr_assert_eq(attn_seq_new(p, NULL), ATTN_EINVAL);

@@ -81,7 +81,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_model *m = &fz_m;
     m->P = attn_kv_pool_page_tokens(p);
     m->n_pages = n_pages;
-    CHECK(m->P == (P ? P : 128), "page tokens %zu", m->P);
+    CHECK(m->P == (P ? P : 256), "page tokens %zu", m->P);
     attn_ctx *ctx = NULL;
     const attn_config cfg = {.num_threads = 2};
     CHECK(attn_ctx_create(&ctx, &cfg) == ATTN_OK, "ctx");
