@@ -103,9 +103,11 @@ static void m_fork(m_pool *m, const m_seq *src, m_seq *dst)
     dst->k = malloc((src->len ? src->len : 1) * m->hk * m->d * sizeof(float));
     dst->v = malloc((src->len ? src->len : 1) * m->hk * m->dv * sizeof(float));
     cr_assert(dst->pages && dst->k && dst->v);
-    memcpy(dst->pages, src->pages, n * sizeof *dst->pages);
-    memcpy(dst->k, src->k, src->len * m->hk * m->d * sizeof(float));
-    memcpy(dst->v, src->v, src->len * m->hk * m->dv * sizeof(float));
+    if (src->len) { /* an empty source has no arrays yet */
+        memcpy(dst->pages, src->pages, n * sizeof *dst->pages);
+        memcpy(dst->k, src->k, src->len * m->hk * m->d * sizeof(float));
+        memcpy(dst->v, src->v, src->len * m->hk * m->dv * sizeof(float));
+    }
     for (size_t i = 0; i < n; i++)
         m->ref[dst->pages[i]]++;
 }
