@@ -107,8 +107,11 @@ float attn_quant_i8(int8_t *q, const float *x, size_t n)
     /* x / s is at most 127 in magnitude: adding and subtracting 1.5 * 2^23 rounds it to the nearest integer, ties to
      * even, as nearbyintf does in the default rounding mode, without a call per element. */
     const float magic = 12582912.0f;
-    for (size_t i = 0; i < n; i++)
-        q[i] = s == 0.0f ? 0 : (int8_t)((x[i] / s + magic) - magic);
+    for (size_t i = 0; i < n; i++) {
+        /* A subnormal s is coarse: max / s may then pass 127, so the integers saturate at +-127. */
+        const float r = s == 0.0f ? 0.0f : (x[i] / s + magic) - magic;
+        q[i] = (int8_t)(r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r);
+    }
     return s;
 }
 

@@ -111,7 +111,7 @@ typedef enum attn_mask { ATTN_MASK_NONE = 0, ATTN_MASK_CAUSAL = 1 } attn_mask;
 /* Element types of tensors. Half and bfloat16 are stored rounded to nearest even; F16 is IEEE binary16.
  * ATTN_I8 is KV storage only (attn_kv_pool, attn_kv_cache; ATTN_EINVAL elsewhere): each (token, KV head) row x of
  * K and of V is stored as int8 x_q = nearbyintf(x / s) with s = max|x| / 127 (an fp32 division, ties to even;
- * s = 0 for an all-zero row) and read as x_q * s. */
+ * s = 0 for an all-zero row; x_q saturates at +-127, which only a subnormal s can pass) and read as x_q * s. */
 typedef enum attn_dtype { ATTN_F32 = 0, ATTN_F16 = 1, ATTN_BF16 = 2, ATTN_I8 = 3 } attn_dtype;
 
 /* How attention multiplies. */

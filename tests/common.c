@@ -653,7 +653,7 @@ void tc_stored_row(attn_dtype t, float *x, size_t n)
         mx = fabsf(x[i]) > mx ? fabsf(x[i]) : mx;
     const float s = mx / 127.0f; /* as the library: an fp32 division, then x / s rounded to the nearest even */
     for (size_t i = 0; i < n; i++)
-        x[i] = s == 0.0f ? 0.0f : (float)((double)nearbyint((double)(x[i] / s)) * (double)s);
+        x[i] = s == 0.0f ? 0.0f : (float)(fmax(-127.0, fmin(127.0, nearbyint((double)(x[i] / s)))) * (double)s);
 }
 
 int tc_check_decode(const attn_ctx *ctx, attn_dtype t, const tc_kv_case *kc, uint64_t seed, double *worst,

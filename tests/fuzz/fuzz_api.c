@@ -269,6 +269,18 @@ static float fz_store_round(attn_dtype t, float x)
     return x;
 }
 
+/* An ATTN_I8 row as the cache reads it back (attn.h): x_q = nearbyintf(x / s) within +-127, s = max|x| / 127 in
+ * fp32 (0 for an all-zero row), read as x_q * s; in place. */
+FZ_NOCOV static void fz_quant_row(float *x, size_t n)
+{
+    float mx = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        mx = fabsf(x[i]) > mx ? fabsf(x[i]) : mx;
+    const float s = mx / 127.0f;
+    for (size_t i = 0; i < n; i++)
+        x[i] = s == 0.0f ? 0.0f : fmaxf(-127.0f, fminf(127.0f, nearbyintf(x[i] / s))) * s;
+}
+
 /* The binary16 bits of x, which must be a binary16 value (fz_store_round(ATTN_F16, .)), infinity or NaN. */
 FZ_NOCOV static uint16_t fz_f16_bits(float x)
 {
@@ -778,13 +790,13 @@ static void fz_kvcache(fz_reader *r)
     const fz_pick pk = fz_pick_ctx(r);
     const size_t hk = fz_size(r), hd = fz_size(r);
     size_t cap = fz_u8(r) < 128 ? 1 + fz_u8(r) % 48 : fz_size(r);
-    const attn_dtype dt = (attn_dtype)fz_enum_field(r, 3);
+    const attn_dtype dt = (attn_dtype)fz_enum_field(r, 4);
     const int null_out = fz_u8(r) < 6;
     const float mag = fz_mag(r);
     uint64_t seed = fz_hash(r->p, r->n);
 
-    const size_t esz = dt == ATTN_F32 ? 4 : 2;
-    const int inval = null_out || !hk || !hd || !cap || (uint32_t)dt > 2;
+    const size_t esz = dt == ATTN_F32 ? 4 : dt == ATTN_I8 ? 1 : 2;
+    const int inval = null_out || !hk || !hd || !cap || (uint32_t)dt > 3;
     size_t elems = 1, bytes;
     const int ovf = __builtin_mul_overflow(cap, hk, &elems) || __builtin_mul_overflow(elems, hd, &elems) ||
                     __builtin_mul_overflow(elems, esz, &bytes);
@@ -856,6 +868,10 @@ static void fz_kvcache(fz_reader *r)
                 for (size_t i = 0; i < n * row; i++) {
                     sk[len * row + i] = fz_store_round(dt, k[i]);
                     sv[len * row + i] = fz_store_round(dt, v[i]);
+                }
+                for (size_t i = 0; dt == ATTN_I8 && i < n * row; i += hd) { /* int8: each (token, head) row */
+                    fz_quant_row(sk + len * row + i, hd);
+                    fz_quant_row(sv + len * row + i, hd);
                 }
                 len += n;
             }
