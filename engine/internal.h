@@ -159,6 +159,18 @@ int attn_all_finite(const float *x, size_t n);
  * pages. Free with free(). */
 void *attn_alloc_big(size_t bytes);
 
+/* 1 if the byte ranges [p, p + n) and [q, q + m) overlap (either may be NULL). */
+static inline int attn_overlaps(const void *p, size_t n, const void *q, size_t m)
+{
+    if (!p || !q || !n || !m)
+        return 0;
+    const uintptr_t a = (uintptr_t)p, b = (uintptr_t)q;
+    return a < b + m && b < a + n;
+}
+
+/* RoPE positions stay below this: exact in double. */
+#define ATTN_ROPE_MAX_POS ((size_t)1 << 53)
+
 /* a * b into *r; 1 on overflow. */
 static inline int attn_mul_overflow(size_t a, size_t b, size_t *r) { return __builtin_mul_overflow(a, b, r); }
 

@@ -22,15 +22,6 @@
  * rounding per tile would redo each row once per 64-column block). */
 #define ATTN_GEMM_XB (4 * ATTN_GEMM_MB)
 
-/* 1 if the byte ranges [p, p + n) and [q, q + m) overlap (either may be NULL). */
-static int attn_overlaps(const void *p, size_t n, const void *q, size_t m)
-{
-    if (!p || !q || !n || !m)
-        return 0;
-    const uintptr_t a = (uintptr_t)p, b = (uintptr_t)q;
-    return a < b + m && b < a + n;
-}
-
 /* 1 for the weight types and math modes the projections take. */
 static int attn_w_dtype_ok(attn_dtype t) { return t == ATTN_F32 || t == ATTN_F16 || t == ATTN_BF16; }
 static int attn_math_ok(attn_math m) { return m == ATTN_MATH_F32 || m == ATTN_MATH_BF16; }

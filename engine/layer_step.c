@@ -9,18 +9,6 @@
 
 #include "internal.h"
 
-/* Positions are exact in double up to 2^53 (attn_rope_apply). */
-#define ATTN_STEP_MAX_POS ((size_t)1 << 53)
-
-/* 1 if the byte ranges [p, p + n) and [q, q + m) overlap (either may be NULL). */
-static int attn_step_overlaps(const void *p, size_t n, const void *q, size_t m)
-{
-    if (!p || !q || !n || !m)
-        return 0;
-    const uintptr_t a = (uintptr_t)p, b = (uintptr_t)q;
-    return a < b + m && b < a + n;
-}
-
 static int attn_step_cmp_u32(const void *a, const void *b)
 {
     const uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -53,8 +41,8 @@ attn_status attn_layer_forward(const attn_ctx *ctx, const attn_layer *w, attn_kv
     size_t total = 0;
     for (size_t s = 0; s < n_seqs; s++) {
         const size_t len = attn_seq_len(p, seqs[s]);
-        if (__builtin_add_overflow(total, n_new[s], &total) || len > ATTN_STEP_MAX_POS ||
-            n_new[s] > ATTN_STEP_MAX_POS - len)
+        if (__builtin_add_overflow(total, n_new[s], &total) || len > ATTN_ROPE_MAX_POS ||
+            n_new[s] > ATTN_ROPE_MAX_POS - len)
             return ATTN_ERANGE;
     }
     size_t qw, kw, nx, nq, nk, nwq, nwk, nwo, ids;
@@ -81,7 +69,7 @@ attn_status attn_layer_forward(const attn_ctx *ctx, const attn_layer *w, attn_kv
     const void *const in[] = {x, w->wq, w->wk, w->wv, w->wo, w->bq, w->bk, w->bv, w->bo};
     const size_t inb[] = {nx * f4, nwq * we, nwk * we, nwk * we, nwo * we, qw * f4, kw * f4, kw * f4, dm * f4};
     for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
-        if (attn_step_overlaps(y, ny * f4, in[i], inb[i]))
+        if (attn_overlaps(y, ny * f4, in[i], inb[i]))
             return ATTN_EINVAL;
 
     float *buf = attn_alloc_aligned(bytes);

@@ -8,8 +8,8 @@
 
 #include "internal.h"
 
-/* The default page holds a default tile (block_kv 256): tiles never cross pages, and with 128-token pages S1 decoded
- * 2-3% slower than the same sequences in KV caches (Zen 5, 2026-12-02); equal with 256. */
+/* The default page holds a default tile (block_kv 256): tiles never cross pages, so smaller pages mean shorter
+ * decode tiles (docs/performance.md has the measurement). */
 #define ATTN_POOL_PAGE_DEFAULT 256
 #define ATTN_POOL_SEQS_DEFAULT 1024
 

@@ -9,8 +9,6 @@
 /* Pairs whose inverse frequencies, cos and sin live on the stack at a time (2 KiB; no allocation, so no ENOMEM). */
 #define ATTN_ROPE_CHUNK 128
 
-/* Positions are exact in double up to 2^53. */
-#define ATTN_ROPE_MAX_POS ((size_t)1 << 53)
 
 /* ATTN_OK if a style, rope_dims and theta are ones attn_rope_apply takes for heads of head_dim (>= 1). */
 attn_status attn_rope_check(attn_rope style, size_t rope_dims, float theta, size_t head_dim)
